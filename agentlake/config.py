@@ -1,0 +1,104 @@
+"""Deployment settings, resolved from the environment in exactly one place.
+
+Nothing in AgentLake reads ``os.environ`` except :meth:`Settings.from_env`, and only when
+called. The embedded default needs no variable at all; the S3 store needs a bucket.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentlake.errors import ConfigError
+
+STORE_KINDS = ("local", "s3")
+
+# Every variable AgentLake reads, with what it means (the README's configuration table).
+ENV_VARS: dict[str, str] = {
+    "AGENTLAKE_HOME": "root folder of the embedded deployment (default ./.agentlake)",
+    "AGENTLAKE_STORE": "object store kind: local (default) or s3",
+    "AGENTLAKE_S3_BUCKET": "bucket holding the log, artifacts and warehouse (required for s3)",
+    "AGENTLAKE_S3_PREFIX": "key prefix inside the bucket (default empty)",
+    "AGENTLAKE_S3_ENDPOINT": "endpoint URL of an S3-compatible server (default: AWS S3)",
+    "AWS_ACCESS_KEY_ID": "S3 access key (standard AWS variable)",
+    "AWS_SECRET_ACCESS_KEY": "S3 secret key (standard AWS variable)",
+    "AWS_SESSION_TOKEN": "S3 session token, if any (standard AWS variable)",
+    "AWS_REGION": "S3 region (standard AWS variable, default us-east-1)",
+    "AGENTLAKE_CATALOG_URI": "SQLAlchemy URI of the Iceberg SQL catalog (default sqlite under AGENTLAKE_HOME)",
+}
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where and how to reach an S3-compatible bucket. The secret never appears in repr."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One deployment of AgentLake: its home folder, object store and catalog."""
+
+    home: Path
+    store: str = "local"
+    s3: S3Settings | None = None
+    catalog_uri: str | None = None
+
+    @property
+    def store_root(self) -> Path:
+        """Folder that acts as the object store on the embedded default."""
+        return self.home / "store"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def resolved_catalog_uri(self) -> str:
+        return self.catalog_uri or f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def warehouse_uri(self) -> str:
+        """Where Iceberg data and metadata files live: beside the log, on the same store."""
+        if self.s3 is not None:
+            base = f"s3://{self.s3.bucket}"
+            return f"{base}/{self.s3.prefix.strip('/')}/warehouse" if self.s3.prefix else f"{base}/warehouse"
+        return (self.store_root / "warehouse").resolve().as_uri()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Resolve the deployment from environment variables (see ``ENV_VARS``).
+
+        Raises:
+            ConfigError: an unknown store kind, or S3 without a bucket.
+        """
+        env = os.environ if environ is None else environ
+        home = Path(env.get("AGENTLAKE_HOME") or ".agentlake").expanduser().resolve()
+        kind = (env.get("AGENTLAKE_STORE") or "local").strip().lower()
+        if kind not in STORE_KINDS:
+            raise ConfigError(
+                f"AGENTLAKE_STORE={kind!r} is not a known store; set it to one of {', '.join(STORE_KINDS)}"
+            )
+        s3 = None
+        if kind == "s3":
+            bucket = env.get("AGENTLAKE_S3_BUCKET", "").strip()
+            if not bucket:
+                raise ConfigError("AGENTLAKE_STORE=s3 needs AGENTLAKE_S3_BUCKET: set it to the bucket's name")
+            s3 = S3Settings(
+                bucket=bucket,
+                prefix=env.get("AGENTLAKE_S3_PREFIX", "").strip("/"),
+                endpoint=env.get("AGENTLAKE_S3_ENDPOINT") or None,
+                region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+                access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+                secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+                session_token=env.get("AWS_SESSION_TOKEN") or None,
+            )
+        return cls(home=home, store=kind, s3=s3, catalog_uri=env.get("AGENTLAKE_CATALOG_URI") or None)

@@ -1,0 +1,53 @@
+"""AgentLake's exceptions: one class per failure, each message says what to do."""
+
+from __future__ import annotations
+
+
+class AgentLakeError(Exception):
+    """Base class of every error AgentLake raises on purpose."""
+
+
+class ConfigError(AgentLakeError):
+    """The environment does not describe a usable deployment (missing or unknown setting)."""
+
+
+class StoreError(AgentLakeError):
+    """The object store failed in a way retries did not cure."""
+
+
+class AlreadyExists(StoreError):
+    """A write-once key already holds an object: log segments and artifacts are never overwritten."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"object {key!r} already exists and is write-once; write under a new key instead of overwriting"
+        )
+        self.key = key
+
+
+class ObjectNotFound(StoreError):
+    """The key names no object in the store."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no object at {key!r}; list the log with `agentlake log ls` to see existing keys")
+        self.key = key
+
+
+class SegmentConflict(StoreError):
+    """A segment key exists with different bytes than the producer tried to write."""
+
+
+class InvalidSegmentKey(AgentLakeError):
+    """An object under the log prefix does not have the shape of a segment key."""
+
+
+class InvalidEvent(AgentLakeError):
+    """An event failed validation; `reason` names the field and the problem."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OtlpFormatError(AgentLakeError):
+    """An OTLP/JSON file is not a trace export the OpenTelemetry Collector would write."""
