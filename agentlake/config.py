@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agentlake.errors import ConfigError
 
@@ -27,6 +28,8 @@ ENV_VARS: dict[str, str] = {
     "AWS_SESSION_TOKEN": "S3 session token, if any (standard AWS variable)",
     "AWS_REGION": "S3 region (standard AWS variable, default us-east-1)",
     "AGENTLAKE_CATALOG_URI": "SQLAlchemy URI of the Iceberg SQL catalog (default sqlite under AGENTLAKE_HOME)",
+    "AGENTLAKE_UI_PORT": "port of the Dagster UI started by `make run` (default 3000, on 127.0.0.1)",
+    "AGENTLAKE_DEMO_RATE": "agent runs per second the demo fleet of `make run` emits (default 1; 0 turns it off)",
 }
 
 
@@ -51,6 +54,8 @@ class Settings:
     store: str = "local"
     s3: S3Settings | None = None
     catalog_uri: str | None = None
+    ui_port: int = 3000
+    demo_rate: float = 1.0
 
     @property
     def store_root(self) -> Path:
@@ -101,4 +106,24 @@ class Settings:
                 secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
                 session_token=env.get("AWS_SESSION_TOKEN") or None,
             )
-        return cls(home=home, store=kind, s3=s3, catalog_uri=env.get("AGENTLAKE_CATALOG_URI") or None)
+        return cls(
+            home=home,
+            store=kind,
+            s3=s3,
+            catalog_uri=env.get("AGENTLAKE_CATALOG_URI") or None,
+            ui_port=_number(env, "AGENTLAKE_UI_PORT", 3000, int),
+            demo_rate=_number(env, "AGENTLAKE_DEMO_RATE", 1.0, float),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it to a {kind.__name__} or unset it") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value

@@ -300,16 +300,15 @@ class LogReader:
         seen = frozenset(seg.key for seg in listed if seg.arrival >= horizon)
         return new, LogCursor(watermark=watermark, seen=seen)
 
-    def read_bytes(self, key: str) -> Iterator[bytes]:
-        """The segment's NDJSON bytes, decompressed as a stream of chunks."""
-        decompressor = zstandard.ZstdDecompressor().decompressobj()
-        for chunk in self.store.stream(key):
-            out = decompressor.decompress(chunk)
-            if out:
-                yield out
-        tail = decompressor.flush()
-        if tail:
-            yield tail
+    def read_bytes(self, key: str, piece_bytes: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+        """The segment's NDJSON bytes, decompressed as a stream of pieces of at most ``piece_bytes``."""
+        source = _ChunkSource(self.store.stream(key))
+        with zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True) as reader:
+            while True:
+                piece = reader.read(piece_bytes)
+                if not piece:
+                    return
+                yield piece
 
     def iter_chunks(self, key: str, chunk_bytes: int = 16 * 1024 * 1024) -> Iterator[tuple[int, bytes]]:
         """The segment as runs of whole lines: ``(offset of the first line, bytes)``.
@@ -319,17 +318,16 @@ class LogReader:
         """
         pending = bytearray()
         offset = 0
-        for piece in self.read_bytes(key):
+        for piece in self.read_bytes(key, min(chunk_bytes, 4 * 1024 * 1024)):
             pending += piece
-            if len(pending) < chunk_bytes:
-                continue
-            cut = pending.rfind(b"\n") + 1
-            if cut == 0:
-                continue
-            run = bytes(pending[:cut])
-            del pending[:cut]
-            yield offset, run
-            offset += run.count(b"\n")
+            while len(pending) >= chunk_bytes:
+                cut = pending.rfind(b"\n", 0, chunk_bytes) + 1 or pending.find(b"\n") + 1
+                if cut == 0:
+                    break  # one line longer than a chunk: wait for its end
+                run = bytes(pending[:cut])
+                del pending[:cut]
+                yield offset, run
+                offset += run.count(b"\n")
         if pending:
             if not pending.endswith(b"\n"):
                 pending += b"\n"
@@ -346,6 +344,26 @@ class LogReader:
         """Each line of the segment exactly as it was written, without its newline."""
         for _, run in self.iter_chunks(key):
             yield from run[:-1].split(b"\n")
+
+
+class _ChunkSource:
+    """A file-like ``read`` over an iterator of byte chunks, for zstandard's stream reader."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                break
+            self._buffer += nxt
+        if size < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
 
 
 def split_lines(run: bytes) -> pa.LargeBinaryArray:

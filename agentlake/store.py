@@ -109,14 +109,14 @@ class ObjectStore:
         """
         try:
             return bytes(obstore.get(self._inner, key).bytes())
-        except NotFoundError as exc:
+        except (NotFoundError, FileNotFoundError) as exc:
             raise ObjectNotFound(key) from exc
 
     def stream(self, key: str, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
         """Read an object as a stream of chunks, so a large object never sits whole in memory."""
         try:
             result = obstore.get(self._inner, key)
-        except NotFoundError as exc:
+        except (NotFoundError, FileNotFoundError) as exc:
             raise ObjectNotFound(key) from exc
         for chunk in result.stream(min_chunk_size=chunk_size):
             yield bytes(chunk)
@@ -124,7 +124,7 @@ class ObjectStore:
     def head(self, key: str) -> ObjectInfo:
         try:
             meta = obstore.head(self._inner, key)
-        except NotFoundError as exc:
+        except (NotFoundError, FileNotFoundError) as exc:
             raise ObjectNotFound(key) from exc
         return ObjectInfo(key=str(meta["path"]), size=int(meta["size"]), last_modified=meta["last_modified"])
 

@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both install what they need.
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+VENV := .venv
+
+.PHONY: run test install system-deps lint bench-quick clean
+
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv
+
+install: $(if $(filter $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
+	$(UV) sync --frozen --python $(PYTHON)
+
+# Chromium from Debian's packages, for the browser tests (skipped where it cannot be installed).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed and cannot be installed here: browser tests will be skipped"; fi; }
+
+run: install
+	$(VENV)/bin/python -m platform_defs.launcher
+
+test: install system-deps
+	$(VENV)/bin/python -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check agentlake platform_defs assets sensors tests bench
+	$(VENV)/bin/mypy
+
+bench-quick: install
+	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .agentlake

@@ -1,0 +1,177 @@
+"""The ``agentlake`` command line. Every command takes ``--json`` for machine-readable output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from agentlake.config import Settings
+from agentlake.errors import AgentLakeError
+from agentlake.log import LogReader, LogWriter, new_producer_id
+from agentlake.store import ObjectStore
+
+
+class Context:
+    """What every command needs: the settings, resolved once, and the object store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: ObjectStore | None = None
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            self._store = ObjectStore.from_settings(self.settings)
+        return self._store
+
+    def writer(self, name: str) -> LogWriter:
+        return LogWriter(self.store, new_producer_id(name))
+
+
+def _out(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, default=str).decode() + "\n")
+    else:
+        sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+@contextmanager
+def _open_input(name: str) -> Iterator[BinaryIO]:
+    if name == "-":
+        yield sys.stdin.buffer
+    else:
+        with open(name, "rb") as handle:
+            yield handle
+
+
+def cmd_emit(ctx: Context, args: argparse.Namespace) -> int:
+    lines = 0
+    with ctx.writer("emit") as writer, _open_input(args.file) as handle:
+        for raw in handle:
+            # Bad lines go into the log as they are: ingestion quarantines them with a reason.
+            writer.append_line(raw[:-1] if raw.endswith(b"\n") else raw)
+            lines += 1
+    stats = writer.stats
+    keys = [seg.key for seg in stats.sealed]
+    _out(
+        args,
+        {"lines": lines, "segments": keys, "producer": writer.producer},
+        f"appended {lines} lines in {len(keys)} segment(s)\n" + "\n".join(keys),
+    )
+    return 0
+
+
+def cmd_log_ls(ctx: Context, args: argparse.Namespace) -> int:
+    reader = LogReader(ctx.store)
+    segments = reader.list_day(args.date) if args.date else reader.list_all()
+    rows = [
+        {"key": s.key, "dt": s.dt, "producer": s.producer, "first_seq": s.first_seq, "lines": s.lines,
+         "bytes": s.size, "checksum": s.checksum}
+        for s in segments
+    ]
+    text = "\n".join(f"{r['key']}  lines={r['lines']}  bytes={r['bytes']}" for r in rows)
+    total = sum(s.lines for s in segments)
+    _out(args, {"segments": rows, "count": len(rows), "lines": total},
+         (text + "\n" if text else "") + f"{len(rows)} segment(s), {total} line(s)")
+    return 0
+
+
+def cmd_log_cat(ctx: Context, args: argparse.Namespace) -> int:
+    reader = LogReader(ctx.store)
+    if args.json:
+        lines = [line.decode("utf-8", "backslashreplace") for line in reader.read_lines(args.key)]
+        sys.stdout.write(orjson.dumps({"key": args.key, "lines": lines}).decode() + "\n")
+        return 0
+    out = sys.stdout.buffer
+    for line in reader.read_lines(args.key):
+        out.write(line + b"\n")
+    out.flush()
+    return 0
+
+
+def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake import demo
+
+    seed = args.seed if args.seed is not None else int.from_bytes(__import__("os").urandom(4), "big")
+    config = demo.FleetConfig(seed=seed, bad_share=args.bad_share)
+    with ctx.writer("demo") as writer:
+        if args.forever:
+            import signal
+            import threading
+
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                report = demo.run_forever(writer, config, rate_runs_per_s=args.rate, stop=stop)
+            except KeyboardInterrupt:
+                stop.set()
+                return 0
+        else:
+            report = demo.emit_runs(writer, config, runs=args.runs, start=datetime.now(UTC))
+    summary = {"seed": seed, **report.as_dict(), "segments": writer.stats.segments}
+    _out(args, summary, " ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake import otlp
+
+    with ctx.writer("otlp") as writer:
+        report = otlp.import_otlp([Path(p) for p in args.paths], writer)
+    data = report.as_dict()
+    _out(args, data, " ".join(f"{k}={v}" for k, v in data.items()))
+    return 1 if report.failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("emit", parents=[common], help="append NDJSON events (a file or -) to the log")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_emit)
+
+    p = sub.add_parser("import-otlp", parents=[common], help="import OTLP/JSON trace files into the log")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_import_otlp)
+
+    p = sub.add_parser("demo", parents=[common], help="append simulated agent runs to the log")
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--seed", type=int, default=None, help="same seed, same runs (default: a new seed)")
+    p.add_argument("--bad-share", type=float, default=0.0, help="share of malformed lines to mix in (0..1)")
+    p.add_argument("--forever", action="store_true", help="keep emitting runs in real time until stopped")
+    p.add_argument("--rate", type=float, default=2.0, help="runs per second with --forever")
+    p.set_defaults(func=cmd_demo)
+
+    log = sub.add_parser("log", help="inspect the raw event log")
+    log_sub = log.add_subparsers(dest="log_command", required=True)
+    p = log_sub.add_parser("ls", parents=[common], help="list segments")
+    p.add_argument("--date", help="only segments that arrived on this day (YYYY-MM-DD)")
+    p.set_defaults(func=cmd_log_ls)
+    p = log_sub.add_parser("cat", parents=[common], help="print a segment's lines as they were written")
+    p.add_argument("key")
+    p.set_defaults(func=cmd_log_cat)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[Context, argparse.Namespace], int] = args.func
+    try:
+        return func(Context(Settings.from_env()), args)
+    except AgentLakeError as exc:
+        sys.stderr.write(f"agentlake: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

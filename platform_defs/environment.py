@@ -1,0 +1,73 @@
+"""The one place where the Dagster side turns the environment into resources and instance config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import EnvVar
+from dagster_aws.s3 import S3Resource
+
+from agentlake.config import Settings
+from platform_defs.resources import LakeResource
+
+
+def resolve_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The deployment's settings; raises ConfigError on an unknown store or missing bucket."""
+    return Settings.from_env(environ)
+
+
+def build_lake_resource(settings: Settings) -> LakeResource:
+    """The lake resource for these settings; S3 secrets stay ``EnvVar``s, resolved only at run time."""
+    if settings.s3 is None:
+        return LakeResource(home=str(settings.home), catalog_uri=settings.catalog_uri)
+    s3 = settings.s3
+    s3_kwargs: dict[str, Any] = {"region_name": s3.region}
+    if s3.endpoint:
+        s3_kwargs["endpoint_url"] = EnvVar("AGENTLAKE_S3_ENDPOINT")
+    if s3.access_key_id:
+        s3_kwargs["aws_access_key_id"] = EnvVar("AWS_ACCESS_KEY_ID")
+    if s3.secret_access_key:
+        s3_kwargs["aws_secret_access_key"] = EnvVar("AWS_SECRET_ACCESS_KEY")
+    if s3.session_token:
+        s3_kwargs["aws_session_token"] = EnvVar("AWS_SESSION_TOKEN")
+    return LakeResource(
+        home=str(settings.home),
+        s3_bucket=s3.bucket,
+        s3_prefix=s3.prefix,
+        catalog_uri=settings.catalog_uri,
+        s3=S3Resource(**s3_kwargs),
+    )
+
+
+def instance_yaml(settings: Settings) -> str:
+    """dagster.yaml for this deployment: SQLite storage under the home, run queue lanes,
+    and, when S3 is configured, run logs kept beside the data by dagster-aws."""
+    lines = [
+        "# Written by AgentLake's launcher from the environment; edits are overwritten.",
+        "storage:",
+        "  sqlite:",
+        f"    base_dir: {settings.dagster_home / 'storage'}",
+        "concurrency:",
+        "  runs:",
+        "    max_concurrent_runs: 4",
+        "telemetry:",
+        "  enabled: false",
+    ]
+    if settings.s3 is not None:
+        lines += [
+            "compute_logs:",
+            "  module: dagster_aws.s3.compute_log_manager",
+            "  class: S3ComputeLogManager",
+            "  config:",
+            "    bucket:",
+            "      env: AGENTLAKE_S3_BUCKET",
+            f"    prefix: {(settings.s3.prefix + '/' if settings.s3.prefix else '')}dagster/compute-logs",
+            f"    local_dir: {settings.dagster_home / 'compute-logs'}",
+            f"    region: {settings.s3.region}",
+        ]
+        if settings.s3.endpoint:
+            lines += ["    endpoint_url:", "      env: AGENTLAKE_S3_ENDPOINT"]
+            if settings.s3.endpoint.startswith("http://"):
+                lines += ["    use_ssl: false"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,109 @@
+"""Test fixtures: an isolated environment, and a real S3-compatible server on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from agentlake.config import S3Settings
+from agentlake.store import ObjectStore
+
+S3_KEY = "agentlake-test"
+S3_SECRET = "agentlake-test-secret"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never see the developer's own AgentLake or AWS settings, nor write into the work tree."""
+    for name in list(os.environ):
+        if name.startswith(("AGENTLAKE_", "AWS_")) or name == "DAGSTER_HOME":
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AGENTLAKE_HOME", str(tmp_path / "home"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _reset_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on loopback for the whole session, stopped with SIGKILL at the end."""
+    port = free_port()
+    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_reset_signals,
+    )
+    try:
+        wait_for_port(port, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def s3_settings(s3_endpoint: str) -> S3Settings:
+    """A fresh, empty bucket on the loopback S3 server."""
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    return S3Settings(bucket=bucket, prefix="agentlake", endpoint=s3_endpoint, access_key_id=S3_KEY,
+                      secret_access_key=S3_SECRET)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """How to open the store under test, picklable for producer processes: a folder, or S3."""
+    if request.param == "local":
+        return {"kind": "local", "root": str(tmp_path / "store")}
+    s3: S3Settings = request.getfixturevalue("s3_settings")
+    return {"kind": "s3", "s3": s3}
+
+
+def open_store(spec: dict[str, object]) -> ObjectStore:
+    if spec["kind"] == "local":
+        return ObjectStore.local(Path(str(spec["root"])))
+    s3 = spec["s3"]
+    assert isinstance(s3, S3Settings)
+    return ObjectStore.s3(s3)
+
+
+@pytest.fixture
+def store(store_spec: dict[str, object]) -> ObjectStore:
+    return open_store(store_spec)
