@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -115,7 +116,7 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
                 return 0
         else:
             report = demo.emit_runs(writer, config, runs=args.runs, start=datetime.now(UTC))
-    summary = {"seed": seed, **report.as_dict(), "segments": writer.stats.segments}
+    summary = {"seed": seed, **dataclasses.asdict(report), "segments": writer.stats.segments}
     _out(args, summary, " ".join(f"{k}={v}" for k, v in summary.items()))
     return 0
 
@@ -125,8 +126,13 @@ def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
 
     with ctx.writer("otlp") as writer:
         report = otlp.import_otlp([Path(p) for p in args.paths], writer)
-    data = report.as_dict()
-    _out(args, data, " ".join(f"{k}={v}" for k, v in data.items()))
+    data = {
+        "files": report.files, "spans": report.spans, "events": report.events,
+        "failures": [{"file": str(path), "reason": reason} for path, reason in report.failures],
+    }
+    text = f"imported {report.events} events from {report.spans} spans in {report.files} file(s)"
+    text += "".join(f"\nfailed: {path}: {reason}" for path, reason in report.failures)
+    _out(args, data, text)
     return 1 if report.failures else 0
 
 

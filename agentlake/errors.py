@@ -37,6 +37,10 @@ class SegmentConflict(StoreError):
     """A segment key exists with different bytes than the producer tried to write."""
 
 
+class CorruptSegment(StoreError):
+    """A segment's bytes do not match the checksum its key carries."""
+
+
 class InvalidSegmentKey(AgentLakeError):
     """An object under the log prefix does not have the shape of a segment key."""
 
@@ -51,3 +55,8 @@ class InvalidEvent(AgentLakeError):
 
 class OtlpFormatError(AgentLakeError):
     """An OTLP/JSON file is not a trace export the OpenTelemetry Collector would write."""
+
+    def __init__(self, message: str, *, file: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+        self.reason = reason or message

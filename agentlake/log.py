@@ -11,6 +11,7 @@ lookback window and remembers which keys in that window it has already handed ou
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import threading
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import zstandard
 
-from agentlake.errors import AlreadyExists, SegmentConflict
+from agentlake.errors import AlreadyExists, CorruptSegment, InvalidSegmentKey, SegmentConflict
 from agentlake.segments import (
     LOG_PREFIX,
     SEGMENT_SUFFIX,
@@ -302,13 +303,21 @@ class LogReader:
 
     def read_bytes(self, key: str, piece_bytes: int = 4 * 1024 * 1024) -> Iterator[bytes]:
         """The segment's NDJSON bytes, decompressed as a stream of pieces of at most ``piece_bytes``."""
+        expected = _expected_checksum(key)
         source = _ChunkSource(self.store.stream(key))
-        with zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True) as reader:
+        stream = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)  # type: ignore[arg-type]
+        with stream as reader:
             while True:
                 piece = reader.read(piece_bytes)
                 if not piece:
-                    return
+                    break
                 yield piece
+        # zstandard ends quietly on a truncated frame: the key's checksum catches that, and tampering.
+        if expected is not None and source.digest() != expected:
+            raise CorruptSegment(
+                f"segment {key!r} does not match the checksum in its key (object changed or truncated); "
+                "restore it from a replica or backup: the log is write-once"
+            )
 
     def iter_chunks(self, key: str, chunk_bytes: int = 16 * 1024 * 1024) -> Iterator[tuple[int, bytes]]:
         """The segment as runs of whole lines: ``(offset of the first line, bytes)``.
@@ -352,18 +361,33 @@ class _ChunkSource:
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._buffer = b""
+        self._sha = hashlib.sha256()
+
+    def digest(self) -> str:
+        """The checksum of every byte read, once the source is exhausted (as in a segment key)."""
+        for rest in self._chunks:
+            self._sha.update(rest)
+        return self._sha.hexdigest()[:16]
 
     def read(self, size: int = -1) -> bytes:
         while size < 0 or len(self._buffer) < size:
             nxt = next(self._chunks, None)
             if nxt is None:
                 break
+            self._sha.update(nxt)
             self._buffer += nxt
         if size < 0:
             out, self._buffer = self._buffer, b""
         else:
             out, self._buffer = self._buffer[:size], self._buffer[size:]
         return out
+
+
+def _expected_checksum(key: str) -> str | None:
+    try:
+        return SegmentInfo.from_key(key).checksum
+    except InvalidSegmentKey:
+        return None
 
 
 def split_lines(run: bytes) -> pa.LargeBinaryArray:

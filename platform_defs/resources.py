@@ -6,12 +6,12 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
+from pyiceberg.catalog.sql import SqlCatalog
 
 from agentlake.catalog import open_catalog
 from agentlake.config import S3Settings, Settings
 from agentlake.log import LogReader
 from agentlake.store import ObjectStore
-from pyiceberg.catalog.sql import SqlCatalog
 
 
 class LakeResource(ConfigurableResource):

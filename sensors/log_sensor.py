@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import orjson
-from dagster import AssetObservation, DefaultSensorStatus, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    AssetObservation,
+    DefaultSensorStatus,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from agentlake.log import LogCursor
 from assets.raw_log import RAW_EVENT_LOG

@@ -7,12 +7,13 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 import zstandard
 
-from agentlake.errors import InvalidSegmentKey
+from agentlake.errors import CorruptSegment, InvalidSegmentKey
 from agentlake.log import LogCursor, LogReader, LogWriter
 from agentlake.segments import SegmentInfo, checksum, segment_key
 from agentlake.store import ObjectStore
@@ -199,3 +200,17 @@ def _open(spec: dict[str, object]) -> ObjectStore:
     from tests.conftest import open_store
 
     return open_store(spec)
+
+
+@pytest.mark.integration
+def test_a_truncated_or_altered_segment_is_detected(tmp_path: Path) -> None:
+    store = ObjectStore.local(tmp_path / "store")
+    with LogWriter(store, "victim", background_flush=False) as writer:
+        for i in range(2000):
+            writer.append({**_event(i), "payload": f"text {i}" * 5})
+    (seg,) = LogReader(store).list_all()
+    path = tmp_path / "store" / seg.key
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a store that lost the object's tail
+    with pytest.raises(CorruptSegment, match="checksum"):
+        list(LogReader(store).read_lines(seg.key))

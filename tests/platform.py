@@ -1,0 +1,73 @@
+"""Start `make run`'s stack (the launcher) for end-to-end tests, and stop it for sure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def running_platform(home: Path, *, demo_rate: float = 2.0, timeout: float = 120.0) -> Iterator[str]:
+    """Run the launcher on a free port with its own home; yields the UI's base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "AGENTLAKE_HOME": str(home),
+        "AGENTLAKE_UI_PORT": str(port),
+        "AGENTLAKE_DEMO_RATE": str(demo_rate),
+    }
+    log = open(home.parent / "platform.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "platform_defs.launcher"], cwd=PROJECT_ROOT, env=env, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), signal.signal(signal.SIGTERM, signal.SIG_DFL)),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the platform exited early; see {home.parent / 'platform.log'}")
+            try:
+                with urllib.request.urlopen(url + "/server_info", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Dagster UI did not answer on {url} within {timeout}s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        # The launcher stops its children on SIGINT, as Ctrl-C would; SIGKILL the group if it hangs.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def chromium_path() -> str | None:
+    for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]

@@ -1,0 +1,227 @@
+"""The simulated agent fleet: reproducible, valid where it should be, broken where it should be."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlake.demo import AGENT_KINDS, FleetConfig, emit_runs, generate_runs, run_forever
+from agentlake.errors import InvalidEvent
+from agentlake.events import parse_event_line
+from agentlake.log import LogReader, LogWriter
+from agentlake.store import ObjectStore
+
+START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def _split(lines: list[bytes]) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Parsed valid events and the raw bad lines."""
+    good, bad = [], []
+    for line in lines:
+        try:
+            good.append(parse_event_line(line))
+        except InvalidEvent:
+            bad.append(line)
+    return good, bad
+
+
+def _runs(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        by_run[event["run_id"]].append(event)
+    return by_run
+
+
+@pytest.fixture(scope="module")
+def batch() -> list[dict[str, Any]]:
+    lines = list(generate_runs(FleetConfig(seed=7, feedback_share=0.5), 400, START))
+    good, bad = _split(lines)
+    assert not bad, "bad_share=0 must give only valid lines"
+    return good
+
+
+@pytest.mark.unit
+def test_same_seed_same_bytes_other_seed_other_runs() -> None:
+    config = FleetConfig(seed=3, bad_share=0.1)
+    first = list(generate_runs(config, 50, START))
+    assert first == list(generate_runs(FleetConfig(seed=3, bad_share=0.1), 50, START))
+    other, _ = _split(list(generate_runs(FleetConfig(seed=4, bad_share=0.1), 50, START)))
+    mine, _ = _split(first)
+    assert not {e["event_id"] for e in mine} & {e["event_id"] for e in other}
+    assert not {e["run_id"] for e in mine} & {e["run_id"] for e in other}
+
+
+@pytest.mark.unit
+def test_bad_share_adds_only_broken_lines_and_leaves_valid_events_alone() -> None:
+    clean = list(generate_runs(FleetConfig(seed=5), 100, START))
+    lines = list(generate_runs(FleetConfig(seed=5, bad_share=0.2), 100, START))
+    good, bad = _split(lines)
+    assert [line for line in lines if line not in bad] == clean  # same valid lines, same order
+    assert abs(len(bad) - len(good) * 0.2 / 0.8) <= 0.5 + 1e-9
+    assert {b"", b"   ", b"\t"} & set(bad)  # the assortment includes blank lines...
+    assert any(b"\xe9" in line for line in bad)  # ...invalid UTF-8...
+    assert any(line.startswith(b"{") and not line.endswith(b"}") for line in bad)  # ...truncated JSON
+
+
+@pytest.mark.unit
+def test_bad_lines_are_varied_and_each_fails_parsing() -> None:
+    lines = list(generate_runs(FleetConfig(seed=11, bad_share=0.3), 60, START))
+    good, bad = _split(lines)
+    reasons = set()
+    for line in bad:
+        with pytest.raises(InvalidEvent) as info:
+            parse_event_line(line)
+        reasons.add(str(info.value)[:30])
+    assert len(reasons) >= 10
+    assert len(bad) == round(len(good) * 0.3 / 0.7)
+
+
+@pytest.mark.unit
+def test_fleet_has_three_kinds_several_tenants_and_unique_ids(batch: list[dict[str, Any]]) -> None:
+    assert {e["agent_id"] for e in batch} == {kind.name for kind in AGENT_KINDS}
+    assert {"support-triage", "research", "coding"} <= {kind.name for kind in AGENT_KINDS}
+    assert len({e["tenant"] for e in batch}) >= 4
+    assert len({e["event_id"] for e in batch}) == len(batch)
+    assert len({e["model"] for e in batch if e["model"]}) >= 4
+
+
+@pytest.mark.unit
+def test_every_run_is_a_tree_from_start_to_finish(batch: list[dict[str, Any]]) -> None:
+    runs = _runs(batch)
+    assert len(runs) == 400
+    statuses: Counter[str] = Counter()
+    for events in runs.values():
+        body = [e for e in events if e["type"] != "feedback"]
+        types = [e["type"] for e in body]
+        assert types[0] == "run_started" and types[-1] == "run_finished"
+        assert types.count("run_started") == types.count("run_finished") == 1
+        assert {"llm_call", "tool_call", "retrieval"} <= set(types)
+        assert [e["ts"] for e in body] == sorted(e["ts"] for e in body)
+        assert all(e["ts"] <= START for e in events)
+        root = body[0]["span_id"]
+        spans = {e["span_id"] for e in body}
+        assert body[-1]["span_id"] == root and body[0]["parent_span_id"] is None
+        assert all(e["parent_span_id"] in spans for e in events if e["span_id"] != root)
+        finished = body[-1]
+        statuses[finished["status"]] += 1
+        assert finished["latency_ms"] == (finished["ts"] - body[0]["ts"]) / timedelta(milliseconds=1)
+        if finished["status"] == "ok":
+            assert types.count("decision") == 1 and "error" not in types
+        else:
+            assert finished["error_type"] and "error" in types and "decision" not in types
+    assert statuses["ok"] > statuses["error"] > 0
+
+
+@pytest.mark.unit
+def test_step_fields_are_typed_and_in_range(batch: list[dict[str, Any]]) -> None:
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in batch:
+        by_type[event["type"]].append(event)
+    for call in by_type["llm_call"]:
+        assert (
+            call["model"] and call["provider"] and call["finish_reason"] in ("stop", "tool_calls", "length")
+        )
+        for n in (call["input_tokens"], call["output_tokens"]):
+            assert isinstance(n, int) and n >= 0
+        assert call["latency_ms"] > 0
+    tools = by_type["tool_call"]
+    assert all(t["tool_name"] and t["tool_call_id"] and t["status"] in ("ok", "error") for t in tools)
+    assert all(t["error_type"] for t in tools if t["status"] == "error")
+    assert any(t["status"] == "error" for t in tools)
+    for retrieval in by_type["retrieval"]:
+        assert retrieval["retrieval_source"] and retrieval["documents"]
+        assert all(0 <= d["score"] <= 1 for d in retrieval["documents"])
+    assert all(d["decision_label"] for d in by_type["decision"])
+    assert all(0 <= f["feedback_score"] <= 1 and f["feedback_label"] for f in by_type["feedback"])
+
+
+@pytest.mark.unit
+def test_feedback_comes_last_dated_after_its_run_and_not_after_start() -> None:
+    config = FleetConfig(seed=9, feedback_share=0.5, window=timedelta(days=4))
+    lines = list(generate_runs(config, 300, START))
+    events, _ = _split(lines)
+    types = [e["type"] for e in events]
+    first_feedback = types.index("feedback")
+    assert set(types[first_feedback:]) == {"feedback"}  # it arrives after every run's events
+    feedback = events[first_feedback:]
+    assert 0.35 < len(feedback) / 300 < 0.65
+    assert [f["ts"] for f in feedback] == sorted(f["ts"] for f in feedback)
+    ends = {e["run_id"]: e["ts"] for e in events if e["type"] == "run_finished"}
+    delays = [f["ts"] - ends[f["run_id"]] for f in feedback]
+    assert all(config.min_feedback_delay <= d for d in delays)
+    assert all(f["ts"] <= START for f in feedback)
+    assert max(delays) > timedelta(days=1) and min(delays) < timedelta(hours=1)  # minutes to days
+
+
+@pytest.mark.unit
+def test_lines_are_realistically_sized() -> None:
+    lines = list(generate_runs(FleetConfig(seed=1), 200, START))
+    assert 400 <= sum(map(len, lines)) / len(lines) <= 800
+
+
+@pytest.mark.unit
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="bad_share"):
+        FleetConfig(bad_share=1.0)
+    with pytest.raises(ValueError, match="zone"):
+        list(generate_runs(FleetConfig(), 1, datetime(2026, 1, 1)))
+
+
+@pytest.mark.unit
+def test_emit_runs_writes_every_line_and_counts_them(tmp_path: Path) -> None:
+    store = ObjectStore.local(tmp_path)
+    config = FleetConfig(seed=2, bad_share=0.05)
+    with LogWriter(store, "demo", background_flush=False) as writer:
+        report = emit_runs(writer, config, 80, START)
+    reader = LogReader(store)
+    written = [line for seg in reader.list_all() for line in reader.read_lines(seg.key)]
+    assert written == list(generate_runs(config, 80, START))
+    good, bad = _split(written)
+    assert (report.runs, report.events, report.bad_lines) == (80, len(good), len(bad))
+    assert report.feedback == sum(e["type"] == "feedback" for e in good) > 0
+    assert report.failed_runs == sum(e["type"] == "run_finished" and e["status"] == "error" for e in good)
+
+
+@pytest.mark.unit
+def test_run_forever_emits_in_real_time_and_stops_promptly(tmp_path: Path) -> None:
+    store = ObjectStore.local(tmp_path)
+    stop = threading.Event()
+    result = []
+    writer = LogWriter(store, "live", max_segment_age_s=0.5)
+    config = FleetConfig(seed=1, bad_share=0.02, feedback_share=0.5)
+    before = datetime.now(UTC)
+    # Runs take seconds: at speed 30, 1.5 s real time is 45 s of fleet time, and at time_scale
+    # 1e5 a 2-minute feedback delay passes in 1.2 ms, so runs finish and feedback shows up.
+    thread = threading.Thread(
+        target=lambda: result.append(run_forever(writer, config, 8.0, stop, 1e5, speed=30.0))
+    )
+    thread.start()
+    time.sleep(1.5)
+    stopped = time.monotonic()
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and time.monotonic() - stopped < 1.0
+    writer.close()
+    report = result[0]
+
+    reader = LogReader(store)
+    written = [line for seg in reader.list_all() for line in reader.read_lines(seg.key)]
+    good, bad = _split(written)
+    assert report.runs > 100 and report.feedback > 0 and report.bad_lines > 0 and report.feedback_pending > 0
+    assert (report.events, report.bad_lines) == (len(good), len(bad))
+    assert report.feedback == sum(e["type"] == "feedback" for e in good)
+    runs = _runs(good)
+    assert len(runs) == report.runs  # runs in flight at stop were completed, not dropped
+    for events in runs.values():
+        types = [e["type"] for e in events]
+        assert types[0] == "run_started" and "run_finished" in types
+    # Stamped with the wall clock, not a fixed start.
+    assert all(before - timedelta(seconds=1) <= e["ts"] <= before + timedelta(minutes=10) for e in good)
+    finished = {e["run_id"]: e["ts"] for e in good if e["type"] == "run_finished"}
+    assert all(e["ts"] > finished[e["run_id"]] for e in good if e["type"] == "feedback")
