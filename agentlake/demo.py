@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from agentlake.events import encode_event
+
 
 @dataclass(frozen=True)
 class AgentKind:
@@ -457,7 +459,7 @@ def _iso(moment: datetime) -> str:
 
 def _dump(event: dict[str, Any], ts: datetime) -> bytes:
     event["ts"] = _iso(ts)
-    return orjson.dumps(event)
+    return encode_event(event)
 
 
 def _feedback_delay_ms(config: FleetConfig, u: float, cap_ms: float) -> float:

@@ -156,17 +156,9 @@ def normalize_event(obj: Any) -> dict[str, Any]:
     for field in FIELDS:
         if field.required and row[field.column] is None:
             raise InvalidEvent(f"required field '{field.key}' is missing or null")
-    attributes = obj.get("attributes")
-    if attributes is not None and not isinstance(attributes, dict):
-        raise InvalidEvent(f"field 'attributes' must be a JSON object, got {_kind(attributes)}")
-    merged = dict(attributes or {})
-    for name, value in extra.items():
-        if name in merged and merged[name] != value:
-            raise InvalidEvent(f"field '{name}' appears both at top level and in 'attributes' with different values")
-        merged[name] = value
-    row["attributes"] = _dumps(merged) if merged else None
+    row["attributes"] = _attributes_text(obj.get("attributes"), extra)
     payload = obj.get("payload")
-    row["payload"] = None if payload is None else _dumps(payload)
+    row["payload"] = None if payload is None else payload if isinstance(payload, str) else _dumps(payload)
     return row
 
 
@@ -183,6 +175,31 @@ def parse_event_line(line: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"not valid JSON: {_short(str(exc))}") from None
     return normalize_event(decoded)
+
+
+def _attributes_text(attributes: Any, extra: dict[str, Any]) -> str | None:
+    """``attributes`` as JSON text: an object is serialised; text (the SDK's wire form) is kept as is,
+    unless unknown top-level fields must be merged into it."""
+    if attributes is not None and not isinstance(attributes, dict | str):
+        raise InvalidEvent(f"field 'attributes' must be a JSON object, got {_kind(attributes)}")
+    if not extra:
+        if attributes is None or isinstance(attributes, str):
+            return attributes
+        return _dumps(attributes) if attributes else None
+    decoded: Any = attributes
+    if isinstance(attributes, str):
+        try:
+            decoded = orjson.loads(attributes)
+        except orjson.JSONDecodeError:
+            decoded = None
+        if not isinstance(decoded, dict):
+            raise InvalidEvent("field 'attributes' is text that does not hold a JSON object")
+    merged: dict[str, Any] = dict(decoded or {})
+    for name, value in extra.items():
+        if name in merged and merged[name] != value:
+            raise InvalidEvent(f"field '{name}' appears both at top level and in 'attributes' with different values")
+        merged[name] = value
+    return _dumps(merged)
 
 
 def _convert(field: Field, name: str, value: Any) -> Any:
@@ -253,6 +270,39 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def event_to_json(event: Mapping[str, Any]) -> bytes:
-    """Serialise an event mapping as one NDJSON line (without the newline)."""
-    return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
+def encode_event(event: Mapping[str, Any]) -> bytes:
+    """Serialise an event as the SDK writes it to the log: one NDJSON line, without the newline.
+
+    The wire form carries ``attributes`` and ``payload`` as JSON text and unknown fields folded
+    into ``attributes``, so that ingestion can parse whole segments with an explicit Arrow schema
+    (its fast path). It means the same event: :func:`normalize_event` gives the same row for both.
+    Nothing is validated here; a bad event is written as it is and quarantined by ingestion.
+    """
+    wire: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in event.items():
+        field = _FIELD_BY_NAME.get(name)
+        if field is None:
+            extra[name] = value
+        elif name == "ts" and isinstance(value, datetime) and value.tzinfo is not None:
+            wire[name] = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        elif field.column == "finish_reason" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            wire[field.key] = ",".join(value)
+        else:
+            wire[name] = value
+    attributes = wire.get("attributes")
+    if extra and (attributes is None or isinstance(attributes, dict)):
+        merged = dict(attributes or {})
+        if all(merged.get(k, v) == v for k, v in extra.items()):
+            merged.update(extra)
+            wire["attributes"] = merged
+            extra = {}
+    wire.update(extra)
+    if isinstance(wire.get("attributes"), dict):
+        wire["attributes"] = _dumps(wire["attributes"]) if wire["attributes"] else None
+        if wire["attributes"] is None:
+            del wire["attributes"]
+    payload = wire.get("payload")
+    if payload is not None and not isinstance(payload, str):
+        wire["payload"] = _dumps(payload)
+    return orjson.dumps(wire)

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import zstandard
 
 from agentlake.errors import AlreadyExists, CorruptSegment, InvalidSegmentKey, SegmentConflict
+from agentlake.events import encode_event
 from agentlake.segments import (
     LOG_PREFIX,
     SEGMENT_SUFFIX,
@@ -118,7 +119,7 @@ class LogWriter:
 
     def append(self, event: Mapping[str, Any]) -> int:
         """Append one event; returns its sequence number within this producer."""
-        return self.append_line(orjson.dumps(event))
+        return self.append_line(encode_event(event))
 
     def append_line(self, line: bytes | str) -> int:
         """Append one NDJSON line as it is, valid or not: ingestion validates and quarantines.
