@@ -136,6 +136,52 @@ def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
     return 1 if report.failures else 0
 
 
+def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.ingest import IngestOptions, ingest_pending
+    from agentlake.lake import Lake
+
+    report = ingest_pending(Lake(ctx.settings, store=ctx.store), IngestOptions(), day=args.date)
+    data = report.as_dict()
+    _out(args, data, (
+        f"ingested {report.segments} segment(s), {report.lines} lines: {report.rows} rows, "
+        f"{report.quarantined} quarantined, {report.duplicates} duplicates "
+        f"({report.segments_skipped} segment(s) already held) in {report.seconds:.2f}s"
+    ))
+    return 0
+
+
+def cmd_query(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.lake import Lake
+    from agentlake.query import query
+
+    table = query(Lake(ctx.settings, store=ctx.store), args.sql)
+    rows = table.to_pylist()
+    if args.json:
+        sys.stdout.write(orjson.dumps({"columns": table.column_names, "rows": rows}, default=str).decode() + "\n")
+        return 0
+    import polars as pl
+
+    with pl.Config(tbl_rows=200, tbl_cols=50, fmt_str_lengths=60):
+        sys.stdout.write(f"{pl.from_arrow(table)}\n")
+    return 0
+
+
+def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.lake import Lake
+    from agentlake.reconcile import reconcile
+
+    results = reconcile(Lake(ctx.settings, store=ctx.store), args.date)
+    lines = []
+    for r in results:
+        state = "balanced" if r.balanced else "NOT BALANCED"
+        lines.append(
+            f"{r.day}: {state}: lines {r.lines_in_log} = rows {r.rows} + quarantined {r.quarantined} "
+            f"+ duplicates {r.duplicates}; segments {r.segments_in_log}, missing {len(r.segments_missing)}"
+        )
+    _out(args, {"days": [r.as_dict() for r in results]}, "\n".join(lines) or "the log is empty")
+    return 0 if all(r.balanced for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
     common = argparse.ArgumentParser(add_help=False)
@@ -157,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forever", action="store_true", help="keep emitting runs in real time until stopped")
     p.add_argument("--rate", type=float, default=2.0, help="runs per second with --forever")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ingest", parents=[common], help="ingest every pending segment into the tables now")
+    p.add_argument("--date", help="only segments that arrived on this day (YYYY-MM-DD)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("query", parents=[common], help="read-only SQL over the tables (raw.events, facts.*)")
+    p.add_argument("sql")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("reconcile", parents=[common], help="check lines = rows + quarantined + duplicates per day")
+    p.add_argument("--date", help="one arrival day (YYYY-MM-DD)")
+    p.set_defaults(func=cmd_reconcile)
 
     log = sub.add_parser("log", help="inspect the raw event log")
     log_sub = log.add_subparsers(dest="log_command", required=True)

@@ -103,7 +103,21 @@ def day_bounds(day: str, days_before: int = 0) -> BooleanExpression:
     """Rows whose arrival falls on ``day`` or the ``days_before`` days before it."""
     start = datetime.combine(date.fromisoformat(day) - timedelta(days=days_before), datetime.min.time(), UTC)
     end = datetime.combine(date.fromisoformat(day) + timedelta(days=1), datetime.min.time(), UTC)
-    return And(GreaterThanOrEqual("arrival", start.isoformat()), LessThan("arrival", end.isoformat()))
+    return And(_ge("arrival", start.isoformat()), _lt("arrival", end.isoformat()))
+
+
+# pyiceberg's expression classes confuse type checkers; these are the only places they are built.
+def _ge(column: str, value: Any) -> BooleanExpression:
+    return GreaterThanOrEqual(column, value)  # type: ignore[call-arg, arg-type]
+
+
+def _lt(column: str, value: Any) -> BooleanExpression:
+    return LessThan(column, value)  # type: ignore[call-arg, arg-type]
+
+
+def one_of(column: str, values: Iterable[Any]) -> BooleanExpression:
+    """Rows whose ``column`` is one of ``values``."""
+    return In(column, list(values))  # type: ignore[call-arg, arg-type]
 
 
 def ingest(lake: Lake, segments: Iterable[SegmentInfo], options: IngestOptions | None = None) -> IngestReport:
@@ -237,7 +251,7 @@ def _read_segments(
         # Segments committed to raw.events by an earlier, interrupted run: read their rows back.
         resumed = sorted({s.key for todo in batch.facts_todo.values() for s in todo} - events_todo)
         if resumed:
-            _derive_facts(tables, batch, _read_events(tables[EVENTS.name], batch.day, In("segment_key", resumed)))
+            _derive_facts(tables, batch, _read_events(tables[EVENTS.name], batch.day, one_of("segment_key", resumed)))
     for key, counts in batch.counts.items():
         report.rows += counts["rows"] if key in events_todo else 0
         report.quarantined += counts["quarantined"]
@@ -313,7 +327,7 @@ def _resolve_known(events: Table, batch: _Batch, known: pl.DataFrame, options: I
     if known.height == 0:
         return
     ids = known.get_column("event_id").unique().to_list()
-    existing = _read_events(events, batch.day, In("event_id", ids), window_days=options.dedup_window_days)
+    existing = _read_events(events, batch.day, one_of("event_id", ids), window_days=options.dedup_window_days)
     stored = dict(zip(existing.get_column("event_id").to_list(),
                       existing.with_columns(_content_hash()).get_column("_hash").to_list(), strict=True))
     by_key = {s.key: s for s in batch.events_todo + batch.quarantine_todo}
@@ -401,7 +415,7 @@ def agent_runs_rows(
     merged = facts.merge_partials(partials)
     older = facts.runs_needing_history(done, merged)
     if older:
-        history = _read_events(events, day, In("run_id", older), window_days=window_days)
+        history = _read_events(events, day, one_of("run_id", older), window_days=window_days)
         history = history.filter(~pl.col("segment_key").is_in(list(at_hand)))  # already in the partials
         merged = facts.merge_partials([merged, facts.run_partials(history)])
     return facts.agent_runs(done, merged)

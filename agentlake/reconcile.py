@@ -1,0 +1,71 @@
+"""Reconciliation: for each arrival day, every line in the log is a row, a quarantined line or a duplicate."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agentlake.ingest import day_bounds
+from agentlake.lake import Lake
+from agentlake.ledger import ledger_days, read_ledger
+from agentlake.tables import EVENTS, QUARANTINE
+
+
+@dataclass
+class DayReconciliation:
+    """One arrival day: the log's lines against what the tables hold."""
+
+    day: str
+    segments_in_log: int = 0
+    lines_in_log: int = 0
+    rows: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    segments_missing: list[str] = field(default_factory=list)
+    ledger_rows: int = 0
+    ledger_quarantined: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        """lines = rows + quarantined + duplicates exactly, no segment missing, and the ledgers agree."""
+        return (
+            not self.segments_missing
+            and self.lines_in_log == self.rows + self.quarantined + self.duplicates
+            and self.rows == self.ledger_rows
+            and self.quarantined == self.ledger_quarantined
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "balanced": self.balanced}
+
+
+def reconcile(lake: Lake, day: str | None = None) -> list[DayReconciliation]:
+    """Reconcile one arrival day, or every day found in the log or the tables."""
+    events = lake.table(EVENTS.name)
+    quarantine = lake.table(QUARANTINE.name)
+    if day is not None:
+        days = [day]
+    else:
+        days = sorted({s.dt for s in lake.log.list_all()} | set(ledger_days(events.properties)))
+    results = []
+    for d in days:
+        result = DayReconciliation(d)
+        segments = lake.log.list_day(d)
+        ledger = read_ledger(events.properties, d)
+        qledger = read_ledger(quarantine.properties, d)
+        result.segments_in_log = len(segments)
+        result.lines_in_log = sum(s.lines for s in segments)
+        result.segments_missing = [s.key for s in segments if not (ledger.holds(s) and qledger.holds(s))]
+        result.rows = _count(events, d)
+        result.quarantined = _count(quarantine, d)
+        result.duplicates = ledger.duplicates
+        result.ledger_rows = ledger.rows
+        result.ledger_quarantined = qledger.quarantined
+        results.append(result)
+    return results
+
+
+def _count(table: Any, day: str) -> int:
+    if table.current_snapshot() is None:
+        return 0
+    return int(table.scan(row_filter=day_bounds(day)).count())
