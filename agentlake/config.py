@@ -30,6 +30,8 @@ ENV_VARS: dict[str, str] = {
     "AGENTLAKE_CATALOG_URI": "SQLAlchemy URI of the Iceberg SQL catalog (default sqlite under AGENTLAKE_HOME)",
     "AGENTLAKE_UI_PORT": "port of the Dagster UI started by `make run` (default 3000, on 127.0.0.1)",
     "AGENTLAKE_DEMO_RATE": "agent runs per second the demo fleet of `make run` emits (default 1; 0 turns it off)",
+    "AGENTLAKE_INGEST_INTERVAL_S": "seconds between ingest sensor ticks: at most one commit per table per tick (default 60)",
+    "AGENTLAKE_DEDUP_WINDOW_DAYS": "days before a segment's arrival day searched for repeated event_ids (default 1)",
 }
 
 
@@ -56,6 +58,8 @@ class Settings:
     catalog_uri: str | None = None
     ui_port: int = 3000
     demo_rate: float = 1.0
+    ingest_interval_s: int = 60
+    dedup_window_days: int = 1
 
     @property
     def store_root(self) -> Path:
@@ -113,6 +117,8 @@ class Settings:
             catalog_uri=env.get("AGENTLAKE_CATALOG_URI") or None,
             ui_port=_number(env, "AGENTLAKE_UI_PORT", 3000, int),
             demo_rate=_number(env, "AGENTLAKE_DEMO_RATE", 1.0, float),
+            ingest_interval_s=_number(env, "AGENTLAKE_INGEST_INTERVAL_S", 60, int),
+            dedup_window_days=_number(env, "AGENTLAKE_DEDUP_WINDOW_DAYS", 1, int),
         )
 
 

@@ -488,6 +488,79 @@ def _commit(
     return snapshot.snapshot_id
 
 
+def rebuild_facts(lake: Lake, day: str, options: IngestOptions | None = None) -> IngestReport:
+    """Rebuild every fact table's partition ``day`` from ``raw.events`` and replace it, one commit per table.
+
+    The rows come from the same functions as the incremental path, so the result is identical
+    to what incremental ingestion produced; each table's ledger for the day becomes that of
+    ``raw.events``.
+    """
+    options = options or IngestOptions()
+    started = time.perf_counter()
+    for attempt in range(1, options.max_attempts + 1):
+        try:
+            report = _rebuild_once(lake, day, options)
+            report.attempts = attempt
+            report.seconds = time.perf_counter() - started
+            return report
+        except CommitFailedException:
+            time.sleep(min(2.0, 0.05 * attempt))
+    raise IngestAborted(f"rebuilding the facts of {day} conflicted {options.max_attempts} times; run it again")
+
+
+def _rebuild_once(lake: Lake, day: str, options: IngestOptions) -> IngestReport:
+    check = options.checkpoint or (lambda _stage: None)
+    tables = {t.name: lake.table(t.name) for t in (EVENTS, *FACT_TABLES)}
+    events_ledger = read_ledger(tables[EVENTS.name].properties, day)
+    batch = _Batch(day=day, events_todo=[], quarantine_todo=[], facts_todo={t.name: [] for t in FACT_TABLES})
+    # Every fact table must be rebuilt: mark all as to do, with a sentinel so _derive_facts keeps all rows.
+    if tables[EVENTS.name].current_snapshot() is not None:
+        reader = tables[EVENTS.name].scan(row_filter=day_bounds(day)).to_arrow_batch_reader()
+        for record_batch in reader:
+            rows = pl.from_arrow(pa.Table.from_batches([record_batch]))
+            assert isinstance(rows, pl.DataFrame)
+            for name, frame in facts.event_facts(rows).items():
+                if frame.height:
+                    batch.fact_files.setdefault(name, []).extend(
+                        _write_files(tables[name], TABLES_BY_NAME[name], [frame.to_arrow()])
+                    )
+                    batch.fact_counts[name] = batch.fact_counts.get(name, 0) + frame.height
+            batch.partials.append(facts.run_partials(rows))
+            batch.finished.append(facts.finished_runs(rows))
+            batch.at_hand.update(rows.get_column("segment_key").unique().to_list())
+    check("after-data-files")
+    runs = agent_runs_rows(tables[EVENTS.name], day, batch.finished, batch.partials, batch.at_hand,
+                           options.dedup_window_days)
+    batch.fact_files[AGENT_RUNS.name] = _write_files(tables[AGENT_RUNS.name], AGENT_RUNS, [runs.to_arrow()])
+    batch.fact_counts[AGENT_RUNS.name] = runs.height
+    ledger = DayLedger(day, producers=events_ledger.producers, segments=events_ledger.segments,
+                       lines=events_ledger.lines)
+    summary = {
+        "agentlake.run-id": options.run_id,
+        "agentlake.partition": options.partition or day,
+        "agentlake.rebuild": day,
+        "agentlake.segment-count": str(events_ledger.segments),
+    }
+    for tdef in FACT_TABLES:
+        table = tables[tdef.name]
+        check(f"before-commit:{tdef.name.split('.')[-1]}")
+        with table.transaction() as tx:
+            if table.current_snapshot() is not None:
+                tx.delete(day_bounds(day), snapshot_properties=summary)
+            with tx.update_snapshot(
+                snapshot_properties={**summary, "agentlake.rows-added": str(batch.fact_counts.get(tdef.name, 0))}
+            ).fast_append() as append:
+                for data_file in batch.fact_files.get(tdef.name, []):
+                    append.append_data_file(data_file)
+            tx.set_properties({ledger.property_name: ledger.to_json()})
+        check(f"after-commit:{tdef.name.split('.')[-1]}")
+        snapshot = table.current_snapshot()
+        assert snapshot is not None
+        batch.report.snapshots[tdef.name] = snapshot.snapshot_id
+    batch.report.rows = sum(batch.fact_counts.values())
+    return batch.report
+
+
 def iter_days(first: str, last: str) -> Iterator[str]:
     day = date.fromisoformat(first)
     while day <= date.fromisoformat(last):

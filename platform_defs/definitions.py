@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from assets.ingest import ingest_log
 from assets.raw_log import raw_event_log
 from platform_defs.environment import build_lake_resource, resolve_settings
-from sensors.log_sensor import raw_event_log_sensor
+from sensors.log_sensor import build_log_sensor, ingest_job
 
 
 def build_definitions() -> Definitions:
     settings = resolve_settings()
     return Definitions(
-        assets=[raw_event_log],
-        sensors=[raw_event_log_sensor],
+        assets=[raw_event_log, ingest_log],
+        jobs=[ingest_job],
+        sensors=[build_log_sensor(settings.ingest_interval_s)],
         resources={"lake": build_lake_resource(settings)},
     )
 

@@ -19,8 +19,9 @@ def resolve_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 def build_lake_resource(settings: Settings) -> LakeResource:
     """The lake resource for these settings; S3 secrets stay ``EnvVar``s, resolved only at run time."""
+    tuning = {"ingest_interval_s": settings.ingest_interval_s, "dedup_window_days": settings.dedup_window_days}
     if settings.s3 is None:
-        return LakeResource(home=str(settings.home), catalog_uri=settings.catalog_uri)
+        return LakeResource(home=str(settings.home), catalog_uri=settings.catalog_uri, **tuning)
     s3 = settings.s3
     s3_kwargs: dict[str, Any] = {"region_name": s3.region}
     if s3.endpoint:
@@ -37,6 +38,7 @@ def build_lake_resource(settings: Settings) -> LakeResource:
         s3_prefix=s3.prefix,
         catalog_uri=settings.catalog_uri,
         s3=S3Resource(**s3_kwargs),
+        **tuning,
     )
 
 
@@ -51,6 +53,16 @@ def instance_yaml(settings: Settings) -> str:
         "concurrency:",
         "  runs:",
         "    max_concurrent_runs: 4",
+        "    tag_concurrency_limits:",
+        "      # Lanes: ingestion runs one at a time in its own lane; backfills queue in theirs.",
+        "      - key: agentlake/lane",
+        "        value: ingest",
+        "        limit: 1",
+        "      - key: dagster/backfill",
+        "        limit: 2",
+        "run_retries:",
+        "  enabled: true",
+        "  max_retries: 3",
         "telemetry:",
         "  enabled: false",
     ]

@@ -25,6 +25,8 @@ class LakeResource(ConfigurableResource):
     s3_bucket: str | None = None
     s3_prefix: str = ""
     catalog_uri: str | None = None
+    ingest_interval_s: int = 60
+    dedup_window_days: int = 1
     s3: S3Resource | None = None
 
     def settings(self) -> Settings:
@@ -41,7 +43,8 @@ class LakeResource(ConfigurableResource):
                 session_token=cfg.aws_session_token,
             )
         return Settings(
-            home=Path(self.home), store="s3" if s3 else "local", s3=s3, catalog_uri=self.catalog_uri
+            home=Path(self.home), store="s3" if s3 else "local", s3=s3, catalog_uri=self.catalog_uri,
+            ingest_interval_s=self.ingest_interval_s, dedup_window_days=self.dedup_window_days,
         )
 
     def object_store(self) -> ObjectStore:

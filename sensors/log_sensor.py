@@ -1,51 +1,90 @@
-"""The sensor that watches the raw event log for new segments."""
+"""The sensor that watches the raw event log and launches ingest runs for new segments."""
 
-from __future__ import annotations
+
+import hashlib
 
 import orjson
 from dagster import (
     AssetObservation,
     DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    define_asset_job,
     sensor,
 )
 
 from agentlake.log import LogCursor
+from agentlake.segments import SegmentInfo
+from assets.ingest import ARRIVAL_DAYS, INGEST_LANE_TAG, ingest_log
 from assets.raw_log import RAW_EVENT_LOG
 from platform_defs.resources import LakeResource
 
+MAX_SEGMENTS_PER_RUN = 500
 
-@sensor(
-    name="raw_event_log_sensor",
-    minimum_interval_seconds=15,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Lists segments that arrived since its cursor (never skipping a late upload) "
-    "and records an observation of the raw event log.",
-)
-def raw_event_log_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult | SkipReason:
-    state = orjson.loads(context.cursor) if context.cursor else {}
-    cursor = LogCursor.from_json(state.get("log"))
-    new, cursor = lake.log_reader().poll(cursor)
-    if not new:
-        return SkipReason("no new log segments")
-    totals = {
-        "segments": state.get("segments", 0) + len(new),
-        "bytes": state.get("bytes", 0) + sum(seg.size or 0 for seg in new),
-        "lines": state.get("lines", 0) + sum(seg.lines for seg in new),
-    }
-    newest = max(seg.key for seg in new)
-    newest = max(newest, state.get("newest") or "")
-    observation = AssetObservation(
-        asset_key=RAW_EVENT_LOG,
-        metadata={
-            "segment_count": totals["segments"],
-            "bytes": totals["bytes"],
-            "lines": totals["lines"],
-            "newest_key": newest,
-            "new_segments": len(new),
-        },
+ingest_job = define_asset_job("ingest", selection=[ingest_log], partitions_def=ARRIVAL_DAYS)
+
+
+def run_requests(new: list[SegmentInfo]) -> list[RunRequest]:
+    """One run per arrival day (and per 500 segments), keyed by its segments so a repeat is deduplicated."""
+    by_day: dict[str, list[str]] = {}
+    for seg in new:
+        by_day.setdefault(seg.dt, []).append(seg.key)
+    requests = []
+    for day, keys in sorted(by_day.items()):
+        keys.sort()
+        for i in range(0, len(keys), MAX_SEGMENTS_PER_RUN):
+            part = keys[i : i + MAX_SEGMENTS_PER_RUN]
+            digest = hashlib.sha256("\n".join(part).encode()).hexdigest()[:20]
+            requests.append(
+                RunRequest(
+                    run_key=f"ingest-{day}-{digest}",
+                    partition_key=day,
+                    run_config={"ops": {"ingest_log": {"config": {"segments": part}}}},
+                    tags={INGEST_LANE_TAG: "ingest", "dagster/max_retries": "3"},
+                )
+            )
+    return requests
+
+
+def build_log_sensor(interval_s: int) -> SensorDefinition:
+    """The sensor, ticking every ``interval_s`` seconds: each tick's segments become one commit per table."""
+
+    @sensor(
+        name="raw_event_log_sensor",
+        job=ingest_job,
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Lists segments that arrived since its cursor (never skipping a late upload), records an "
+        "observation of the raw event log and launches one ingest run per arrival day for them.",
     )
-    next_state = {"log": cursor.to_json(), **totals, "newest": newest}
-    return SensorResult(asset_events=[observation], cursor=orjson.dumps(next_state).decode())
+    def raw_event_log_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult | SkipReason:
+        state = orjson.loads(context.cursor) if context.cursor else {}
+        cursor = LogCursor.from_json(state.get("log"))
+        new, cursor = lake.log_reader().poll(cursor)
+        if not new:
+            return SkipReason("no new log segments")
+        totals = {
+            "segments": state.get("segments", 0) + len(new),
+            "bytes": state.get("bytes", 0) + sum(seg.size or 0 for seg in new),
+            "lines": state.get("lines", 0) + sum(seg.lines for seg in new),
+        }
+        newest = max(max(seg.key for seg in new), state.get("newest") or "")
+        observation = AssetObservation(
+            asset_key=RAW_EVENT_LOG,
+            metadata={
+                "segment_count": totals["segments"],
+                "bytes": totals["bytes"],
+                "lines": totals["lines"],
+                "newest_key": newest,
+                "new_segments": len(new),
+            },
+        )
+        next_state = {"log": cursor.to_json(), **totals, "newest": newest}
+        return SensorResult(
+            run_requests=run_requests(new), asset_events=[observation], cursor=orjson.dumps(next_state).decode()
+        )
+
+    return raw_event_log_sensor

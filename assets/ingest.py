@@ -1,0 +1,145 @@
+"""Ingest assets: the Iceberg tables built from the raw event log, partitioned by arrival day."""
+
+
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    multi_asset,
+)
+
+from agentlake.ingest import IngestOptions, IngestReport, ingest, rebuild_facts
+from agentlake.lake import Lake
+from agentlake.reconcile import reconcile
+from agentlake.segments import SegmentInfo
+from agentlake.tables import ALL_TABLES, EVENTS, FACT_TABLES, QUARANTINE, TableDef
+from assets.raw_log import RAW_EVENT_LOG
+from platform_defs.resources import LakeResource
+
+# Arrival days are the partitions; today's partition exists from midnight UTC.
+ARRIVAL_DAYS = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", end_offset=1)
+INGEST_LANE_TAG = "agentlake/lane"
+
+
+def table_key(tdef: TableDef) -> AssetKey:
+    return AssetKey(tdef.name.split("."))
+
+
+def _spec(tdef: TableDef) -> AssetSpec:
+    deps = [RAW_EVENT_LOG] if tdef in (EVENTS, QUARANTINE) else [table_key(EVENTS)]
+    return AssetSpec(
+        key=table_key(tdef),
+        deps=deps,
+        description=tdef.description,
+        group_name="raw" if tdef in (EVENTS, QUARANTINE) else "facts",
+        kinds={"iceberg", "polars"},
+        metadata={"dagster/table_name": tdef.name},
+    )
+
+
+RECONCILIATION = AssetCheckSpec(
+    "reconciliation",
+    asset=table_key(EVENTS),
+    description="For the arrival day: lines in the log = rows in raw.events + quarantined + duplicates, "
+    "and no segment of the day is missing from the tables.",
+)
+
+
+class IngestConfig(Config):
+    """Which segments to ingest: the sensor names them; empty means the whole arrival day (a backfill)."""
+
+    segments: list[str] = []
+
+
+@multi_asset(
+    name="ingest_log",
+    specs=[_spec(t) for t in ALL_TABLES],
+    check_specs=[RECONCILIATION],
+    partitions_def=ARRIVAL_DAYS,
+    can_subset=False,
+    description="Ingests log segments of one arrival day exactly once: events, quarantine and facts. "
+    "Launched by raw_event_log_sensor for new segments; a backfill of a day ingests whatever of that day "
+    "is missing and rebuilds the day's facts from raw.events.",
+)
+def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeResource) -> Iterator[Any]:
+    day = context.partition_key
+    lk = Lake(lake.settings())
+    options = IngestOptions(
+        run_id=context.run.run_id, partition=day, dedup_window_days=lake.settings().dedup_window_days
+    )
+    if config.segments:
+        segments = [SegmentInfo.from_key(key) for key in config.segments]
+        wrong_day = [s.key for s in segments if s.dt != day]
+        if wrong_day:
+            raise ValueError(f"segments {wrong_day[:3]} did not arrive on partition {day}; request them per day")
+        report = ingest(lk, segments, options)
+    else:
+        report = ingest(lk, lk.log.list_day(day), options)
+        rebuilt = rebuild_facts(lk, day, options)
+        report.snapshots.update(rebuilt.snapshots)
+    context.log.info(
+        f"{day}: {report.segments} segment(s), {report.rows} rows, {report.quarantined} quarantined, "
+        f"{report.duplicates} duplicates in {report.seconds:.2f}s"
+    )
+    (result,) = reconcile(lk, day)
+    for tdef in ALL_TABLES:
+        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, report, result.as_dict()))
+    yield AssetCheckResult(
+        check_name="reconciliation",
+        asset_key=table_key(EVENTS),
+        passed=result.balanced,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "day": day,
+            "lines_in_log": result.lines_in_log,
+            "rows": result.rows,
+            "quarantined": result.quarantined,
+            "duplicates": result.duplicates,
+            "segments_in_log": result.segments_in_log,
+            "segments_missing": len(result.segments_missing),
+            "first_missing": result.segments_missing[0] if result.segments_missing else "",
+        },
+    )
+
+
+def _metadata(lake: Lake, tdef: TableDef, report: IngestReport, reconciliation: dict[str, Any]) -> dict[str, Any]:
+    table = lake.table(tdef.name)
+    snapshot = table.current_snapshot()
+    total = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else 0
+    meta: dict[str, Any] = {
+        "snapshot_id": str(snapshot.snapshot_id) if snapshot else "",
+        "committed_snapshot": str(report.snapshots.get(tdef.name, "")) or "nothing new",
+        "table_location": MetadataValue.path(table.location()),
+        "dagster/row_count": total,
+        "dagster/column_schema": TableSchema(
+            columns=[TableColumn(f.name, str(f.field_type), description=f.doc or None) for f in table.schema().fields]
+        ),
+        "segments": report.segments,
+        "first_segment": report.first_key or "",
+        "last_segment": report.last_key or "",
+        "rows_added": report.rows if tdef is EVENTS else _rows_added(snapshot),
+        "rows_quarantined": report.quarantined,
+        "duplicates": report.duplicates,
+        "reconciliation": MetadataValue.json(reconciliation),
+    }
+    if tdef in FACT_TABLES or tdef is QUARANTINE:
+        meta["rows_added"] = _rows_added(snapshot) if report.snapshots.get(tdef.name) else 0
+    return meta
+
+
+def _rows_added(snapshot: Any) -> int:
+    if snapshot is None or snapshot.summary is None:
+        return 0
+    return int(snapshot.summary.additional_properties.get("added-records", 0))
