@@ -1,4 +1,4 @@
-"""Fact tables derived from ``raw.events`` rows: pure functions over polars frames.
+"""Fact tables derived from ``raw.events`` rows: pure functions over polars frames, and the stage.
 
 The incremental path (new segments as they arrive) and the rebuild path (a backfill of one
 arrival day from ``raw.events``) call the same functions on the same rows, so their results
@@ -7,7 +7,22 @@ are identical. Each fact row keeps the lineage of the event it came from.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import polars as pl
+import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import And
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
+
+from agentlake.ingest import IngestOptions, IngestReport
+from agentlake.lake import Lake
+from agentlake.ledger import DayLedger, read_ledger
+from agentlake.tableio import StageAborted, commit, day_bounds, one_of, read_rows, summary, write_files
+from agentlake.tables import AGENT_RUNS, EVENTS, FACT_TABLES, TABLES_BY_NAME
 
 _KEYS = ["event_id", "run_id", "agent_id", "agent_version", "tenant", "ts", "span_id", "parent_span_id"]
 _LINEAGE = ["segment_key", "line_offset", "arrival", "ingest_run_id"]
@@ -125,6 +140,114 @@ def runs_needing_history(finished: pl.DataFrame, partials: pl.DataFrame) -> list
 
 
 def _empty_events() -> pl.DataFrame:
-    from agentlake.tables import EVENTS
-
     return pl.from_arrow(EVENTS.arrow_schema().empty_table())  # type: ignore[return-value]
+
+
+# --- the facts stage ---------------------------------------------------------------------------
+
+
+def update_facts(lake: Lake, day: str, options: IngestOptions | None = None) -> IngestReport:
+    """Bring every fact table up to date with the segments ``raw.events`` holds for ``day``.
+
+    Each fact table has its own ledger: the segments whose events it has derived. The rows of
+    the segments it lacks are read back from ``raw.events`` (files are pruned by segment key),
+    so an interrupted run is finished by the next one, table by table.
+    """
+    options = options or IngestOptions()
+    return _with_retries(lambda: _update_once(lake, day, options, rebuild=False), options, f"facts of {day}")
+
+
+def rebuild_facts(lake: Lake, day: str, options: IngestOptions | None = None) -> IngestReport:
+    """Rebuild every fact table's partition ``day`` from ``raw.events`` and replace it, one commit per table.
+
+    The rows come from the same functions as the incremental path, so the result is identical
+    to what incremental ingestion produced.
+    """
+    options = options or IngestOptions()
+    return _with_retries(lambda: _update_once(lake, day, options, rebuild=True), options, f"rebuild of {day}")
+
+
+def _with_retries(attempt: Callable[[], IngestReport], options: IngestOptions, what: str) -> IngestReport:
+    started = time.perf_counter()
+    for n in range(1, options.max_attempts + 1):
+        try:
+            report = attempt()
+            report.attempts = n
+            report.seconds = time.perf_counter() - started
+            return report
+        except CommitFailedException:
+            time.sleep(min(2.0, 0.05 * n))
+    raise StageAborted(f"the {what} conflicted with other writers {options.max_attempts} times; run it again")
+
+
+def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool) -> IngestReport:
+    check = options.checkpoint or (lambda _stage: None)
+    report = IngestReport()
+    events = lake.table(EVENTS.name)
+    held = read_ledger(events.properties, day)
+    segments = [seg for seg in lake.log.list_day(day) if held.holds(seg)]
+    tables = {t.name: lake.table(t.name) for t in FACT_TABLES}
+    ledgers = {name: read_ledger(t.properties, day) for name, t in tables.items()}
+    todo = {name: segments if rebuild else [s for s in segments if not ledgers[name].holds(s)] for name in tables}
+    keys = sorted({s.key for segs in todo.values() for s in segs})
+    if not keys:
+        return report
+    source = one_of("segment_key", keys) if not rebuild else None
+    files: dict[str, list[DataFile]] = {}
+    counts: dict[str, int] = {}
+    partials: list[pl.DataFrame] = []
+    finished: list[pl.DataFrame] = []
+    if events.current_snapshot() is not None:
+        row_filter = day_bounds(day) if source is None else And(day_bounds(day), source)
+        for record_batch in events.scan(row_filter=row_filter).to_arrow_batch_reader():
+            rows = pl.from_arrow(pa.Table.from_batches([record_batch]))
+            assert isinstance(rows, pl.DataFrame)
+            for name, frame in event_facts(rows).items():
+                mine = frame.filter(pl.col("segment_key").is_in([s.key for s in todo[name]]))
+                if mine.height:
+                    files.setdefault(name, []).extend(write_files(tables[name], TABLES_BY_NAME[name], [mine.to_arrow()]))
+                    counts[name] = counts.get(name, 0) + mine.height
+            partials.append(run_partials(rows))
+            finished.append(finished_runs(rows.filter(pl.col("segment_key").is_in([s.key for s in todo[AGENT_RUNS.name]]))))
+    check("after-data-files")
+    runs = agent_runs_with_history(events, day, finished, partials, set(keys), options.dedup_window_days)
+    files[AGENT_RUNS.name] = write_files(tables[AGENT_RUNS.name], AGENT_RUNS, [runs.to_arrow()])
+    counts[AGENT_RUNS.name] = runs.height
+    partition = options.partition or day
+    for tdef in FACT_TABLES:
+        segs = todo[tdef.name]
+        if not segs:
+            continue
+        ledger = DayLedger(day) if rebuild else ledgers[tdef.name].copy()
+        for seg in segs:
+            ledger.add(seg)
+        extra: dict[str, Any] = {"agentlake.rows-added": counts.get(tdef.name, 0)}
+        if rebuild:
+            extra["agentlake.rebuild"] = day
+        report.snapshots[tdef.name] = commit(
+            tables[tdef.name], files.get(tdef.name, []), ledger,
+            summary(segs, run_id=options.run_id, partition=partition, extra=extra), check,
+            replace=day_bounds(day) if rebuild else None,
+        )
+    report.segments = len(keys)
+    report.rows = sum(counts.values())
+    return report
+
+
+def agent_runs_with_history(
+    events: Table, day: str, finished: list[pl.DataFrame], partials: list[pl.DataFrame], at_hand: set[str],
+    window_days: int,
+) -> pl.DataFrame:
+    """``facts.agent_runs`` rows for the runs that finished among the rows at hand.
+
+    Runs that started before these rows get their earlier events from ``raw.events`` over the
+    dedup window (the segments at hand excluded, so nothing counts twice).
+    """
+    done = pl.concat(finished) if finished else finished_runs(_empty_events())
+    merged = merge_partials(partials)
+    older = runs_needing_history(done, merged)
+    if older:
+        history = read_rows(events, EVENTS, And(day_bounds(day, window_days), one_of("run_id", older)))
+        history = history.filter(~pl.col("segment_key").is_in(list(at_hand)))
+        merged = merge_partials([merged, run_partials(history)])
+    return agent_runs(done, merged)

@@ -1,4 +1,4 @@
-"""Exactly-once ingestion of log segments into ``raw.events``, ``raw.quarantine`` and the facts.
+"""Exactly-once ingestion of log segments into ``raw.events`` and ``raw.quarantine``.
 
 For one arrival day at a time:
 
@@ -20,38 +20,40 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 import polars as pl
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In, LessThan
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.expressions import And
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from agentlake import facts
 from agentlake.events import FIELDS
 from agentlake.lake import Lake
 from agentlake.ledger import DayLedger, read_ledger
 from agentlake.parse import parse_run
 from agentlake.segments import SegmentInfo
-from agentlake.tables import AGENT_RUNS, EVENTS, FACT_TABLES, QUARANTINE, TABLES_BY_NAME, TableDef, conform
+from agentlake.tableio import (
+    Checkpoint,
+    StageAborted,
+    commit,
+    day_bounds,
+    one_of,
+    read_rows,
+    summary,
+    write_files,
+)
+from agentlake.tables import EVENTS, QUARANTINE
 
 DEFAULT_DEDUP_WINDOW_DAYS = 1
 CONTENT_COLUMNS = [f.column for f in FIELDS]
-MAX_KEYS_IN_SUMMARY = 100
-
-# Test hook: called with a stage name at each step where a crash matters (kill tests).
-Checkpoint = Callable[[str], None]
 
 
-class IngestAborted(Exception):
-    """Ingestion gave up after repeated commit conflicts; re-run it (nothing was lost or doubled)."""
+IngestAborted = StageAborted
 
 
 @dataclass
@@ -64,6 +66,7 @@ class IngestOptions:
     chunk_bytes: int = 16 * 1024 * 1024
     max_attempts: int = 20
     checkpoint: Checkpoint | None = None
+    facts: bool = True  # also bring the fact tables up to date after the raw tables
 
 
 @dataclass
@@ -99,27 +102,6 @@ class IngestReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def day_bounds(day: str, days_before: int = 0) -> BooleanExpression:
-    """Rows whose arrival falls on ``day`` or the ``days_before`` days before it."""
-    start = datetime.combine(date.fromisoformat(day) - timedelta(days=days_before), datetime.min.time(), UTC)
-    end = datetime.combine(date.fromisoformat(day) + timedelta(days=1), datetime.min.time(), UTC)
-    return And(_ge("arrival", start.isoformat()), _lt("arrival", end.isoformat()))
-
-
-# pyiceberg's expression classes confuse type checkers; these are the only places they are built.
-def _ge(column: str, value: Any) -> BooleanExpression:
-    return GreaterThanOrEqual(column, value)  # type: ignore[call-arg, arg-type]
-
-
-def _lt(column: str, value: Any) -> BooleanExpression:
-    return LessThan(column, value)  # type: ignore[call-arg, arg-type]
-
-
-def one_of(column: str, values: Iterable[Any]) -> BooleanExpression:
-    """Rows whose ``column`` is one of ``values``."""
-    return In(column, list(values))  # type: ignore[call-arg, arg-type]
-
-
 def ingest(lake: Lake, segments: Iterable[SegmentInfo], options: IngestOptions | None = None) -> IngestReport:
     """Make sure every table holds these segments exactly once.
 
@@ -134,6 +116,10 @@ def ingest(lake: Lake, segments: Iterable[SegmentInfo], options: IngestOptions |
     report = IngestReport()
     for day in sorted(by_day):
         report.merge(_ingest_day(lake, day, sorted(by_day[day]), options))
+        if options.facts:
+            from agentlake.facts import update_facts
+
+            report.snapshots.update(update_facts(lake, day, options).snapshots)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -151,14 +137,8 @@ class _Batch:
     day: str
     events_todo: list[SegmentInfo]
     quarantine_todo: list[SegmentInfo]
-    facts_todo: dict[str, list[SegmentInfo]]
     event_files: list[DataFile] = field(default_factory=list)
     quarantine_rows: list[pa.Table] = field(default_factory=list)
-    fact_files: dict[str, list[DataFile]] = field(default_factory=dict)
-    fact_counts: dict[str, int] = field(default_factory=dict)
-    partials: list[pl.DataFrame] = field(default_factory=list)
-    finished: list[pl.DataFrame] = field(default_factory=list)
-    at_hand: set[str] = field(default_factory=set)  # segments whose rows are in the partials
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per segment key
     report: IngestReport = field(default_factory=IngestReport)
 
@@ -172,54 +152,51 @@ def _ingest_day(lake: Lake, day: str, segments: list[SegmentInfo], options: Inge
         except CommitFailedException:
             # Another writer committed first: start the day again from fresh table state.
             time.sleep(min(2.0, 0.05 * attempt))
-    raise IngestAborted(
+    raise StageAborted(
         f"ingesting arrival day {day} conflicted with other writers {options.max_attempts} times; run it again"
     )
 
 
 def _attempt_day(lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions) -> IngestReport:
     check = options.checkpoint or (lambda _stage: None)
-    tables = {t.name: lake.table(t.name) for t in (EVENTS, QUARANTINE, *FACT_TABLES)}
-    ledgers = {name: read_ledger(table.properties, day) for name, table in tables.items()}
+    events, quarantine = lake.table(EVENTS.name), lake.table(QUARANTINE.name)
+    events_ledger = read_ledger(events.properties, day)
+    quarantine_ledger = read_ledger(quarantine.properties, day)
     batch = _Batch(
         day=day,
-        events_todo=[s for s in segments if not ledgers[EVENTS.name].holds(s)],
-        quarantine_todo=[s for s in segments if not ledgers[QUARANTINE.name].holds(s)],
-        facts_todo={t.name: [s for s in segments if not ledgers[t.name].holds(s)] for t in FACT_TABLES},
+        events_todo=[s for s in segments if not events_ledger.holds(s)],
+        quarantine_todo=[s for s in segments if not quarantine_ledger.holds(s)],
     )
     report = batch.report
-    report.segments_skipped = sum(
-        1 for s in segments
-        if s not in batch.events_todo and s not in batch.quarantine_todo
-        and all(s not in todo for todo in batch.facts_todo.values())
-    )
     work = sorted(set(batch.events_todo) | set(batch.quarantine_todo))
+    report.segments_skipped = len(segments) - len(work)
     if work:
-        _read_segments(lake, tables, batch, work, options)
+        _read_segments(lake, events, batch, work, options)
     check("after-data-files")
+    partition = options.partition or day
     if batch.events_todo:
-        report.snapshots[EVENTS.name] = _commit(
-            tables[EVENTS.name], batch.event_files, _updated_ledger(ledgers[EVENTS.name], batch.events_todo, batch),
-            _summary(batch.events_todo, options, day, batch), check,
+        report.snapshots[EVENTS.name] = commit(
+            events, batch.event_files, _updated_ledger(events_ledger, batch.events_todo, batch),
+            summary(batch.events_todo, run_id=options.run_id, partition=partition,
+                    extra={"agentlake.rows-added": report.rows, "agentlake.duplicates": report.duplicates}),
+            check,
         )
     if batch.quarantine_todo:
-        data_files = _write_files(tables[QUARANTINE.name], QUARANTINE, batch.quarantine_rows)
-        report.snapshots[QUARANTINE.name] = _commit(
-            tables[QUARANTINE.name], data_files, _updated_ledger(ledgers[QUARANTINE.name], batch.quarantine_todo, batch),
-            _summary(batch.quarantine_todo, options, day, batch), check,
+        files = write_files(quarantine, QUARANTINE, batch.quarantine_rows)
+        report.snapshots[QUARANTINE.name] = commit(
+            quarantine, files, _updated_ledger(quarantine_ledger, batch.quarantine_todo, batch),
+            summary(batch.quarantine_todo, run_id=options.run_id, partition=partition,
+                    extra={"agentlake.rows-added": report.quarantined}),
+            check,
         )
-    _commit_facts(lake, tables, ledgers, batch, options, check)
     return report
 
 
-def _read_segments(
-    lake: Lake, tables: dict[str, Table], batch: _Batch, work: list[SegmentInfo], options: IngestOptions
-) -> None:
+def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentInfo], options: IngestOptions) -> None:
     """Parse, deduplicate and write data files for the segments of one day."""
     report = batch.report
     events_todo = {s.key for s in batch.events_todo}
-    facts_from_batch = {name for name, todo in batch.facts_todo.items() if todo}
-    window = _window_ids(tables[EVENTS.name], batch.day, options.dedup_window_days)
+    window = _window_ids(events, batch.day, options.dedup_window_days)
     seen: dict[str, int] = {}  # event_id -> content hash, for ids first seen in this batch
     held_back: list[pl.DataFrame] = []  # rows whose id is already in the table: compared at the end
     for seg in work:
@@ -238,20 +215,14 @@ def _read_segments(
             rows = _with_lineage(pl.from_arrow(parsed.table()), seg, options)  # type: ignore[arg-type]
             rows = rows.with_columns(_content_hash())
             fresh, known = _split_known(rows, window)
-            held_back.append(known)
+            if known.height:
+                held_back.append(known)
             fresh = _dedup_in_batch(fresh, seen, seg, batch, options)
             if seg.key in events_todo and fresh.height:
-                batch.event_files += _write_files(tables[EVENTS.name], EVENTS, [fresh.drop("_hash").to_arrow()])
+                batch.event_files += write_files(events, EVENTS, [fresh.drop("_hash").to_arrow()])
                 counts["rows"] += fresh.height
-                if facts_from_batch:
-                    _derive_facts(tables, batch, fresh.drop("_hash"))
     if held_back:
-        _resolve_known(tables[EVENTS.name], batch, pl.concat(held_back), options)
-    if facts_from_batch:
-        # Segments committed to raw.events by an earlier, interrupted run: read their rows back.
-        resumed = sorted({s.key for todo in batch.facts_todo.values() for s in todo} - events_todo)
-        if resumed:
-            _derive_facts(tables, batch, _read_events(tables[EVENTS.name], batch.day, one_of("segment_key", resumed)))
+        _resolve_known(events, batch, pl.concat(held_back), options)
     for key, counts in batch.counts.items():
         report.rows += counts["rows"] if key in events_todo else 0
         report.quarantined += counts["quarantined"]
@@ -327,7 +298,7 @@ def _resolve_known(events: Table, batch: _Batch, known: pl.DataFrame, options: I
     if known.height == 0:
         return
     ids = known.get_column("event_id").unique().to_list()
-    existing = _read_events(events, batch.day, one_of("event_id", ids), window_days=options.dedup_window_days)
+    existing = read_rows(events, EVENTS, And(day_bounds(batch.day, options.dedup_window_days), one_of("event_id", ids)))
     stored = dict(zip(existing.get_column("event_id").to_list(),
                       existing.with_columns(_content_hash()).get_column("_hash").to_list(), strict=True))
     by_key = {s.key: s for s in batch.events_todo + batch.quarantine_todo}
@@ -364,205 +335,9 @@ def _quarantine_row(
     })
 
 
-def _derive_facts(tables: dict[str, Table], batch: _Batch, rows: pl.DataFrame) -> None:
-    todo = {name for name, segs in batch.facts_todo.items() if segs}
-    keys = {name: {s.key for s in segs} for name, segs in batch.facts_todo.items()}
-    for name, frame in facts.event_facts(rows).items():
-        if name in todo:
-            frame = frame.filter(pl.col("segment_key").is_in(list(keys[name])))
-            if frame.height:
-                batch.fact_files.setdefault(name, []).extend(
-                    _write_files(tables[name], TABLES_BY_NAME[name], [frame.to_arrow()])
-                )
-                batch.fact_counts[name] = batch.fact_counts.get(name, 0) + frame.height
-    if AGENT_RUNS.name in todo:
-        mine = rows.filter(pl.col("segment_key").is_in(list(keys[AGENT_RUNS.name])))
-        batch.partials.append(facts.run_partials(rows))
-        batch.finished.append(facts.finished_runs(mine))
-        batch.at_hand.update(rows.get_column("segment_key").unique().to_list())
-
-
-def _commit_facts(
-    lake: Lake, tables: dict[str, Table], ledgers: dict[str, DayLedger], batch: _Batch, options: IngestOptions,
-    check: Checkpoint,
-) -> None:
-    for tdef in FACT_TABLES:
-        todo = batch.facts_todo[tdef.name]
-        if not todo:
-            continue
-        files = batch.fact_files.get(tdef.name, [])
-        if tdef is AGENT_RUNS:
-            runs = agent_runs_rows(tables[EVENTS.name], batch.day, batch.finished, batch.partials, batch.at_hand,
-                                   options.dedup_window_days)
-            files = _write_files(tables[tdef.name], tdef, [runs.to_arrow()]) if runs.height else []
-            batch.fact_counts[tdef.name] = runs.height
-        batch.report.snapshots[tdef.name] = _commit(
-            tables[tdef.name], files, _updated_ledger(ledgers[tdef.name], todo, batch, facts_rows=True),
-            _summary(todo, options, batch.day, batch, rows=batch.fact_counts.get(tdef.name, 0)), check,
-        )
-
-
-def agent_runs_rows(
-    events: Table, day: str, finished: list[pl.DataFrame], partials: list[pl.DataFrame], at_hand: set[str],
-    window_days: int,
-) -> pl.DataFrame:
-    """``facts.agent_runs`` rows for the runs that finished among the rows at hand.
-
-    Runs that started before these rows get their earlier events from ``raw.events`` over the
-    dedup window (the rows at hand excluded, so nothing counts twice).
-    """
-    done = pl.concat(finished) if finished else facts.finished_runs(facts._empty_events())
-    merged = facts.merge_partials(partials)
-    older = facts.runs_needing_history(done, merged)
-    if older:
-        history = _read_events(events, day, one_of("run_id", older), window_days=window_days)
-        history = history.filter(~pl.col("segment_key").is_in(list(at_hand)))  # already in the partials
-        merged = facts.merge_partials([merged, facts.run_partials(history)])
-    return facts.agent_runs(done, merged)
-
-
-def _read_events(events: Table, day: str, row_filter: BooleanExpression, window_days: int = 0) -> pl.DataFrame:
-    if events.current_snapshot() is None:
-        return pl.from_arrow(EVENTS.arrow_schema().empty_table())  # type: ignore[return-value]
-    table = events.scan(row_filter=And(day_bounds(day, window_days), row_filter)).to_arrow()
-    return pl.from_arrow(table)  # type: ignore[return-value]
-
-
-def _write_files(table: Table, tdef: TableDef, parts: list[pa.Table]) -> list[DataFile]:
-    """Write rows as Parquet data files of ``table`` (not yet committed: invisible to readers)."""
-    parts = [p for p in parts if p.num_rows]
-    if not parts:
-        return []
-    data = conform(pa.concat_tables([conform(p, tdef) for p in parts]), tdef)
-    return list(_dataframe_to_data_files(table_metadata=table.metadata, df=data, io=table.io))
-
-
-def _updated_ledger(
-    ledger: DayLedger, segments: list[SegmentInfo], batch: _Batch, *, facts_rows: bool = False
-) -> DayLedger:
-    updated = DayLedger.from_json(ledger.day, ledger.to_json())
+def _updated_ledger(ledger: DayLedger, segments: list[SegmentInfo], batch: _Batch) -> DayLedger:
+    updated = ledger.copy()
     for seg in segments:
-        counts = batch.counts.get(seg.key, {"rows": 0, "quarantined": 0, "duplicates": 0})
-        if facts_rows:
-            updated.add(seg)
-        else:
-            updated.add(seg, rows=counts["rows"], quarantined=counts["quarantined"], duplicates=counts["duplicates"])
+        counts = batch.counts[seg.key]
+        updated.add(seg, rows=counts["rows"], quarantined=counts["quarantined"], duplicates=counts["duplicates"])
     return updated
-
-
-def _summary(
-    segments: list[SegmentInfo], options: IngestOptions, day: str, batch: _Batch, rows: int | None = None
-) -> dict[str, str]:
-    keys = sorted(s.key for s in segments)
-    props = {
-        "agentlake.run-id": options.run_id,
-        "agentlake.partition": options.partition or day,
-        "agentlake.segment-count": str(len(keys)),
-        "agentlake.segment-first": keys[0],
-        "agentlake.segment-last": keys[-1],
-    }
-    if len(keys) <= MAX_KEYS_IN_SUMMARY:
-        props["agentlake.segments"] = orjson.dumps(keys).decode()
-    if rows is not None:
-        props["agentlake.rows-added"] = str(rows)
-    return props
-
-
-def _commit(
-    table: Table, data_files: list[DataFile], ledger: DayLedger, summary: dict[str, str], check: Checkpoint,
-) -> int:
-    """One transaction: the new data files and the table's updated ledger; returns the snapshot id.
-
-    Raises:
-        CommitFailedException: another writer committed first (the caller starts over).
-    """
-    check(f"before-commit:{table.name()[-1]}")
-    with table.transaction() as tx:
-        with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
-            for data_file in data_files:
-                append.append_data_file(data_file)
-        tx.set_properties({ledger.property_name: ledger.to_json()})
-    check(f"after-commit:{table.name()[-1]}")
-    snapshot = table.current_snapshot()
-    assert snapshot is not None
-    return snapshot.snapshot_id
-
-
-def rebuild_facts(lake: Lake, day: str, options: IngestOptions | None = None) -> IngestReport:
-    """Rebuild every fact table's partition ``day`` from ``raw.events`` and replace it, one commit per table.
-
-    The rows come from the same functions as the incremental path, so the result is identical
-    to what incremental ingestion produced; each table's ledger for the day becomes that of
-    ``raw.events``.
-    """
-    options = options or IngestOptions()
-    started = time.perf_counter()
-    for attempt in range(1, options.max_attempts + 1):
-        try:
-            report = _rebuild_once(lake, day, options)
-            report.attempts = attempt
-            report.seconds = time.perf_counter() - started
-            return report
-        except CommitFailedException:
-            time.sleep(min(2.0, 0.05 * attempt))
-    raise IngestAborted(f"rebuilding the facts of {day} conflicted {options.max_attempts} times; run it again")
-
-
-def _rebuild_once(lake: Lake, day: str, options: IngestOptions) -> IngestReport:
-    check = options.checkpoint or (lambda _stage: None)
-    tables = {t.name: lake.table(t.name) for t in (EVENTS, *FACT_TABLES)}
-    events_ledger = read_ledger(tables[EVENTS.name].properties, day)
-    batch = _Batch(day=day, events_todo=[], quarantine_todo=[], facts_todo={t.name: [] for t in FACT_TABLES})
-    # Every fact table must be rebuilt: mark all as to do, with a sentinel so _derive_facts keeps all rows.
-    if tables[EVENTS.name].current_snapshot() is not None:
-        reader = tables[EVENTS.name].scan(row_filter=day_bounds(day)).to_arrow_batch_reader()
-        for record_batch in reader:
-            rows = pl.from_arrow(pa.Table.from_batches([record_batch]))
-            assert isinstance(rows, pl.DataFrame)
-            for name, frame in facts.event_facts(rows).items():
-                if frame.height:
-                    batch.fact_files.setdefault(name, []).extend(
-                        _write_files(tables[name], TABLES_BY_NAME[name], [frame.to_arrow()])
-                    )
-                    batch.fact_counts[name] = batch.fact_counts.get(name, 0) + frame.height
-            batch.partials.append(facts.run_partials(rows))
-            batch.finished.append(facts.finished_runs(rows))
-            batch.at_hand.update(rows.get_column("segment_key").unique().to_list())
-    check("after-data-files")
-    runs = agent_runs_rows(tables[EVENTS.name], day, batch.finished, batch.partials, batch.at_hand,
-                           options.dedup_window_days)
-    batch.fact_files[AGENT_RUNS.name] = _write_files(tables[AGENT_RUNS.name], AGENT_RUNS, [runs.to_arrow()])
-    batch.fact_counts[AGENT_RUNS.name] = runs.height
-    ledger = DayLedger(day, producers=events_ledger.producers, segments=events_ledger.segments,
-                       lines=events_ledger.lines)
-    summary = {
-        "agentlake.run-id": options.run_id,
-        "agentlake.partition": options.partition or day,
-        "agentlake.rebuild": day,
-        "agentlake.segment-count": str(events_ledger.segments),
-    }
-    for tdef in FACT_TABLES:
-        table = tables[tdef.name]
-        check(f"before-commit:{tdef.name.split('.')[-1]}")
-        with table.transaction() as tx:
-            if table.current_snapshot() is not None:
-                tx.delete(day_bounds(day), snapshot_properties=summary)
-            with tx.update_snapshot(
-                snapshot_properties={**summary, "agentlake.rows-added": str(batch.fact_counts.get(tdef.name, 0))}
-            ).fast_append() as append:
-                for data_file in batch.fact_files.get(tdef.name, []):
-                    append.append_data_file(data_file)
-            tx.set_properties({ledger.property_name: ledger.to_json()})
-        check(f"after-commit:{tdef.name.split('.')[-1]}")
-        snapshot = table.current_snapshot()
-        assert snapshot is not None
-        batch.report.snapshots[tdef.name] = snapshot.snapshot_id
-    batch.report.rows = sum(batch.fact_counts.values())
-    return batch.report
-
-
-def iter_days(first: str, last: str) -> Iterator[str]:
-    day = date.fromisoformat(first)
-    while day <= date.fromisoformat(last):
-        yield day.isoformat()
-        day += timedelta(days=1)

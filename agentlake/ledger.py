@@ -75,6 +75,9 @@ class DayLedger:
         self.quarantined += quarantined
         self.duplicates += duplicates
 
+    def copy(self) -> DayLedger:
+        return DayLedger.from_json(self.day, self.to_json())
+
     def to_json(self) -> str:
         return orjson.dumps(
             {"p": self.producers, "segments": self.segments, "lines": self.lines, "rows": self.rows,

@@ -20,11 +20,12 @@ from dagster import (
     multi_asset,
 )
 
-from agentlake.ingest import IngestOptions, IngestReport, ingest, rebuild_facts
+from agentlake.facts import rebuild_facts, update_facts
+from agentlake.ingest import IngestOptions, IngestReport, ingest
 from agentlake.lake import Lake
 from agentlake.reconcile import reconcile
 from agentlake.segments import SegmentInfo
-from agentlake.tables import ALL_TABLES, EVENTS, FACT_TABLES, QUARANTINE, TableDef
+from agentlake.tables import EVENTS, FACT_TABLES, QUARANTINE, TableDef
 from assets.raw_log import RAW_EVENT_LOG
 from platform_defs.resources import LakeResource
 
@@ -63,38 +64,48 @@ class IngestConfig(Config):
     segments: list[str] = []
 
 
+class FactsConfig(Config):
+    """Rebuild the day's facts from raw.events (a backfill), or only add what is new (the sensor's runs)."""
+
+    rebuild: bool = True
+
+
+def _options(context: AssetExecutionContext, lake: LakeResource) -> IngestOptions:
+    return IngestOptions(
+        run_id=context.run.run_id,
+        partition=context.partition_key,
+        dedup_window_days=lake.settings().dedup_window_days,
+        facts=False,
+    )
+
+
 @multi_asset(
     name="ingest_log",
-    specs=[_spec(t) for t in ALL_TABLES],
+    specs=[_spec(EVENTS), _spec(QUARANTINE)],
     check_specs=[RECONCILIATION],
     partitions_def=ARRIVAL_DAYS,
     can_subset=False,
-    description="Ingests log segments of one arrival day exactly once: events, quarantine and facts. "
-    "Launched by raw_event_log_sensor for new segments; a backfill of a day ingests whatever of that day "
-    "is missing and rebuilds the day's facts from raw.events.",
+    description="Ingests the log segments of one arrival day exactly once into raw.events, with every bad "
+    "line in raw.quarantine. Launched by raw_event_log_sensor for new segments; a backfill of a day ingests "
+    "whatever of that day the tables do not hold yet.",
 )
 def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeResource) -> Iterator[Any]:
     day = context.partition_key
     lk = Lake(lake.settings())
-    options = IngestOptions(
-        run_id=context.run.run_id, partition=day, dedup_window_days=lake.settings().dedup_window_days
-    )
     if config.segments:
         segments = [SegmentInfo.from_key(key) for key in config.segments]
         wrong_day = [s.key for s in segments if s.dt != day]
         if wrong_day:
             raise ValueError(f"segments {wrong_day[:3]} did not arrive on partition {day}; request them per day")
-        report = ingest(lk, segments, options)
     else:
-        report = ingest(lk, lk.log.list_day(day), options)
-        rebuilt = rebuild_facts(lk, day, options)
-        report.snapshots.update(rebuilt.snapshots)
+        segments = lk.log.list_day(day)
+    report = ingest(lk, segments, _options(context, lake))
     context.log.info(
         f"{day}: {report.segments} segment(s), {report.rows} rows, {report.quarantined} quarantined, "
         f"{report.duplicates} duplicates in {report.seconds:.2f}s"
     )
     (result,) = reconcile(lk, day)
-    for tdef in ALL_TABLES:
+    for tdef in (EVENTS, QUARANTINE):
         yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, report, result.as_dict()))
     yield AssetCheckResult(
         check_name="reconciliation",
@@ -114,7 +125,28 @@ def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeR
     )
 
 
-def _metadata(lake: Lake, tdef: TableDef, report: IngestReport, reconciliation: dict[str, Any]) -> dict[str, Any]:
+@multi_asset(
+    name="build_facts",
+    specs=[_spec(t) for t in FACT_TABLES],
+    partitions_def=ARRIVAL_DAYS,
+    can_subset=False,
+    description="Derives the fact tables from raw.events for one arrival day: incrementally for the "
+    "segments the sensor ingested, or, in a backfill, by rebuilding the day and replacing it in one commit "
+    "per table. Both give identical results.",
+)
+def build_facts(context: AssetExecutionContext, config: FactsConfig, lake: LakeResource) -> Iterator[Any]:
+    day = context.partition_key
+    lk = Lake(lake.settings())
+    options = _options(context, lake)
+    report = rebuild_facts(lk, day, options) if config.rebuild else update_facts(lk, day, options)
+    context.log.info(f"{day}: {report.rows} fact rows from {report.segments} segment(s) in {report.seconds:.2f}s")
+    for tdef in FACT_TABLES:
+        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, report, None))
+
+
+def _metadata(
+    lake: Lake, tdef: TableDef, report: IngestReport, reconciliation: dict[str, Any] | None
+) -> dict[str, Any]:
     table = lake.table(tdef.name)
     snapshot = table.current_snapshot()
     total = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else 0
@@ -129,13 +161,12 @@ def _metadata(lake: Lake, tdef: TableDef, report: IngestReport, reconciliation: 
         "segments": report.segments,
         "first_segment": report.first_key or "",
         "last_segment": report.last_key or "",
-        "rows_added": report.rows if tdef is EVENTS else _rows_added(snapshot),
+        "rows_added": _rows_added(snapshot) if report.snapshots.get(tdef.name) else 0,
         "rows_quarantined": report.quarantined,
         "duplicates": report.duplicates,
-        "reconciliation": MetadataValue.json(reconciliation),
     }
-    if tdef in FACT_TABLES or tdef is QUARANTINE:
-        meta["rows_added"] = _rows_added(snapshot) if report.snapshots.get(tdef.name) else 0
+    if reconciliation is not None:
+        meta["reconciliation"] = MetadataValue.json(reconciliation)
     return meta
 
 

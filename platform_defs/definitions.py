@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from assets.ingest import ingest_log
+from assets.ingest import build_facts, ingest_log
 from assets.raw_log import raw_event_log
 from platform_defs.environment import build_lake_resource, resolve_settings
 from sensors.log_sensor import build_log_sensor, ingest_job
@@ -13,7 +13,7 @@ from sensors.log_sensor import build_log_sensor, ingest_job
 def build_definitions() -> Definitions:
     settings = resolve_settings()
     return Definitions(
-        assets=[raw_event_log, ingest_log],
+        assets=[raw_event_log, ingest_log, build_facts],
         jobs=[ingest_job],
         sensors=[build_log_sensor(settings.ingest_interval_s)],
         resources={"lake": build_lake_resource(settings)},

@@ -18,13 +18,18 @@ from dagster import (
 
 from agentlake.log import LogCursor
 from agentlake.segments import SegmentInfo
-from assets.ingest import ARRIVAL_DAYS, INGEST_LANE_TAG, ingest_log
+from assets.ingest import ARRIVAL_DAYS, INGEST_LANE_TAG, build_facts, ingest_log
 from assets.raw_log import RAW_EVENT_LOG
 from platform_defs.resources import LakeResource
 
 MAX_SEGMENTS_PER_RUN = 500
 
-ingest_job = define_asset_job("ingest", selection=[ingest_log], partitions_def=ARRIVAL_DAYS)
+ingest_job = define_asset_job(
+    "ingest",
+    selection=[ingest_log, build_facts],
+    partitions_def=ARRIVAL_DAYS,
+    description="Ingest log segments of one arrival day into raw.events and raw.quarantine, then the facts.",
+)
 
 
 def run_requests(new: list[SegmentInfo]) -> list[RunRequest]:
@@ -42,7 +47,12 @@ def run_requests(new: list[SegmentInfo]) -> list[RunRequest]:
                 RunRequest(
                     run_key=f"ingest-{day}-{digest}",
                     partition_key=day,
-                    run_config={"ops": {"ingest_log": {"config": {"segments": part}}}},
+                    run_config={
+                        "ops": {
+                            "ingest_log": {"config": {"segments": part}},
+                            "build_facts": {"config": {"rebuild": False}},
+                        }
+                    },
                     tags={INGEST_LANE_TAG: "ingest", "dagster/max_retries": "3"},
                 )
             )
