@@ -32,7 +32,7 @@ from pyiceberg.expressions import And
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from agentlake.events import FIELDS
+from agentlake.events import EVENT_ARROW_SCHEMA, FIELDS
 from agentlake.lake import Lake
 from agentlake.ledger import DayLedger, read_ledger
 from agentlake.parse import parse_run
@@ -51,6 +51,7 @@ from agentlake.tables import EVENTS, QUARANTINE
 
 DEFAULT_DEDUP_WINDOW_DAYS = 1
 CONTENT_COLUMNS = [f.column for f in FIELDS]
+_CONTENT_TYPES = dict(pl.from_arrow(EVENT_ARROW_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
 
 
 IngestAborted = StageAborted
@@ -197,7 +198,7 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
     report = batch.report
     events_todo = {s.key for s in batch.events_todo}
     window = _window_ids(events, batch.day, options.dedup_window_days)
-    seen: dict[str, int] = {}  # event_id -> content hash, for ids first seen in this batch
+    seen: list[pl.DataFrame] = []  # (event_id, content hash) of the rows kept so far
     held_back: list[pl.DataFrame] = []  # rows whose id is already in the table: compared at the end
     for seg in work:
         counts = batch.counts.setdefault(seg.key, {"rows": 0, "quarantined": 0, "duplicates": 0})
@@ -240,9 +241,10 @@ def _with_lineage(rows: pl.DataFrame, seg: SegmentInfo, options: IngestOptions) 
 
 
 def _content_hash() -> pl.Expr:
-    # Equal content, equal hash: good enough within one process to tell a repeat from a conflict
-    # (the hash is never stored, so it need not be stable across polars versions).
-    return pl.struct(CONTENT_COLUMNS).hash(seed=7).alias("_hash")
+    # Equal content, equal hash, whether the row was just parsed or read back from the table
+    # (columns cast to one set of types first). Good enough within one process to tell a repeat
+    # from a conflict; the hash is never stored, so it need not be stable across polars versions.
+    return pl.struct([pl.col(c).cast(t) for c, t in _CONTENT_TYPES.items()]).hash(seed=7).alias("_hash")
 
 
 def _window_ids(events: Table, day: str, window_days: int) -> pl.Series:
@@ -261,36 +263,31 @@ def _split_known(rows: pl.DataFrame, window: pl.Series) -> tuple[pl.DataFrame, p
 
 
 def _dedup_in_batch(
-    rows: pl.DataFrame, seen: dict[str, int], seg: SegmentInfo, batch: _Batch, options: IngestOptions
+    rows: pl.DataFrame, seen: list[pl.DataFrame], seg: SegmentInfo, batch: _Batch, options: IngestOptions
 ) -> pl.DataFrame:
-    """Keep the first row of each id; count identical repeats, quarantine conflicting ones."""
+    """Keep the first row of each id in the batch; count identical repeats, quarantine conflicting ones.
+
+    ``seen`` holds ``(event_id, _hash)`` of the rows kept so far in this batch; it grows by the rows kept.
+    """
     if rows.height == 0:
         return rows
-    first = rows.with_row_index("_i").unique(subset="event_id", keep="first", maintain_order=True)
-    repeats = rows.with_row_index("_i").join(first.select("_i"), on="_i", how="anti") if first.height < rows.height else None
-    kept_ids = first.get_column("event_id").to_list()
-    kept_hashes = first.get_column("_hash").to_list()
-    earlier = [i for i, eid in enumerate(kept_ids) if eid in seen]
-    keep_mask = [True] * len(kept_ids)
-    counts = batch.counts[seg.key]
-    for i in earlier:
-        keep_mask[i] = False
-        eid = kept_ids[i]
-        if seen[eid] == kept_hashes[i]:
-            counts["duplicates"] += 1
-        else:
-            _conflict(batch, seg, first.row(i, named=True), options)
-    for eid, h, keep in zip(kept_ids, kept_hashes, keep_mask, strict=True):
-        if keep:
-            seen[eid] = h
-    if repeats is not None:
-        for row in repeats.iter_rows(named=True):
-            if seen.get(row["event_id"]) == row["_hash"]:
-                counts["duplicates"] += 1
-            else:
-                _conflict(batch, seg, row, options)
-    kept = first.filter(pl.Series(keep_mask)).drop("_i")
-    return kept
+    rows = rows.with_row_index("_i")
+    first = rows.unique(subset="event_id", keep="first", maintain_order=True)
+    earlier = pl.concat(seen) if seen else None
+    kept = first if earlier is None else first.join(earlier, on="event_id", how="anti")
+    # Rows whose id was kept before (earlier in this chunk, or in an earlier chunk of the batch).
+    others = rows.join(kept.select("_i"), on="_i", how="anti")
+    if others.height:
+        reference = kept.select("event_id", "_hash")
+        if earlier is not None:
+            reference = pl.concat([earlier, reference])
+        judged = others.join(reference.rename({"_hash": "_first_hash"}), on="event_id", how="left")
+        repeats = judged.filter(pl.col("_hash") == pl.col("_first_hash"))
+        batch.counts[seg.key]["duplicates"] += repeats.height
+        for row in judged.filter(pl.col("_hash") != pl.col("_first_hash")).iter_rows(named=True):
+            _conflict(batch, seg, row, options)
+    seen.append(kept.select("event_id", "_hash"))
+    return kept.drop("_i")
 
 
 def _resolve_known(events: Table, batch: _Batch, known: pl.DataFrame, options: IngestOptions) -> None:
