@@ -70,7 +70,7 @@ def stage_agentlake(home: Path, facts: bool) -> dict[str, float]:
 
     lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
     segments = lake.log.list_all()
-    lake.catalog  # create the catalog and tables before timing
+    _ = lake.catalog  # create the catalog and tables before timing
     started = time.perf_counter()
     report = ingest(lake, segments, IngestOptions(facts=False))
     seconds = time.perf_counter() - started

@@ -6,13 +6,16 @@ import hashlib
 import orjson
 from dagster import (
     AssetObservation,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     define_asset_job,
+    in_process_executor,
     sensor,
 )
 
@@ -28,8 +31,13 @@ ingest_job = define_asset_job(
     "ingest",
     selection=[ingest_log, build_facts],
     partitions_def=ARRIVAL_DAYS,
+    # Both steps in the run's own process: no process start per step, fresher tables.
+    executor_def=in_process_executor,
     description="Ingest log segments of one arrival day into raw.events and raw.quarantine, then the facts.",
 )
+
+_IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+              DagsterRunStatus.STARTED]
 
 
 def run_requests(new: list[SegmentInfo]) -> list[RunRequest]:
@@ -71,6 +79,13 @@ def build_log_sensor(interval_s: int) -> SensorDefinition:
         "observation of the raw event log and launches one ingest run per arrival day for them.",
     )
     def raw_event_log_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult | SkipReason:
+        # While an ingest run is queued or running, new segments wait for the next tick: they then
+        # go in one run together, so the ingest lane never builds a backlog of small runs.
+        busy = context.instance.get_runs_count(
+            RunsFilter(statuses=_IN_FLIGHT, tags={INGEST_LANE_TAG: "ingest"}, job_name=ingest_job.name)
+        )
+        if busy:
+            return SkipReason(f"{busy} ingest run(s) in flight; new segments go in the next run")
         state = orjson.loads(context.cursor) if context.cursor else {}
         cursor = LogCursor.from_json(state.get("log"))
         new, cursor = lake.log_reader().poll(cursor)
