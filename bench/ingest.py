@@ -186,7 +186,7 @@ def main() -> int:
         peer = run_stage("peer", homes["peer"])
         # One big segment: memory must stay bounded whatever the segment size.
         big_home = work / "big"
-        big = generate(big_home, events, segment_events=events)
+        generate(big_home, events, segment_events=events)
         al_big = run_stage("agentlake", big_home)
     finally:
         shutil.rmtree(work, ignore_errors=True)
