@@ -278,6 +278,30 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
     (its fast path). It means the same event: :func:`normalize_event` gives the same row for both.
     Nothing is validated here; a bad event is written as it is and quarantined by ingestion.
     """
+    # The common case, kept cheap (this runs once per event in every producer): only known keys,
+    # a string time, and at most attributes/payload to turn into text.
+    if event.keys() <= _WIRE_KEYS and type(event.get("ts")) is str and type(event.get(_FINISH)) is not list:
+        attributes, payload = event.get("attributes"), event.get("payload")
+        if (attributes is None or type(attributes) is str) and (payload is None or type(payload) is str):
+            return orjson.dumps(event)
+        wire = dict(event)
+        if type(attributes) is dict:
+            if attributes:
+                wire["attributes"] = orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS).decode()
+            else:
+                del wire["attributes"]
+        if payload is not None and type(payload) is not str:
+            wire["payload"] = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+        if type(wire.get("attributes")) is not dict:
+            return orjson.dumps(wire)
+    return _encode_general(event)
+
+
+_WIRE_KEYS = frozenset(f.key for f in FIELDS)
+_FINISH = "gen_ai.response.finish_reasons"
+
+
+def _encode_general(event: Mapping[str, Any]) -> bytes:
     wire: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in event.items():

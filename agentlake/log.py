@@ -119,7 +119,7 @@ class LogWriter:
 
     def append(self, event: Mapping[str, Any]) -> int:
         """Append one event; returns its sequence number within this producer."""
-        return self.append_line(encode_event(event))
+        return self._add(encode_event(event))  # JSON escapes newlines: one event, one line
 
     def append_line(self, line: bytes | str) -> int:
         """Append one NDJSON line as it is, valid or not: ingestion validates and quarantines.
@@ -133,8 +133,11 @@ class LogWriter:
             parts = data.split(b"\n")
             seq = -1
             for part in parts:
-                seq = self.append_line(part)
+                seq = self._add(part)
             return seq
+        return self._add(data)
+
+    def _add(self, data: bytes) -> int:
         batch: tuple[int, list[bytes]] | None = None
         with self._lock:
             if self._closed:
