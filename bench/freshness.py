@@ -15,14 +15,11 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,63 +74,46 @@ def main() -> int:
     lines = list(generate_runs(FleetConfig(seed=5), count * 16, datetime.now(UTC)))
     ceiling_latencies = ceiling(lines)
 
-    from tests.conftest import free_port  # the test suite's helper: a free port on loopback
+    # The test suite's launcher of `make run`'s stack, on a free port with its own home.
+    from tests.platform import running_platform
 
-    home = Path(tempfile.mkdtemp(prefix="agentlake-fresh-"))
-    port = free_port()
-    env = {**os.environ, "AGENTLAKE_HOME": str(home), "AGENTLAKE_UI_PORT": str(port), "AGENTLAKE_DEMO_RATE": "0",
-           "AGENTLAKE_INGEST_INTERVAL_S": str(SENSOR_INTERVAL_S)}
-    log = open(home.parent / f"{home.name}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "platform_defs.launcher"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    work = Path(tempfile.mkdtemp(prefix="agentlake-fresh-"))
+    home = work / "home"
     written: dict[str, float] = {}
     visible: dict[str, float] = {}
+    os.environ["AGENTLAKE_INGEST_INTERVAL_S"] = str(SENSOR_INTERVAL_S)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the platform did not start") from None
+        with running_platform(home, demo_rate=0):
+            lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
+            stop = threading.Event()
+
+            def watch() -> None:
+                while not stop.is_set():
+                    table = lake.table(EVENTS.name)
+                    now = time.monotonic()
+                    for key in [k for k in written if k not in visible]:
+                        seg = SegmentInfo.from_key(key)
+                        if read_ledger(table.properties, seg.dt).holds(seg):
+                            visible[key] = now
+                    time.sleep(0.2)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            writer = LogWriter(lake.store, "fresh", background_flush=False)
+            for i in range(count):
+                for line in lines[i * EVENTS_PER_SEGMENT:(i + 1) * EVENTS_PER_SEGMENT]:
+                    writer.append_line(line)
+                seg = writer.flush()
+                assert seg is not None
+                written[seg.key] = time.monotonic()
+                time.sleep(1.0)
+            deadline = time.monotonic() + 180
+            while len(visible) < len(written) and time.monotonic() < deadline:
                 time.sleep(0.5)
-        lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.is_set():
-                table = lake.table(EVENTS.name)
-                now = time.monotonic()
-                for key in [k for k in written if k not in visible]:
-                    seg = SegmentInfo.from_key(key)
-                    if read_ledger(table.properties, seg.dt).holds(seg):
-                        visible[key] = now
-                time.sleep(0.2)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        writer = LogWriter(lake.store, "fresh", background_flush=False)
-        for i in range(count):
-            for line in lines[i * EVENTS_PER_SEGMENT:(i + 1) * EVENTS_PER_SEGMENT]:
-                writer.append_line(line)
-            seg = writer.flush()
-            assert seg is not None
-            written[seg.key] = time.monotonic()
-            time.sleep(1.0)
-        deadline = time.monotonic() + 180
-        while len(visible) < len(written) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        stop.set()
-        watcher.join()
+            stop.set()
+            watcher.join()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
     latencies = [visible[k] - written[k] for k in written if k in visible]
     missing = len(written) - len(latencies)
