@@ -31,7 +31,7 @@ ENV_VARS: dict[str, str] = {
     "AGENTLAKE_UI_PORT": "port of the Dagster UI started by `make run` (default 3000, on 127.0.0.1)",
     "AGENTLAKE_DEMO_RATE": "agent runs per second the demo fleet of `make run` emits (default 1; 0 turns it off)",
     "AGENTLAKE_INGEST_INTERVAL_S": "seconds between ingest sensor ticks: at most one commit per table per tick (default 60)",
-    "AGENTLAKE_DEDUP_WINDOW_DAYS": "days before a segment's arrival day searched for repeated event_ids (default 1)",
+    "AGENTLAKE_DEDUP_WINDOW_DAYS": "arrival days before and after a segment's own searched for repeated event_ids (default 1)",
 }
 
 

@@ -119,7 +119,10 @@ def parse_ts(value: Any, name: str = "ts") -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise InvalidEvent(f"field '{name}' has no time zone: {value[:64]!r}; add 'Z' or an offset like +02:00")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent(f"field '{name}' is outside the years 1-9999 in UTC: {value[:64]!r}") from None
 
 
 def normalize_event(obj: Any) -> dict[str, Any]:

@@ -22,13 +22,13 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
-import orjson
 import polars as pl
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import And
+from pyiceberg.expressions import And, BooleanExpression
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
@@ -52,6 +52,7 @@ from agentlake.tables import EVENTS, QUARANTINE
 DEFAULT_DEDUP_WINDOW_DAYS = 1
 CONTENT_COLUMNS = [f.column for f in FIELDS]
 _CONTENT_TYPES = dict(pl.from_arrow(EVENT_ARROW_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
+_DOCUMENTS = list(_CONTENT_TYPES).index("documents")
 
 
 IngestAborted = StageAborted
@@ -141,24 +142,32 @@ class _Batch:
     event_files: list[DataFile] = field(default_factory=list)
     quarantine_rows: list[pa.Table] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per segment key
+    conflicts: list[tuple[SegmentInfo, int, str]] = field(default_factory=list)  # (segment, offset, event_id)
     report: IngestReport = field(default_factory=IngestReport)
 
 
 def _ingest_day(lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions) -> IngestReport:
+    committed = IngestReport()  # what earlier attempts committed before a later commit conflicted
     for attempt in range(1, options.max_attempts + 1):
         try:
-            report = _attempt_day(lake, day, segments, options)
-            report.attempts = attempt
-            return report
+            report = _attempt_day(lake, day, segments, options, committed)
         except CommitFailedException:
             # Another writer committed first: start the day again from fresh table state.
             time.sleep(min(2.0, 0.05 * attempt))
+            continue
+        for name in ("rows", "duplicates", "quarantined", "conflicts"):
+            setattr(report, name, getattr(committed, name))
+        report.snapshots = dict(committed.snapshots)
+        report.attempts = attempt
+        return report
     raise StageAborted(
         f"ingesting arrival day {day} conflicted with other writers {options.max_attempts} times; run it again"
     )
 
 
-def _attempt_day(lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions) -> IngestReport:
+def _attempt_day(
+    lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions, committed: IngestReport
+) -> IngestReport:
     check = options.checkpoint or (lambda _stage: None)
     events, quarantine = lake.table(EVENTS.name), lake.table(QUARANTINE.name)
     events_ledger = read_ledger(events.properties, day)
@@ -176,20 +185,24 @@ def _attempt_day(lake: Lake, day: str, segments: list[SegmentInfo], options: Ing
     check("after-data-files")
     partition = options.partition or day
     if batch.events_todo:
-        report.snapshots[EVENTS.name] = commit(
+        committed.snapshots[EVENTS.name] = commit(
             events, batch.event_files, _updated_ledger(events_ledger, batch.events_todo, batch),
             summary(batch.events_todo, run_id=options.run_id, partition=partition,
                     extra={"agentlake.rows-added": report.rows, "agentlake.duplicates": report.duplicates}),
             check,
         )
+        committed.rows += report.rows
+        committed.duplicates += report.duplicates
     if batch.quarantine_todo:
         files = write_files(quarantine, QUARANTINE, batch.quarantine_rows)
-        report.snapshots[QUARANTINE.name] = commit(
+        committed.snapshots[QUARANTINE.name] = commit(
             quarantine, files, _updated_ledger(quarantine_ledger, batch.quarantine_todo, batch),
             summary(batch.quarantine_todo, run_id=options.run_id, partition=partition,
                     extra={"agentlake.rows-added": report.quarantined}),
             check,
         )
+        committed.quarantined += report.quarantined
+        committed.conflicts += report.conflicts
     return report
 
 
@@ -224,6 +237,8 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
                 counts["rows"] += fresh.height
     if held_back:
         _resolve_known(events, batch, pl.concat(held_back), options)
+    if batch.conflicts:
+        _quarantine_conflicts(lake, batch, options)
     for key, counts in batch.counts.items():
         report.rows += counts["rows"] if key in events_todo else 0
         report.quarantined += counts["quarantined"]
@@ -244,14 +259,27 @@ def _content_hash() -> pl.Expr:
     # Equal content, equal hash, whether the row was just parsed or read back from the table
     # (columns cast to one set of types first). Good enough within one process to tell a repeat
     # from a conflict; the hash is never stored, so it need not be stable across polars versions.
-    return pl.struct([pl.col(c).cast(t) for c, t in _CONTENT_TYPES.items()]).hash(seed=7).alias("_hash")
+    # pyiceberg stores a null list as [] (apache/iceberg-python#3833): hash both as null.
+    columns = [pl.col(c).cast(t) for c, t in _CONTENT_TYPES.items()]
+    columns[_DOCUMENTS] = pl.when(pl.col("documents").list.len() > 0).then(columns[_DOCUMENTS]).alias("documents")
+    return pl.struct(columns).hash(seed=7).alias("_hash")
+
+
+def dedup_window(day: str, window_days: int) -> BooleanExpression:
+    """The arrival days searched for repeats of ``day``'s events: ``window_days`` before and after it.
+
+    After as well as before, so two adjacent days ingested out of order (a re-run, a backfill)
+    still find each other's repeats.
+    """
+    later = (date.fromisoformat(day) + timedelta(days=window_days)).isoformat()
+    return day_bounds(later, 2 * window_days)
 
 
 def _window_ids(events: Table, day: str, window_days: int) -> pl.Series:
-    """The event ids ``raw.events`` holds on ``day`` and the ``window_days`` days before it."""
+    """The event ids ``raw.events`` holds in the dedup window of ``day``."""
     if events.current_snapshot() is None:
         return pl.Series("event_id", [], dtype=pl.String)
-    ids = events.scan(row_filter=day_bounds(day, window_days), selected_fields=("event_id",)).to_arrow()
+    ids = events.scan(row_filter=dedup_window(day, window_days), selected_fields=("event_id",)).to_arrow()
     return pl.Series("event_id", ids.column("event_id").combine_chunks()).cast(pl.String)
 
 
@@ -295,7 +323,7 @@ def _resolve_known(events: Table, batch: _Batch, known: pl.DataFrame, options: I
     if known.height == 0:
         return
     ids = known.get_column("event_id").unique().to_list()
-    existing = read_rows(events, EVENTS, And(day_bounds(batch.day, options.dedup_window_days), one_of("event_id", ids)))
+    existing = read_rows(events, EVENTS, And(dedup_window(batch.day, options.dedup_window_days), one_of("event_id", ids)))
     stored = dict(zip(existing.get_column("event_id").to_list(),
                       existing.with_columns(_content_hash()).get_column("_hash").to_list(), strict=True))
     by_key = {s.key: s for s in batch.events_todo + batch.quarantine_todo}
@@ -308,13 +336,27 @@ def _resolve_known(events: Table, batch: _Batch, known: pl.DataFrame, options: I
 
 
 def _conflict(batch: _Batch, seg: SegmentInfo, row: dict[str, Any], options: IngestOptions) -> None:
-    reason = f"event_id {row['event_id']!r} was already ingested with different content; the first one stays"
-    line = orjson.dumps({k: row[k] for k in CONTENT_COLUMNS if row.get(k) is not None}, default=str)
-    batch.quarantine_rows.append(
-        _quarantine_row(seg, row["line_offset"], line, "conflict", reason, row["event_id"], options)
-    )
+    """Note a conflicting repeat; its original line is read back from the log at the end of the batch."""
+    batch.conflicts.append((seg, row["line_offset"], row["event_id"]))
     batch.counts[seg.key]["quarantined"] += 1
     batch.report.conflicts += 1
+
+
+def _quarantine_conflicts(lake: Lake, batch: _Batch, options: IngestOptions) -> None:
+    """Quarantine each conflicting repeat with its line exactly as it is in the log (conflicts are rare)."""
+    by_segment: dict[str, dict[int, str]] = {}
+    segments = {}
+    for seg, offset, event_id in batch.conflicts:
+        by_segment.setdefault(seg.key, {})[offset] = event_id
+        segments[seg.key] = seg
+    for key, wanted in by_segment.items():
+        for offset, line in enumerate(lake.log.read_lines(key)):
+            if offset in wanted:
+                event_id = wanted[offset]
+                reason = f"event_id {event_id!r} was already ingested with different content; the first one stays"
+                batch.quarantine_rows.append(
+                    _quarantine_row(segments[key], offset, line, "conflict", reason, event_id, options)
+                )
 
 
 def _rule(reason: str) -> str:

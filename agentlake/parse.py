@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,9 @@ _WIRE_TYPES = {"timestamp": pa.string(), "json": pa.string()}
 WIRE_SCHEMA = pa.schema([pa.field(f.key, _WIRE_TYPES.get(f.kind, f.arrow_type)) for f in FIELDS])
 _PARSE = pj.ParseOptions(explicit_schema=WIRE_SCHEMA, unexpected_field_behavior="error")
 _ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+# The instants Python's datetime can hold in UTC: the authority rejects the others.
+_TS_MIN = pa.scalar(datetime(1, 1, 1, tzinfo=UTC), pa.timestamp("us", tz="UTC"))
+_TS_MAX = pa.scalar(datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), pa.timestamp("us", tz="UTC"))
 _ROW_HINT = re.compile(r"in row (\d+)")
 _REQUIRED = [f for f in FIELDS if f.required and f.kind == "string"]
 _ID_COLUMNS = ("event_id", "run_id", "agent_id", "span_id")
@@ -92,9 +96,13 @@ def parse_run(run: bytes, first_offset: int = 0) -> ParsedRun:
                 read_options=pj.ReadOptions(use_threads=threads, block_size=_block_size(len(chunk), threads)),
                 parse_options=_PARSE,
             )
+            # Arrow's reader does not check UTF-8 inside strings; the authority rejects such lines.
+            table.validate(full=True)
+            if table.num_rows == hi - lo:
+                rows, ok = _to_rows(table)  # an impossible instant (month 13, ...) fails the cast here
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             hint = _ROW_HINT.search(str(exc)) if not threads else None
-            if hint is not None and 0 < int(hint.group(1)) < hi - lo:
+            if hint is not None and 0 <= int(hint.group(1)) < hi - lo:
                 # Parsed as one block, the reader names the bad row: keep the lines around it fast.
                 bad = lo + int(hint.group(1))
                 _slow(lines, bad, bad + 1, out)
@@ -111,7 +119,6 @@ def parse_run(run: bytes, first_offset: int = 0) -> ParsedRun:
             mid = (lo + hi) // 2
             todo += [(mid, hi, False), (lo, mid, False)]
             continue
-        rows, ok = _to_rows(table)
         rows = rows.append_column("line_offset", pa.array(lines.offsets(lo, hi)))
         if ok is None:
             out.rows.append(rows)
@@ -158,6 +165,7 @@ def _to_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray | None]:
         checks.append(pc.fill_null(pc.less_equal(pc.utf8_length(col), MAX_ID_LENGTH), True))
     ts_text = table.column("ts")
     ts_ok = pc.fill_null(pc.match_substring_regex(ts_text, _ISO_UTC), False)
+    ts_ok = pc.and_(ts_ok, pc.invert(pc.fill_null(pc.starts_with(ts_text, "0000"), False)))  # no year 0
     checks.append(ts_ok)
     for name in _FLOATS:
         col = table.column(name)
@@ -168,10 +176,12 @@ def _to_rows(table: pa.Table) -> tuple[pa.Table, np.ndarray | None]:
     ok = checks[0]
     for check in checks[1:]:
         ok = pc.and_(ok, check)
-    all_ok = pc.all(ok).as_py()
     # Cast the zoned timestamps; rows that failed the shape check get a placeholder, dropped later.
     placeholder = pc.if_else(ts_ok, ts_text, pa.scalar("1970-01-01T00:00:00Z"))
     ts = pc.cast(placeholder, pa.timestamp("us", tz="UTC"))
+    in_range = pc.and_(pc.greater_equal(ts, _TS_MIN), pc.less_equal(ts, _TS_MAX))
+    ok = pc.and_(ok, in_range)
+    all_ok = pc.all(ok).as_py()
     columns = []
     for f in FIELDS:
         if f.column == "ts":

@@ -114,7 +114,7 @@ def commit(
     name = table.name()[-1]
     check(f"before-commit:{name}")
     with table.transaction() as tx:
-        if replace is not None and table.current_snapshot() is not None:
+        if replace is not None and table.current_snapshot() is not None and table.scan(row_filter=replace).count():
             tx.delete(replace, snapshot_properties=snapshot_properties)
         with tx.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
             for data_file in data_files:

@@ -31,6 +31,7 @@ from pyiceberg.types import (
     StructType,
     TimestamptzType,
 )
+from sqlalchemy.exc import IntegrityError
 
 from agentlake.events import FIELDS
 
@@ -206,8 +207,8 @@ def ensure_tables(catalog: Catalog, tables: Sequence[TableDef] = ALL_TABLES) -> 
     for tdef in tables:
         try:
             catalog.create_namespace(tdef.namespace)
-        except NamespaceAlreadyExistsError:
-            pass
+        except (NamespaceAlreadyExistsError, IntegrityError):
+            pass  # IntegrityError: another process created it between pyiceberg's check and its insert
         try:
             out[tdef.name] = catalog.load_table(tdef.name)
             continue
@@ -221,7 +222,7 @@ def ensure_tables(catalog: Catalog, tables: Sequence[TableDef] = ALL_TABLES) -> 
                 partition_spec=tdef.partition_spec(schema),
                 properties={**TABLE_PROPERTIES, "comment": tdef.description},
             )
-        except TableAlreadyExistsError:  # another process created it first
+        except (TableAlreadyExistsError, IntegrityError):  # another process created it first
             out[tdef.name] = catalog.load_table(tdef.name)
     return out
 
