@@ -126,30 +126,45 @@ class LogWriter:
 
         A line holding newlines is split: the log's unit is the line.
         """
+        if type(line) is bytes and b"\n" not in line:  # the common case, inlined: it runs per event
+            with self._lock:
+                lines = self._lines
+                if self._closed:
+                    raise RuntimeError("this LogWriter is closed; create a new one to append")
+                if not lines:
+                    self._opened_at = time.monotonic()
+                lines.append(line)
+                self._bytes += len(line) + 1
+                seq = self._next_seq
+                self._next_seq = seq + 1
+                if self._bytes < self.max_segment_bytes and len(lines) < self.max_segment_events:
+                    return seq
+                batch = self._take()
+            if batch is not None:
+                self._upload(*batch)
+            return seq
         data = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else bytes(line)
         if data.endswith(b"\n"):
             data = data[:-1]
-        if b"\n" in data:
-            parts = data.split(b"\n")
-            seq = -1
-            for part in parts:
-                seq = self._add(part)
-            return seq
-        return self._add(data)
+        seq = -1
+        for part in data.split(b"\n"):
+            seq = self._add(part)
+        return seq
 
     def _add(self, data: bytes) -> int:
-        batch: tuple[int, list[bytes]] | None = None
         with self._lock:
             if self._closed:
                 raise RuntimeError("this LogWriter is closed; create a new one to append")
-            if not self._lines:
+            lines = self._lines
+            if not lines:
                 self._opened_at = time.monotonic()
-            self._lines.append(data)
+            lines.append(data)
             self._bytes += len(data) + 1
             seq = self._next_seq
-            self._next_seq += 1
-            if self._bytes >= self.max_segment_bytes or len(self._lines) >= self.max_segment_events:
-                batch = self._take()
+            self._next_seq = seq + 1
+            if self._bytes < self.max_segment_bytes and len(lines) < self.max_segment_events:
+                return seq
+            batch = self._take()
         if batch is not None:
             self._upload(*batch)
         return seq
@@ -194,7 +209,9 @@ class LogWriter:
                 self._upload(*batch)
 
     def _upload(self, first_seq: int, lines: list[bytes]) -> SegmentInfo:
-        raw = b"\n".join(lines) + b"\n"
+        lines.append(b"")  # so the join ends with a newline, without copying the segment twice
+        raw = b"\n".join(lines)
+        count = len(lines) - 1
         with self._upload_lock:  # one compressor, one upload at a time per producer
             data = self._compressor.compress(raw)
         digest = checksum(data)
@@ -203,7 +220,7 @@ class LogWriter:
         attempt = 0
         while True:
             key = segment_key(
-                arrival=arrival, producer=self.producer, first_seq=first_seq, lines=len(lines), digest=digest,
+                arrival=arrival, producer=self.producer, first_seq=first_seq, lines=count, digest=digest,
                 prefix=self.prefix,
             )
             try:
@@ -227,7 +244,7 @@ class LogWriter:
         info = SegmentInfo.from_key(key, size=len(data))
         with self._lock:
             self.stats.segments += 1
-            self.stats.events += len(lines)
+            self.stats.events += count
             self.stats.bytes_raw += len(raw)
             self.stats.bytes_stored += len(data)
             self.stats.sealed.append(info)
