@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -196,7 +197,7 @@ def _attempt_day(
     if batch.quarantine_todo:
         files = write_files(quarantine, QUARANTINE, batch.quarantine_rows)
         committed.snapshots[QUARANTINE.name] = commit(
-            quarantine, files, _updated_ledger(quarantine_ledger, batch.quarantine_todo, batch),
+            quarantine, files, _updated_ledger(quarantine_ledger, batch.quarantine_todo, batch, quarantine=True),
             summary(batch.quarantine_todo, run_id=options.run_id, partition=partition,
                     extra={"agentlake.rows-added": report.quarantined}),
             check,
@@ -212,6 +213,7 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
     events_todo = {s.key for s in batch.events_todo}
     window = _window_ids(events, batch.day, options.dedup_window_days)
     seen: list[pl.DataFrame] = []  # (event_id, content hash) of the rows kept so far
+    writer = _FileWriter(events)
     held_back: list[pl.DataFrame] = []  # rows whose id is already in the table: compared at the end
     for seg in work:
         counts = batch.counts.setdefault(seg.key, {"rows": 0, "quarantined": 0, "duplicates": 0})
@@ -233,8 +235,9 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
                 held_back.append(known)
             fresh = _dedup_in_batch(fresh, seen, seg, batch, options)
             if seg.key in events_todo and fresh.height:
-                batch.event_files += write_files(events, EVENTS, [fresh.drop("_hash").to_arrow()])
+                writer.submit(fresh.drop("_hash").to_arrow())
                 counts["rows"] += fresh.height
+    batch.event_files += writer.finish()
     if held_back:
         _resolve_known(events, batch, pl.concat(held_back), options)
     if batch.conflicts:
@@ -243,6 +246,32 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
         report.rows += counts["rows"] if key in events_todo else 0
         report.quarantined += counts["quarantined"]
         report.duplicates += counts["duplicates"] if key in events_todo else 0
+
+
+class _FileWriter:
+    """Writes data files on a background thread while the next chunk is parsed (both release the GIL).
+
+    At most two chunks wait to be written, so memory stays bounded.
+    """
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentlake-write")
+        self._pending: list[Future[list[DataFile]]] = []
+        self._files: list[DataFile] = []
+
+    def submit(self, rows: pa.Table) -> None:
+        while len(self._pending) >= 2:
+            self._files += self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(write_files, self._table, EVENTS, [rows]))
+
+    def finish(self) -> list[DataFile]:
+        try:
+            for future in self._pending:
+                self._files += future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+        return self._files
 
 
 def _with_lineage(rows: pl.DataFrame, seg: SegmentInfo, options: IngestOptions) -> pl.DataFrame:
@@ -374,9 +403,15 @@ def _quarantine_row(
     })
 
 
-def _updated_ledger(ledger: DayLedger, segments: list[SegmentInfo], batch: _Batch) -> DayLedger:
+def _updated_ledger(
+    ledger: DayLedger, segments: list[SegmentInfo], batch: _Batch, *, quarantine: bool = False
+) -> DayLedger:
+    """The ledger with these segments added; raw.quarantine's counts only what it holds itself."""
     updated = ledger.copy()
     for seg in segments:
         counts = batch.counts[seg.key]
-        updated.add(seg, rows=counts["rows"], quarantined=counts["quarantined"], duplicates=counts["duplicates"])
+        if quarantine:
+            updated.add(seg, quarantined=counts["quarantined"])
+        else:
+            updated.add(seg, rows=counts["rows"], quarantined=counts["quarantined"], duplicates=counts["duplicates"])
     return updated
