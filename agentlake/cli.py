@@ -176,7 +176,8 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
         state = "balanced" if r.balanced else "NOT BALANCED"
         lines.append(
             f"{r.day}: {state}: lines {r.lines_in_log} = rows {r.rows} + quarantined {r.quarantined} "
-            f"+ duplicates {r.duplicates}; segments {r.segments_in_log}, missing {len(r.segments_missing)}"
+            f"+ duplicates {r.duplicates} (+ pending {r.lines_pending}); segments {r.segments_in_log}, "
+            f"missing {len(r.segments_missing)}, pending {r.segments_pending}"
         )
     _out(args, {"days": [r.as_dict() for r in results]}, "\n".join(lines) or "the log is empty")
     return 0 if all(r.balanced for r in results) else 1

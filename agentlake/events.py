@@ -286,7 +286,7 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
     if event.keys() <= _WIRE_KEYS and type(event.get("ts")) is str and type(event.get(_FINISH)) is not list:
         attributes, payload = event.get("attributes"), event.get("payload")
         if (attributes is None or type(attributes) is str) and (payload is None or type(payload) is str):
-            return orjson.dumps(event)
+            return _exact(orjson.dumps(event))
         wire = dict(event)
         if type(attributes) is dict:
             if attributes:
@@ -296,8 +296,14 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
         if payload is not None and type(payload) is not str:
             wire["payload"] = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
         if type(wire.get("attributes")) is not dict:
-            return orjson.dumps(wire)
-    return _encode_general(event)
+            return _exact(orjson.dumps(wire))
+    return _exact(_encode_general(event))
+
+
+def _exact(line: bytes) -> bytes:
+    # orjson's bytes keep the buffer it grew (about 8 KiB for a 600-byte line); a producer buffers
+    # thousands of lines until a segment is sealed, so keep a copy of exactly the line's size.
+    return bytes(memoryview(line))
 
 
 _WIRE_KEYS = frozenset(f.key for f in FIELDS)

@@ -267,13 +267,14 @@ def test_backfill_style_run_ingests_what_is_missing_and_rebuilds_facts(lake_reso
     s2 = producer.segment(YESTERDAY + timedelta(hours=7))
     (v1, b1), (v2, b2) = producer.lines[s1.key], producer.lines[s2.key]
 
-    # A run for s1 only, while s2 is already in the log: the check reports s2 missing.
-    partial = ingest_run(lake_resource, day, {"ops": {"ingest_log": {"config": {"segments": [s1.key]}}}},
+    # A run for s2 only, while the older s1 is in the log: s1 was skipped, the check fails and names it.
+    partial = ingest_run(lake_resource, day, {"ops": {"ingest_log": {"config": {"segments": [s2.key]}}}},
                          facts=False)
     assert partial.success
     check = reconciliation_check(partial)
     assert not check.passed and check.metadata["segments_missing"].value == 1
-    assert check.metadata["first_missing"].value == s2.key
+    assert check.metadata["first_missing"].value == s1.key
+    (v1, b1), (v2, b2) = (v2, b2), (v1, b1)  # below, s2's rows are the ones already in
 
     # The backfill of the day (no segments named): ingests what is missing, rebuilds the facts.
     result = ingest_run(lake_resource, day, {"ops": {"ingest_log": {"config": {"segments": []}},
@@ -307,3 +308,17 @@ def test_a_run_refuses_segments_of_another_day(lake_resource: LakeResource) -> N
                         raise_on_error=False)
     assert not result.success
     assert Lake(lake_resource.settings()).table(EVENTS.name).current_snapshot() is None
+
+
+@pytest.mark.integration
+def test_segments_newer_than_the_last_ingested_are_pending_not_missing(lake_resource: LakeResource) -> None:
+    lake = Lake(lake_resource.settings())
+    producer = Producer(lake)
+    day = YESTERDAY.date().isoformat()
+    s1 = producer.segment(YESTERDAY + timedelta(hours=6))
+    s2 = producer.segment(YESTERDAY + timedelta(hours=7))
+    run = ingest_run(lake_resource, day, {"ops": {"ingest_log": {"config": {"segments": [s1.key]}}}}, facts=False)
+    check = reconciliation_check(run)
+    # Steady load: s2 arrived after the run's segments were listed; the check stays green.
+    assert check.passed and check.metadata["segments_pending"].value == 1
+    assert check.metadata["segments_missing"].value == 0 and s2.lines > 0

@@ -9,7 +9,7 @@ import pytest
 
 from tests.platform import CHROMIUM_ARGS, chromium_path, running_platform
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(500)]
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +22,37 @@ def browser_path() -> str:
     return path
 
 
-def test_ui_shows_the_raw_event_log_in_the_asset_graph(tmp_path: Path, browser_path: str) -> None:
+def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
+    tmp_path: Path, browser_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from playwright.sync_api import TimeoutError as PageTimeout
     from playwright.sync_api import sync_playwright
 
+    # The sensor ticks every 5 s here (60 s by default) so the test need not wait a minute.
+    monkeypatch.setenv("AGENTLAKE_INGEST_INTERVAL_S", "5")
     with running_platform(tmp_path / "home") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{url}/asset-groups", wait_until="domcontentloaded")
-        node = page.get_by_text("raw_event_log").first
-        node.wait_for(timeout=60_000)
+        # The asset graph (the log's lineage) holds the raw event log and the tables built from it.
+        page.goto(f"{url}/assets/raw_event_log?view=lineage", wait_until="domcontentloaded")
+        page.get_by_text("raw_event_log").first.wait_for(timeout=60_000)
+        page.get_by_text("quarantine").first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "asset-graph.png"))
         # The asset's page tells a new user what the log is.
         page.goto(f"{url}/assets/raw_event_log", wait_until="domcontentloaded")
         page.get_by_text("write-once", exact=False).first.wait_for(timeout=60_000)
+        # Nobody clicks anything: the sensor launches ingest runs for the demo fleet's segments.
+        page.goto(f"{url}/runs", wait_until="domcontentloaded")
+        page.get_by_text("agentlake/lane", exact=False).first.wait_for(timeout=150_000)
+        page.screenshot(path=str(tmp_path / "runs.png"))
+        # raw/events was materialized with its Iceberg snapshot and reconciliation.
+        for _ in range(30):
+            page.goto(f"{url}/assets/raw/events", wait_until="domcontentloaded")
+            try:
+                page.get_by_text("snapshot_id", exact=False).first.wait_for(timeout=10_000)
+                break
+            except PageTimeout:  # not materialized yet: reload the page
+                continue
+        page.get_by_text("snapshot_id", exact=False).first.wait_for(timeout=10_000)
+        page.screenshot(path=str(tmp_path / "raw-events.png"))
         browser.close()

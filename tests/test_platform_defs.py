@@ -1,0 +1,77 @@
+"""The Dagster side's environment resolution: one Definitions, resources and instance config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, EnvVar
+
+from agentlake.config import Settings
+from agentlake.errors import ConfigError
+from platform_defs.environment import build_lake_resource, instance_yaml, resolve_settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_embedded_default_needs_no_variable(tmp_path: Path) -> None:
+    settings = resolve_settings({"AGENTLAKE_HOME": str(tmp_path)})
+    assert settings.store == "local" and settings.s3 is None
+    assert settings.resolved_catalog_uri == f"sqlite:///{tmp_path / 'catalog.db'}"
+    lake = build_lake_resource(settings)
+    assert lake.s3 is None and lake.settings().store_root == tmp_path / "store"
+
+
+def test_unknown_store_and_missing_bucket_raise() -> None:
+    with pytest.raises(ConfigError, match="not a known store"):
+        resolve_settings({"AGENTLAKE_STORE": "gcs"})
+    with pytest.raises(ConfigError, match="AGENTLAKE_S3_BUCKET"):
+        resolve_settings({"AGENTLAKE_STORE": "s3"})
+
+
+def test_s3_secrets_reach_dagster_as_env_vars_never_values(tmp_path: Path) -> None:
+    env = {
+        "AGENTLAKE_HOME": str(tmp_path), "AGENTLAKE_STORE": "s3", "AGENTLAKE_S3_BUCKET": "lake",
+        "AGENTLAKE_S3_ENDPOINT": "http://127.0.0.1:9000", "AWS_ACCESS_KEY_ID": "key-id",
+        "AWS_SECRET_ACCESS_KEY": "very-secret-value",
+    }
+    lake = build_lake_resource(Settings.from_env(env))
+    assert lake.s3 is not None
+    assert lake.s3.aws_secret_access_key == EnvVar("AWS_SECRET_ACCESS_KEY")
+    assert "very-secret-value" not in repr(lake) and "very-secret-value" not in repr(Settings.from_env(env))
+
+
+def test_s3_deployment_keeps_run_logs_beside_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"AGENTLAKE_HOME": str(tmp_path), "AGENTLAKE_STORE": "s3", "AGENTLAKE_S3_BUCKET": "lake",
+           "AGENTLAKE_S3_ENDPOINT": "http://127.0.0.1:9000"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env(env)
+    text = instance_yaml(settings)
+    assert "env: AGENTLAKE_S3_BUCKET" in text and "env: AGENTLAKE_S3_ENDPOINT" in text
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(text)
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        manager = instance.compute_log_manager
+        assert type(manager).__name__ == "S3ComputeLogManager"
+        assert manager._s3_bucket == "lake"  # the bucket came from the environment, by name
+        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        assert {"key": "agentlake/lane", "value": "ingest", "limit": 1} in limits
+    finally:
+        instance.dispose()
+
+
+def test_embedded_instance_uses_sqlite_under_the_home(tmp_path: Path) -> None:
+    settings = Settings.from_env({"AGENTLAKE_HOME": str(tmp_path)})
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(instance_yaml(settings))
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        assert type(instance.compute_log_manager).__name__ != "S3ComputeLogManager"
+        assert (home / "storage" / "history").is_dir()  # Dagster's SQLite storage, under the home
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+    finally:
+        instance.dispose()
