@@ -45,6 +45,7 @@ from agentlake.tableio import (
     day_bounds,
     one_of,
     read_rows,
+    release_memory,
     summary,
     write_files,
 )
@@ -237,6 +238,8 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
             if seg.key in events_todo and fresh.height:
                 writer.submit(fresh.drop("_hash").to_arrow())
                 counts["rows"] += fresh.height
+            del parsed, rows, fresh, known
+            release_memory()
     batch.event_files += writer.finish()
     if held_back:
         _resolve_known(events, batch, pl.concat(held_back), options)
