@@ -126,23 +126,8 @@ class LogWriter:
 
         A line holding newlines is split: the log's unit is the line.
         """
-        if type(line) is bytes and b"\n" not in line:  # the common case, inlined: it runs per event
-            with self._lock:
-                lines = self._lines
-                if self._closed:
-                    raise RuntimeError("this LogWriter is closed; create a new one to append")
-                if not lines:
-                    self._opened_at = time.monotonic()
-                lines.append(line)
-                self._bytes += len(line) + 1
-                seq = self._next_seq
-                self._next_seq = seq + 1
-                if self._bytes < self.max_segment_bytes and len(lines) < self.max_segment_events:
-                    return seq
-                batch = self._take()
-            if batch is not None:
-                self._upload(*batch)
-            return seq
+        if type(line) is bytes and b"\n" not in line:  # the common case, kept cheap
+            return self._add(line)
         data = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else bytes(line)
         if data.endswith(b"\n"):
             data = data[:-1]
