@@ -33,7 +33,7 @@ from pyiceberg.expressions import And, BooleanExpression
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from agentlake.events import EVENT_ARROW_SCHEMA, FIELDS
+from agentlake.events import EVENT_ARROW_SCHEMA
 from agentlake.lake import Lake
 from agentlake.ledger import DayLedger, read_ledger
 from agentlake.parse import parse_run
@@ -52,12 +52,8 @@ from agentlake.tableio import (
 from agentlake.tables import EVENTS, QUARANTINE
 
 DEFAULT_DEDUP_WINDOW_DAYS = 1
-CONTENT_COLUMNS = [f.column for f in FIELDS]
 _CONTENT_TYPES = dict(pl.from_arrow(EVENT_ARROW_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
 _DOCUMENTS = list(_CONTENT_TYPES).index("documents")
-
-
-IngestAborted = StageAborted
 
 
 @dataclass
@@ -110,7 +106,7 @@ def ingest(lake: Lake, segments: Iterable[SegmentInfo], options: IngestOptions |
     """Make sure every table holds these segments exactly once.
 
     Raises:
-        IngestAborted: commits kept conflicting with other writers; running again is safe.
+        StageAborted: commits kept conflicting with other writers; running again is safe.
     """
     options = options or IngestOptions()
     started = time.perf_counter()

@@ -12,7 +12,6 @@ lookback window and remembers which keys in that window it has already handed ou
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import threading
 import time
@@ -401,8 +400,3 @@ def split_lines(run: bytes) -> pa.LargeBinaryArray:
     body = run[:-1] if run.endswith(b"\n") else run
     parts = pc.split_pattern(pa.array([body], pa.large_binary()), pattern=b"\n")
     return parts.flatten()
-
-
-def default_producer_name() -> str:
-    """A producer name from the host and process, so segments say where they came from."""
-    return f"{os.uname().nodename}{os.getpid()}"

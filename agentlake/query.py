@@ -7,8 +7,6 @@ checks that the tables are valid Iceberg.
 
 from __future__ import annotations
 
-from typing import Any
-
 import duckdb
 import pyarrow as pa
 
@@ -89,7 +87,3 @@ def query(lake: Lake, sql: str) -> pa.Table:
         return con.execute(sql).fetch_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(f"{exc}; tables are {', '.join(t.name for t in ALL_TABLES)}") from None
-
-
-def rows(table: pa.Table) -> list[dict[str, Any]]:
-    return table.to_pylist()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from agentlake.errors import InvalidSegmentKey
 
@@ -111,8 +111,3 @@ def day_prefix(day: date | str, prefix: str = LOG_PREFIX) -> str:
     text = day if isinstance(day, str) else day.isoformat()
     date.fromisoformat(text)  # reject anything that is not a day
     return f"{prefix}/dt={text}/"
-
-
-def day_range(first: date, last: date) -> list[str]:
-    """Every day from ``first`` to ``last`` inclusive, as ``YYYY-MM-DD``."""
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
