@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagster import EnvVar
-from dagster_aws.s3 import S3Resource
 
 from agentlake.config import Settings
 from platform_defs.resources import LakeResource
@@ -22,6 +21,11 @@ def build_lake_resource(settings: Settings) -> LakeResource:
     tuning = {"ingest_interval_s": settings.ingest_interval_s, "dedup_window_days": settings.dedup_window_days}
     if settings.s3 is None:
         return LakeResource(home=str(settings.home), catalog_uri=settings.catalog_uri, **tuning)
+    # Imported only here: the embedded default never loads dagster-aws (see LakeResource).
+    from dagster_aws.s3 import S3Resource
+
+    from platform_defs.s3 import S3LakeResource
+
     s3 = settings.s3
     s3_kwargs: dict[str, Any] = {"region_name": s3.region}
     if s3.endpoint:
@@ -32,7 +36,7 @@ def build_lake_resource(settings: Settings) -> LakeResource:
         s3_kwargs["aws_secret_access_key"] = EnvVar("AWS_SECRET_ACCESS_KEY")
     if s3.session_token:
         s3_kwargs["aws_session_token"] = EnvVar("AWS_SESSION_TOKEN")
-    return LakeResource(
+    return S3LakeResource(
         home=str(settings.home),
         s3_bucket=s3.bucket,
         s3_prefix=s3.prefix,
@@ -59,9 +63,13 @@ def instance_yaml(settings: Settings) -> str:
         "    dequeue_interval_seconds: 1",
         "    dequeue_use_threads: true",
         "    tag_concurrency_limits:",
-        "      # Lanes: ingestion runs one at a time in its own lane; backfills queue in theirs.",
+        "      # Lanes: ingestion (two runs overlap so the next one's process starts while the",
+        "      # previous commits), facts and backfills each queue in their own.",
         "      - key: agentlake/lane",
         "        value: ingest",
+        "        limit: 2",
+        "      - key: agentlake/lane",
+        "        value: facts",
         "        limit: 1",
         "      - key: dagster/backfill",
         "        limit: 2",

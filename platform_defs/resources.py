@@ -1,11 +1,11 @@
-"""Dagster resources: the lake (object store, log, catalog) with S3 settings from dagster-aws."""
+"""Dagster resources: the lake (object store, log, catalog) as configured for this deployment."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from dagster import ConfigurableResource
-from dagster_aws.s3 import S3Resource
 from pyiceberg.catalog.sql import SqlCatalog
 
 from agentlake.catalog import open_catalog
@@ -15,36 +15,29 @@ from agentlake.store import ObjectStore
 
 
 class LakeResource(ConfigurableResource):
-    """Where AgentLake's data lives. With ``s3`` set, the store is that bucket; else a local folder.
+    """Where AgentLake's data lives: on the embedded default, a local folder under ``home``.
 
-    The S3 endpoint and credentials come from dagster-aws's ``S3Resource``, whose fields are
-    ``EnvVar``s: the UI shows the variable's name, never its value.
+    An S3 deployment uses ``S3LakeResource`` (platform_defs/s3.py), which adds the bucket and
+    dagster-aws's ``S3Resource``. It lives in its own module so that the embedded default never
+    imports dagster-aws and boto3: every run process imports these definitions, and those two
+    imports cost seconds of freshness per run.
     """
 
     home: str
-    s3_bucket: str | None = None
-    s3_prefix: str = ""
     catalog_uri: str | None = None
     ingest_interval_s: int = 60
     dedup_window_days: int = 1
-    s3: S3Resource | None = None
+
+    def s3_settings(self) -> S3Settings | None:
+        return None
 
     def settings(self) -> Settings:
-        s3 = None
-        if self.s3_bucket:
-            cfg = self.s3 or S3Resource()
-            s3 = S3Settings(
-                bucket=self.s3_bucket,
-                prefix=self.s3_prefix,
-                endpoint=cfg.endpoint_url,
-                region=cfg.region_name or "us-east-1",
-                access_key_id=cfg.aws_access_key_id,
-                secret_access_key=cfg.aws_secret_access_key,
-                session_token=cfg.aws_session_token,
-            )
-        return Settings(
-            home=Path(self.home), store="s3" if s3 else "local", s3=s3, catalog_uri=self.catalog_uri,
-            ingest_interval_s=self.ingest_interval_s, dedup_window_days=self.dedup_window_days,
+        """The deployment's settings: this resource's fields over the environment's tuning."""
+        s3 = self.s3_settings()
+        return replace(
+            Settings.from_env(), home=Path(self.home), store="s3" if s3 else "local", s3=s3,
+            catalog_uri=self.catalog_uri, ingest_interval_s=self.ingest_interval_s,
+            dedup_window_days=self.dedup_window_days,
         )
 
     def object_store(self) -> ObjectStore:

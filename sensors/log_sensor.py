@@ -10,12 +10,14 @@ from dagster import (
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
+    RunStatusSensorContext,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     define_asset_job,
     in_process_executor,
+    run_status_sensor,
     sensor,
 )
 
@@ -26,18 +28,32 @@ from assets.raw_log import RAW_EVENT_LOG
 from platform_defs.resources import LakeResource
 
 MAX_SEGMENTS_PER_RUN = 500
+# Ingest runs in flight at once (the ingest lane's limit in the instance config). Two let the
+# next run's process start while the previous one commits; their commits never double a row
+# (each re-checks the ledger), and at the default cadence of one tick a minute only one runs.
+MAX_INGEST_RUNS_IN_FLIGHT = 2
 
 ingest_job = define_asset_job(
     "ingest",
-    selection=[ingest_log, build_facts],
+    selection=[ingest_log],
     partitions_def=ARRIVAL_DAYS,
-    # Both steps in the run's own process: no process start per step, fresher tables.
+    # The step runs in the run's own process: no second process start, fresher tables.
     executor_def=in_process_executor,
-    description="Ingest log segments of one arrival day into raw.events and raw.quarantine, then the facts.",
+    description="Ingest log segments of one arrival day into raw.events and raw.quarantine.",
+)
+
+facts_job = define_asset_job(
+    "facts",
+    selection=[build_facts],
+    partitions_def=ARRIVAL_DAYS,
+    executor_def=in_process_executor,
+    description="Bring one arrival day's fact tables up to date with raw.events (launched after each ingest).",
 )
 
 _IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
               DagsterRunStatus.STARTED]
+# A facts run in one of these states has not read raw.events yet: it will see the latest ingest.
+_NOT_READING_YET = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
 
 
 def run_requests(new: list[SegmentInfo]) -> list[RunRequest]:
@@ -55,12 +71,7 @@ def run_requests(new: list[SegmentInfo]) -> list[RunRequest]:
                 RunRequest(
                     run_key=f"ingest-{day}-{digest}",
                     partition_key=day,
-                    run_config={
-                        "ops": {
-                            "ingest_log": {"config": {"segments": part}},
-                            "build_facts": {"config": {"rebuild": False}},
-                        }
-                    },
+                    run_config={"ops": {"ingest_log": {"config": {"segments": part}}}},
                     tags={INGEST_LANE_TAG: "ingest", "dagster/max_retries": "3"},
                 )
             )
@@ -79,13 +90,13 @@ def build_log_sensor(interval_s: int) -> SensorDefinition:
         "observation of the raw event log and launches one ingest run per arrival day for them.",
     )
     def raw_event_log_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult | SkipReason:
-        # While an ingest run is queued or running, new segments wait for the next tick: they then
-        # go in one run together, so the ingest lane never builds a backlog of small runs.
+        # With the ingest lane full, new segments wait for a later tick: they then go in one run
+        # together, so the ingest lane never builds a backlog of small runs.
         busy = context.instance.get_runs_count(
             RunsFilter(statuses=_IN_FLIGHT, tags={INGEST_LANE_TAG: "ingest"}, job_name=ingest_job.name)
         )
-        if busy:
-            return SkipReason(f"{busy} ingest run(s) in flight; new segments go in the next run")
+        if busy >= MAX_INGEST_RUNS_IN_FLIGHT:
+            return SkipReason(f"{busy} ingest runs in flight; new segments go in the next run")
         state = orjson.loads(context.cursor) if context.cursor else {}
         cursor = LogCursor.from_json(state.get("log"))
         new, cursor = lake.log_reader().poll(cursor)
@@ -113,3 +124,41 @@ def build_log_sensor(interval_s: int) -> SensorDefinition:
         )
 
     return raw_event_log_sensor
+
+
+def build_facts_sensor(interval_s: int = 2) -> SensorDefinition:
+    """After each successful ingest run, a facts run for its arrival day, in the facts lane.
+
+    The facts are derived in their own runs so the ingest lane is free again as soon as raw.events
+    is committed. A facts run that has not started reading yet covers every ingest before it, so a
+    new one is only requested when none is waiting for that day: the facts lane never piles up.
+    """
+
+    @run_status_sensor(
+        name="facts_after_ingest_sensor",
+        run_status=DagsterRunStatus.SUCCESS,
+        monitored_jobs=[ingest_job],
+        request_job=facts_job,
+        minimum_interval_seconds=interval_s,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Launches a facts run for the arrival day of each successful ingest run, unless one for "
+        "that day is already waiting to start.",
+    )
+    def facts_after_ingest_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+        run = context.dagster_run
+        day = run.tags.get("dagster/partition")
+        if not day:
+            return SkipReason(f"ingest run {run.run_id} has no arrival day")
+        waiting = context.instance.get_runs_count(
+            RunsFilter(statuses=_NOT_READING_YET, job_name=facts_job.name, tags={"dagster/partition": day})
+        )
+        if waiting:
+            return SkipReason(f"a facts run for {day} is already waiting; it will include run {run.run_id}")
+        return RunRequest(
+            run_key=f"facts-after-{run.run_id}",
+            partition_key=day,
+            run_config={"ops": {"build_facts": {"config": {"rebuild": False}}}},
+            tags={INGEST_LANE_TAG: "facts", "dagster/max_retries": "3"},
+        )
+
+    return facts_after_ingest_sensor

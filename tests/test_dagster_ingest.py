@@ -13,10 +13,14 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     AssetObservation,
+    DagsterEvent,
     DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
     Definitions,
+    RunRequest,
+    SkipReason,
+    build_run_status_sensor_context,
     build_sensor_context,
     materialize,
 )
@@ -31,7 +35,7 @@ from agentlake.tables import EVENTS, FACT_TABLES, QUARANTINE, TableDef
 from assets.ingest import INGEST_LANE_TAG, build_facts, ingest_log
 from assets.raw_log import RAW_EVENT_LOG, raw_event_log
 from platform_defs.resources import LakeResource
-from sensors.log_sensor import build_log_sensor, ingest_job, run_requests
+from sensors.log_sensor import build_facts_sensor, build_log_sensor, ingest_job, run_requests
 from tests.corpus import demo_lines
 
 # Partitions exist up to tomorrow: use yesterday and today, whenever the tests run.
@@ -116,7 +120,7 @@ def test_sensor_requests_one_run_per_arrival_day_with_stable_run_keys(
     requests = first.run_requests
     assert [r.partition_key for r in requests] == [YESTERDAY.date().isoformat(), TODAY.date().isoformat()]
     assert [segments_of(r) for r in requests] == [[y1.key, y2.key], [t1.key]]
-    assert requests[0].run_config["ops"]["build_facts"]["config"] == {"rebuild": False}
+    assert set(requests[0].run_config["ops"]) == {"ingest_log"}  # facts follow in their own run
     assert all(r.tags[INGEST_LANE_TAG] == "ingest" for r in requests)
     # The run key is a function of the day's segments: the same segments, the same key.
     assert [r.run_key for r in requests] == [r.run_key for r in run_requests([t1, y2, y1])]
@@ -171,13 +175,53 @@ def test_sensor_waits_while_an_ingest_run_is_in_flight(
 ) -> None:
     producer = Producer(Lake(lake_resource.settings()))
     seg = producer.segment(TODAY + timedelta(hours=2))
+    # One run in flight: the next may start beside it (its process starts while the first commits).
     instance.add_run(DagsterRun(job_name="ingest", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+                                tags={INGEST_LANE_TAG: "ingest"}))
+    assert [segments_of(r) for r in tick(instance, lake_resource, None).run_requests] == [[seg.key]]
+    # The lane full: the sensor waits.
+    instance.add_run(DagsterRun(job_name="ingest", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTING,
                                 tags={INGEST_LANE_TAG: "ingest"}))
     busy = tick(instance, lake_resource, None)
     assert not busy.run_requests and "in flight" in (busy.skip_message or "")
     assert busy.cursor is None  # the segments are not consumed: the next tick will request them
     later = tick(DagsterInstance.ephemeral(), lake_resource, busy.cursor)
     assert [segments_of(r) for r in later.run_requests] == [[seg.key]]
+
+
+@pytest.mark.integration
+def test_facts_follow_each_ingest_in_their_own_lane_without_piling_up(instance: DagsterInstance) -> None:
+    sensor = build_facts_sensor()
+    day = TODAY.date().isoformat()
+
+    def after_ingest() -> Any:
+        run = instance.add_run(DagsterRun(job_name="ingest", run_id=str(uuid.uuid4()),
+                                          status=DagsterRunStatus.SUCCESS,
+                                          tags={INGEST_LANE_TAG: "ingest", "dagster/partition": day}))
+        event = DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name="ingest")
+        ctx = build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event,
+                                              dagster_instance=instance, dagster_run=run)
+        return run, sensor(ctx)
+
+    run, request = after_ingest()
+    assert isinstance(request, RunRequest) and request.partition_key == day
+    assert request.run_key == f"facts-after-{run.run_id}"
+    assert request.run_config == {"ops": {"build_facts": {"config": {"rebuild": False}}}}
+    assert request.tags[INGEST_LANE_TAG] == "facts"
+
+    # A facts run for the day that has not started reading covers the next ingest too: skip.
+    waiting = instance.add_run(DagsterRun(job_name="facts", run_id=str(uuid.uuid4()),
+                                          status=DagsterRunStatus.NOT_STARTED, tags={"dagster/partition": day}))
+    _, skipped = after_ingest()
+    assert isinstance(skipped, SkipReason) and "already waiting" in (skipped.skip_message or "")
+    # Once it is reading (or for another day), a later ingest needs a run of its own.
+    instance.delete_run(waiting.run_id)
+    instance.add_run(DagsterRun(job_name="facts", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+                                tags={"dagster/partition": day}))
+    instance.add_run(DagsterRun(job_name="facts", run_id=str(uuid.uuid4()), status=DagsterRunStatus.NOT_STARTED,
+                                tags={"dagster/partition": "2025-01-01"}))
+    _, again = after_ingest()
+    assert isinstance(again, RunRequest) and again.partition_key == day
 
 
 # --- the assets -------------------------------------------------------------------------------------

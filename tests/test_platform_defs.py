@@ -19,7 +19,7 @@ def test_embedded_default_needs_no_variable(tmp_path: Path) -> None:
     assert settings.store == "local" and settings.s3 is None
     assert settings.resolved_catalog_uri == f"sqlite:///{tmp_path / 'catalog.db'}"
     lake = build_lake_resource(settings)
-    assert lake.s3 is None and lake.settings().store_root == tmp_path / "store"
+    assert lake.s3_settings() is None and lake.settings().store_root == tmp_path / "store"
 
 
 def test_unknown_store_and_missing_bucket_raise() -> None:
@@ -58,7 +58,8 @@ def test_s3_deployment_keeps_run_logs_beside_the_data(tmp_path: Path, monkeypatc
         assert type(manager).__name__ == "S3ComputeLogManager"
         assert manager._s3_bucket == "lake"  # the bucket came from the environment, by name
         limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
-        assert {"key": "agentlake/lane", "value": "ingest", "limit": 1} in limits
+        assert {"key": "agentlake/lane", "value": "ingest", "limit": 2} in limits
+        assert {"key": "agentlake/lane", "value": "facts", "limit": 1} in limits
     finally:
         instance.dispose()
 
@@ -75,3 +76,16 @@ def test_embedded_instance_uses_sqlite_under_the_home(tmp_path: Path) -> None:
         assert instance.run_coordinator.dequeue_interval_seconds == 1
     finally:
         instance.dispose()
+
+
+def test_embedded_definitions_load_without_dagster_aws(tmp_path: Path) -> None:
+    """Every run process imports the definitions: on the embedded default they skip dagster-aws and
+    boto3, whose import costs seconds of freshness per run."""
+    import subprocess
+    import sys
+
+    code = "import sys, platform_defs.definitions; print(sorted({'dagster_aws', 'boto3'} & set(sys.modules)))"
+    env = {"PATH": "/usr/bin:/bin", "AGENTLAKE_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
