@@ -154,7 +154,12 @@ def cmd_query(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.lake import Lake
     from agentlake.query import query
 
-    table = query(Lake(ctx.settings, store=ctx.store), args.sql)
+    as_of_ms = None
+    if args.as_of:
+        from agentlake.context import parse_time, to_ms
+
+        as_of_ms = to_ms(parse_time(args.as_of))
+    table = query(Lake(ctx.settings, store=ctx.store), args.sql, as_of_ms=as_of_ms)
     rows = table.to_pylist()
     if args.json:
         sys.stdout.write(orjson.dumps({"columns": table.column_names, "rows": rows}, default=str).decode() + "\n")
@@ -181,6 +186,41 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
         )
     _out(args, {"days": [r.as_dict() for r in results]}, "\n".join(lines) or "the log is empty")
     return 0 if all(r.balanced for r in results) else 1
+
+
+def cmd_context_build(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.context import ContextRequest, InvalidRequest, assemble, parse_time
+    from agentlake.lake import Lake
+
+    if args.spec:
+        try:
+            spec = orjson.loads(Path(args.spec).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise InvalidRequest(f"cannot read the spec {args.spec}: {exc}; it must be a JSON file") from None
+        request = ContextRequest.from_spec(spec)
+    else:
+        request = ContextRequest.from_sql(args.sql)
+    as_of = parse_time(args.as_of) if args.as_of else None
+    result = assemble(Lake(ctx.settings, store=ctx.store), request, run_id=args.run_id, agent_id=args.agent_id,
+                      as_of=as_of)
+    manifest = result.manifest
+    if args.json:
+        data = {"uri": result.uri, "key": result.artifact.key, "digest": result.artifact.digest,
+                "pins": manifest["pins"], "record_count": manifest["record_count"],
+                "records_hash": manifest["records_hash"], "records": result.to_dicts()}
+        sys.stdout.write(orjson.dumps(data, default=str).decode() + "\n")
+        return 0
+    sys.stdout.write(result.uri + "\n")
+    return 0
+
+
+def cmd_replay(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.lake import Lake
+    from agentlake.replay import replay
+
+    reports = replay(Lake(ctx.settings, store=ctx.store), args.ref, at_current=args.at_current)
+    _out(args, {"replays": [r.as_dict() for r in reports]}, "\n".join(r.text() for r in reports))
+    return 0 if all(r.ok for r in reports) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,11 +251,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", parents=[common], help="read-only SQL over the tables (raw.events, facts.*)")
     p.add_argument("sql")
+    p.add_argument("--as-of", help="answer with the snapshots current at this time (ISO 8601 with a zone, or epoch ms)")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("reconcile", parents=[common], help="check lines = rows + quarantined + duplicates per day")
     p.add_argument("--date", help="one arrival day (YYYY-MM-DD)")
     p.set_defaults(func=cmd_reconcile)
+
+    context = sub.add_parser("context", help="per-run context artifacts")
+    context_sub = context.add_subparsers(dest="context_command", required=True)
+    p = context_sub.add_parser("build", parents=[common], help="assemble a run's context; prints the artifact's URI")
+    p.add_argument("--run-id", required=True, help="the agent run the context is for")
+    p.add_argument("--agent-id", default="cli", help="the agent the run belongs to (default: cli)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sql", help="one read-only SQL statement over the tables")
+    source.add_argument("--spec", help="a JSON file: {\"sources\": [{\"table\", \"columns\", \"where\", \"order_by\", \"limit\"}]}")
+    p.add_argument("--as-of", help="read the snapshots current at this time (ISO 8601 with a zone, or epoch ms)")
+    p.set_defaults(func=cmd_context_build)
+
+    p = sub.add_parser("replay", parents=[common], help="re-execute a context artifact and compare its records")
+    p.add_argument("ref", metavar="ARTIFACT|RUN_ID", help="an artifact's URI or key, or a run id (all its artifacts)")
+    p.add_argument("--at-current", action="store_true", help="replay against today's snapshots to see what changed")
+    p.set_defaults(func=cmd_replay)
 
     log = sub.add_parser("log", help="inspect the raw event log")
     log_sub = log.add_subparsers(dest="log_command", required=True)

@@ -32,6 +32,7 @@ ENV_VARS: dict[str, str] = {
     "AGENTLAKE_DEMO_RATE": "agent runs per second the demo fleet of `make run` emits (default 1; 0 turns it off)",
     "AGENTLAKE_INGEST_INTERVAL_S": "seconds between ingest sensor ticks: at most one commit per table per tick (default 60)",
     "AGENTLAKE_DEDUP_WINDOW_DAYS": "arrival days before and after a segment's own searched for repeated event_ids (default 1)",
+    "AGENTLAKE_PIN_RETENTION_DAYS": "days a snapshot read by a context artifact stays pinned (kept from expiry) after the artifact is made (default 400)",
 }
 
 
@@ -60,6 +61,7 @@ class Settings:
     demo_rate: float = 1.0
     ingest_interval_s: int = 60
     dedup_window_days: int = 1
+    pin_retention_days: float = 400.0
 
     @property
     def store_root(self) -> Path:
@@ -119,6 +121,7 @@ class Settings:
             demo_rate=_number(env, "AGENTLAKE_DEMO_RATE", 1.0, float),
             ingest_interval_s=_number(env, "AGENTLAKE_INGEST_INTERVAL_S", 60, int),
             dedup_window_days=_number(env, "AGENTLAKE_DEDUP_WINDOW_DAYS", 1, int),
+            pin_retention_days=_number(env, "AGENTLAKE_PIN_RETENTION_DAYS", 400.0, float),
         )
 
 

@@ -1,0 +1,80 @@
+"""Context artifacts: the daily index of the artifacts agent runs made, with its checks.
+
+Artifacts are made by agents (the API and `agentlake context build`), one per context request;
+this asset indexes a day of them into ``context.artifacts``. Partitions are days, never runs:
+millions of runs would pass Dagster's limit on partitions per asset.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from agentlake.context_index import CONTEXT_ARTIFACTS, DayIndex, index_day
+from agentlake.lake import Lake
+from assets.ingest import ARRIVAL_DAYS
+from platform_defs.resources import LakeResource
+
+CONTEXT_ARTIFACTS_KEY = AssetKey("context_artifacts")
+_CHECKS = {
+    "artifacts_readable": ("readable", "Every artifact created that day can be read: its manifest parses and its "
+                                        "address matches its content."),
+    "artifacts_hash_verified": ("hash_verified", "Every artifact's records files hash to what its manifest "
+                                                 "recorded, and their records to its records hash."),
+    "artifact_pins_resolvable": ("pins_resolvable", "Every table snapshot an artifact pins is still in its table, "
+                                                    "so the artifact can be replayed."),
+}
+
+
+@asset(
+    key=CONTEXT_ARTIFACTS_KEY,
+    partitions_def=ARRIVAL_DAYS,
+    group_name="context",
+    kinds={"iceberg", "s3"},
+    check_specs=[AssetCheckSpec(name, asset=CONTEXT_ARTIFACTS_KEY, description=doc)
+                 for name, (_attr, doc) in _CHECKS.items()],
+    metadata={"dagster/table_name": CONTEXT_ARTIFACTS.name},
+    description="Per-run context artifacts made on the day (UTC), indexed into the Iceberg table "
+    "context.artifacts: artifact key, run, agent, pins {table: snapshot_id}, record count and records hash. "
+    "Each artifact is write-once and content-addressed under artifacts/v1/ in the object store; "
+    "`agentlake replay ARTIFACT|RUN_ID` re-executes it at its pinned snapshots.",
+)
+def context_artifacts(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
+    day = context.partition_key
+    report = index_day(Lake(lake.settings()), day, run_id=context.run.run_id)
+    context.log.info(f"{day}: indexed {report.artifacts} artifact(s), {report.records} records")
+    yield MaterializeResult(
+        metadata={
+            "artifacts": report.artifacts,
+            "records": report.records,
+            "snapshot_id": str(report.snapshot_id or ""),
+            "checks": MetadataValue.json(report.as_dict()),
+        }
+    )
+    for name, (attr, _doc) in _CHECKS.items():
+        yield _check(report, name, attr)
+
+
+def _check(report: DayIndex, name: str, attr: str) -> AssetCheckResult:
+    failing = report.failing(attr)
+    return AssetCheckResult(
+        check_name=name,
+        asset_key=CONTEXT_ARTIFACTS_KEY,
+        passed=not failing,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "artifacts": len(report.checks),
+            "failing": len(failing),
+            "first_failing": failing[0].key if failing else "",
+            "problem": failing[0].problems[0] if failing and failing[0].problems else "",
+        },
+    )

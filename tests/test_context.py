@@ -1,0 +1,316 @@
+"""Context artifacts, time travel and replay, on real Iceberg tables, a real store and Dagster."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from agentlake.config import S3Settings, Settings
+from agentlake.context import (
+    ArtifactTampered,
+    ContextRequest,
+    InvalidRequest,
+    assemble,
+    load_artifact,
+    records_hash,
+    write_artifact,
+)
+from agentlake.errors import AlreadyExists
+from agentlake.facts import rebuild_facts
+from agentlake.ingest import IngestOptions, ingest_pending
+from agentlake.lake import Lake
+from agentlake.log import LogWriter
+from agentlake.pins import PIN_GRANULARITY_MS, pin_tag, pins_of
+from agentlake.query import query
+from agentlake.replay import DIFFERS, REPRODUCIBLE, TAMPERED, UNREPLAYABLE, replay
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+
+
+def _lake(tmp_path: Path) -> Lake:
+    return Lake(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home")}))
+
+
+def _run_events(run_id: str, start: datetime, *, docs: int = 2, finished: bool = True) -> list[dict[str, Any]]:
+    ts = [start + timedelta(seconds=i) for i in range(6)]
+    events: list[dict[str, Any]] = [
+        {"event_id": f"{run_id}-start", "run_id": run_id, "agent_id": "triage", "type": "run_started", "ts": ts[0]},
+        {"event_id": f"{run_id}-llm", "run_id": run_id, "agent_id": "triage", "type": "llm_call", "ts": ts[1],
+         "gen_ai.request.model": "m1", "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5},
+        {"event_id": f"{run_id}-ret", "run_id": run_id, "agent_id": "triage", "type": "retrieval", "ts": ts[2],
+         "gen_ai.data_source.id": "kb", "documents": [{"id": f"doc-{i}", "score": 1.0 - i / 10} for i in range(docs)]},
+        {"event_id": f"{run_id}-dec", "run_id": run_id, "agent_id": "triage", "type": "decision", "ts": ts[3],
+         "decision_label": "escalate"},
+    ]
+    if finished:
+        events.append({"event_id": f"{run_id}-end", "run_id": run_id, "agent_id": "triage", "type": "run_finished",
+                       "ts": ts[4], "status": "ok"})
+    return events
+
+
+def _emit(lake: Lake, events: list[dict[str, Any]]) -> None:
+    with LogWriter(lake.store, background_flush=False) as writer:
+        for event in events:
+            writer.append({**event, "ts": event["ts"].isoformat()})
+
+
+def _ingest(lake: Lake, events: list[dict[str, Any]]) -> None:
+    _emit(lake, events)
+    ingest_pending(lake)
+
+
+def _spec(run_id: str) -> ContextRequest:
+    return ContextRequest.from_spec({"sources": [
+        {"name": "history", "table": "raw.events", "columns": ["type", "ts", "decision_label"],
+         "where": [["run_id", "=", run_id]], "order_by": ["ts"]},
+        {"name": "documents", "table": "facts.retrievals", "columns": ["document_id", "score"],
+         "where": [["run_id", "=", run_id]], "order_by": ["score desc"]},
+        {"name": "run", "table": "facts.agent_runs", "columns": ["status", "ingest_run_id"],
+         "where": [["run_id", "=", run_id]]},
+    ]})
+
+
+def test_round_trip_reproduces_and_at_current_shows_exact_differences(tmp_path: Path) -> None:
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0) + _run_events("r2", T0))
+    result = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage")
+    counts = assemble(lake, ContextRequest.from_sql(
+        "SELECT run_id, count(*) AS events FROM raw.events WHERE run_id IN ('r1', 'r2') GROUP BY run_id"
+    ), run_id="r1-counts", agent_id="triage")
+
+    # What the agent got back, and what the artifact keeps.
+    history = result.records["history"]
+    assert history.column("type").to_pylist() == ["run_started", "llm_call", "retrieval", "decision", "run_finished"]
+    assert result.records["documents"].column("document_id").to_pylist() == ["doc-0", "doc-1"]
+    assert result.to_dicts()["run"][0]["status"] == "ok"
+    manifest = result.manifest
+    assert manifest["record_count"] == 5 + 2 + 1
+    assert set(manifest["pins"]) == {"raw.events", "facts.retrievals", "facts.agent_runs"}
+    assert all(manifest["pins"][t] == lake.table(t).current_snapshot().snapshot_id for t in manifest["pins"])
+    assert "ICEBERG_SCAN" in manifest["plan"]["history"] and "run_id='r1'" in manifest["plan"]["history"]
+    assert result.artifact.key.startswith("artifacts/v1/dt=") and not result.artifact.key.startswith("log/")
+    assert result.uri == lake.store.uri(result.artifact.key)
+    # The log reader never sees artifacts, and the run's audit trail names its artifact.
+    assert all(s.key.startswith("log/v1/") for s in lake.log.list_all())
+    ingest_pending(lake)
+    trail = query(lake, "SELECT attributes FROM raw.events WHERE type = 'context_assembled' AND run_id = 'r1'")
+    assert orjson.loads(trail.column("attributes")[0].as_py())["artifact_key"] == result.artifact.key
+
+    # More data for the same run, and a rebuild of the day's facts (new lineage for the same rows).
+    _ingest(lake, [{"event_id": "r1-late-ret", "run_id": "r1", "agent_id": "triage", "type": "retrieval",
+                    "ts": T0 + timedelta(seconds=30), "documents": [{"id": "doc-9", "score": 0.99}]}])
+    rebuild_facts(lake, lake.log.list_all()[0].dt, IngestOptions(run_id="rebuild-1"))
+
+    (pinned,) = replay(lake, "r1")
+    assert pinned.status == REPRODUCIBLE, pinned.text()
+    assert pinned.actual_hash == manifest["records_hash"]
+
+    (current,) = replay(lake, result.artifact.uri, at_current=True)
+    assert current.status == DIFFERS
+    diffs = {d.part: d for d in current.diffs}
+    assert diffs["history"].added_keys == [f"context-{result.artifact.digest}", "r1-late-ret"]
+    assert (diffs["history"].removed, diffs["history"].changed) == (0, 0)
+    assert diffs["documents"].added_keys == [["r1-late-ret", 0]] and diffs["documents"].changed == 0
+    assert diffs["run"].same and diffs["run"].tables == ["facts.agent_runs"]  # a rebuild changes no fact
+    assert "r1-late-ret" in current.text()
+    assert replay(lake, "r1-counts")[0].status == REPRODUCIBLE
+    (recount,) = replay(lake, counts.artifact.key, at_current=True)
+    assert [(d.part, d.keys, d.changed_keys, d.added) for d in recount.diffs] == [("result", ["run_id"], ["r1"], 0)]
+
+
+def test_as_of_reads_what_was_visible_then_without_late_facts(tmp_path: Path) -> None:
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0))
+    before_feedback = datetime.now(UTC)
+    time.sleep(0.01)
+    # Feedback about the run, with an event time before T, that arrived after T: a late fact.
+    _ingest(lake, [{"event_id": "r1-fb", "run_id": "r1", "agent_id": "triage", "type": "feedback",
+                    "ts": T0 + timedelta(seconds=10), "feedback_score": 1.0}])
+    sql = "SELECT count(*) AS n FROM facts.feedback WHERE run_id = 'r1' AND ts < TIMESTAMPTZ '2026-11-26 08:00:00+00'"
+    assert query(lake, sql).column("n").to_pylist() == [1]
+    as_of_ms = int(before_feedback.timestamp() * 1000)
+    assert query(lake, sql, as_of_ms=as_of_ms).column("n").to_pylist() == [0]
+    assert query(lake, "SELECT count(*) AS n FROM raw.events", as_of_ms=as_of_ms).column("n").to_pylist() == [5]
+    # Before anything was ingested the tables read as empty.
+    assert query(lake, sql, as_of_ms=as_of_ms - 3_600_000).column("n").to_pylist() == [0]
+
+    request = ContextRequest.from_sql("SELECT event_id, type FROM raw.events WHERE run_id = 'r1' ORDER BY ts")
+    then = assemble(lake, request, run_id="audit", agent_id="auditor", as_of=before_feedback)
+    assert "r1-fb" not in then.records["result"].column("event_id").to_pylist()
+    assert then.manifest["pins"]["raw.events"] == lake.table("raw.events").snapshot_as_of_timestamp(as_of_ms).snapshot_id
+    assert replay(lake, "audit")[0].status == REPRODUCIBLE
+
+    from agentlake.cli import main
+
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        code = main(["query", "--json", "--as-of", before_feedback.isoformat(), sql])
+    assert code == 0 and orjson.loads(out.getvalue())["rows"] == [{"n": 0}]
+
+
+def test_artifact_is_write_once_and_tampering_is_detected_by_file(tmp_path: Path) -> None:
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0))
+    result = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage")
+    with pytest.raises(AlreadyExists):
+        lake.store.put_once(result.artifact.key, b"{}")
+    with pytest.raises(AlreadyExists):  # the same manifest again lands on the same, taken, address
+        write_artifact(lake.store, orjson.loads(lake.store.get(result.artifact.key)), result.records)
+
+    # Alter the records of one part: same schema, one value changed.
+    part = result.manifest["parts"]["documents"]
+    table = pq.read_table(io.BytesIO(lake.store.get(part["key"])))
+    altered = table.set_column(0, "document_id", pa.array(["doc-X"] + table.column(0).to_pylist()[1:]))
+    buffer = io.BytesIO()
+    pq.write_table(altered, buffer)
+    lake.store.put_overwrite(part["key"], buffer.getvalue())
+    (report,) = replay(lake, "r1")
+    assert report.status == TAMPERED and not report.ok
+    assert any(part["key"] in p for p in report.problems), report.problems
+    assert "tables are intact" in report.text()
+
+    from agentlake.cli import main
+
+    assert main(["replay", "r1"]) == 1
+    # An altered manifest is named too.
+    body = lake.store.get(result.artifact.key).replace(b'"record_count": 8', b'"record_count": 7')
+    lake.store.put_overwrite(result.artifact.key, body)
+    with pytest.raises(ArtifactTampered, match=result.artifact.key):
+        load_artifact(lake.store, result.artifact.key)
+    assert replay(lake, result.artifact.key)[0].status == TAMPERED
+
+
+def test_pins_protect_snapshots_from_expiry_and_unpinned_ones_expire(tmp_path: Path) -> None:
+    maintenance = pytest.importorskip("agentlake.maintenance")
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0))
+    created = datetime.now(UTC)
+    result = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage", now=created)
+    pinned = result.manifest["pins"]["raw.events"]
+    (pin,) = pins_of(lake.table("raw.events"))
+    retention = 400 * 24 * 3600 * 1000
+    created_ms = int(created.timestamp() * 1000)
+    assert pin.tag == pin_tag(pinned)
+    assert created_ms + retention <= pin.expires_ms < created_ms + retention + PIN_GRANULARITY_MS
+    # Re-pinning never shortens; a later artifact extends.
+    assemble(lake, _spec("r1"), run_id="r1", agent_id="triage", now=created - timedelta(days=1))
+    assert pins_of(lake.table("raw.events"))[0].expires_ms == pin.expires_ms
+    assemble(lake, _spec("r1"), run_id="r1", agent_id="triage", now=created + timedelta(days=2))
+    assert pins_of(lake.table("raw.events"))[0].expires_ms >= created_ms + retention + 2 * 86_400_000
+
+    _ingest(lake, _run_events("r2", T0))
+    unpinned = lake.table("raw.events").current_snapshot().snapshot_id
+    _ingest(lake, _run_events("r3", T0))
+    policy = maintenance.RetentionPolicy(keep_hours=0, keep_last=1)
+    maintenance.expire(lake, "raw.events", now=datetime.now(UTC) + timedelta(minutes=1), policy=policy)
+    events = lake.table("raw.events")
+    assert events.snapshot_by_id(pinned) is not None
+    assert events.snapshot_by_id(unpinned) is None
+    assert replay(lake, result.artifact.key)[0].status == REPRODUCIBLE
+
+    # Once the pin has run out, expiry removes it and its snapshot; replay says why it cannot.
+    maintenance.expire(lake, "raw.events", now=created + timedelta(days=403), policy=policy)
+    assert lake.table("raw.events").snapshot_by_id(pinned) is None
+    (report,) = replay(lake, result.artifact.key)
+    assert report.status == UNREPLAYABLE and str(pinned) in report.text()
+
+
+def test_tags_protect_pinned_snapshots_from_pyiceberg_expiry(tmp_path: Path) -> None:
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0))
+    result = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage")
+    pinned = result.manifest["pins"]["raw.events"]
+    _ingest(lake, _run_events("r2", T0))
+    unpinned = lake.table("raw.events").current_snapshot().snapshot_id
+    _ingest(lake, _run_events("r3", T0))
+    events = lake.table("raw.events")
+    with pytest.raises(ValueError, match="protected"):
+        events.maintenance.expire_snapshots().by_id(pinned).commit()
+    events.maintenance.expire_snapshots().older_than(datetime.now(UTC) + timedelta(seconds=1)).commit()
+    events = lake.table("raw.events")
+    assert events.snapshot_by_id(pinned) is not None and events.snapshot_by_id(unpinned) is None
+    assert replay(lake, "r1")[0].status == REPRODUCIBLE
+
+
+def test_requests_are_validated_and_hashes_ignore_row_order() -> None:
+    with pytest.raises(InvalidRequest, match="no column"):
+        ContextRequest.from_spec({"table": "raw.events", "where": [["run_id; DROP", "=", "x"]]})
+    with pytest.raises(InvalidRequest, match="unknown table"):
+        ContextRequest.from_spec({"table": "raw.nope"})
+    with pytest.raises(InvalidRequest, match="operator"):
+        ContextRequest.from_spec({"table": "raw.events", "where": [["run_id", "like", "x"]]})
+    spec = ContextRequest.from_spec({"table": "raw.events", "where": [["run_id", "=", "o'brien"]], "limit": 3})
+    (sql,) = spec.queries().values()
+    assert "\"run_id\" = 'o''brien'" in sql and sql.endswith('ORDER BY "event_id" LIMIT 3')
+    assert ContextRequest.from_spec(spec.to_json()) == spec
+    table = pa.table({"a": [1, 2, 3], "b": ["x", "y", None]})
+    assert records_hash(table) == records_hash(table.take([2, 0, 1]))
+    assert records_hash(table) != records_hash(table.slice(0, 2))
+
+
+def test_context_over_s3(tmp_path: Path, s3_settings: S3Settings) -> None:
+    settings = Settings(home=tmp_path / "home", store="s3", s3=s3_settings)
+    lake = Lake(settings)
+    _ingest(lake, _run_events("r1", T0))
+    result = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage")
+    assert result.uri.startswith(f"s3://{s3_settings.bucket}/agentlake/artifacts/v1/")
+    assert result.manifest["record_count"] == 8
+    assert replay(lake, "r1")[0].status == REPRODUCIBLE
+
+
+def test_context_artifacts_asset_indexes_the_day_with_checks(tmp_path: Path) -> None:
+    from dagster import DagsterInstance, materialize
+
+    from assets.context import context_artifacts
+    from platform_defs.resources import LakeResource
+
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0) + _run_events("r2", T0))
+    made = [assemble(lake, _spec(r), run_id=r, agent_id="triage") for r in ("r1", "r2")]
+    day = made[0].manifest["created_at"][:10]
+    resource = LakeResource(home=str(lake.settings.home))
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([context_artifacts], partition_key=day, resources={"lake": resource}, instance=instance)
+        assert result.success
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        assert checks == {"artifacts_readable": True, "artifacts_hash_verified": True, "artifact_pins_resolvable": True}
+        rows = lake.table("context.artifacts").scan().to_arrow()
+        assert sorted(rows.column("artifact_key").to_pylist()) == sorted(m.artifact.key for m in made)
+        assert rows.column("record_count").to_pylist() == [8, 8]
+        # Idempotent; and an altered artifact fails the hash check, naming it.
+        part = made[1].manifest["parts"]["history"]["key"]
+        lake.store.put_overwrite(part, lake.store.get(part) + b"x")
+        result = materialize([context_artifacts], partition_key=day, resources={"lake": resource}, instance=instance)
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+        assert not checks["artifacts_hash_verified"].passed and checks["artifacts_readable"].passed
+        assert checks["artifacts_hash_verified"].metadata["first_failing"].value == made[1].artifact.key
+        assert lake.table("context.artifacts").scan().to_arrow().num_rows == 2
+
+
+def test_cli_context_build_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agentlake.cli import main
+
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0))
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(orjson.dumps({"table": "raw.events", "where": [["run_id", "=", "r1"]]}))
+    assert main(["context", "build", "--run-id", "cli-run", "--spec", str(spec)]) == 0
+    uri = capsys.readouterr().out.strip()
+    assert uri.startswith("file://") and "/artifacts/v1/dt=" in uri
+    assert main(["replay", "--json", uri]) == 0
+    (report,) = orjson.loads(capsys.readouterr().out)["replays"]
+    assert report["status"] == REPRODUCIBLE and report["record_count"] == 5
+    assert main(["replay", f"no-such-run-{uuid.uuid4().hex}"]) == 2
+    assert "no context artifact" in capsys.readouterr().err
