@@ -32,6 +32,8 @@ ENV_VARS: dict[str, str] = {
     "AGENTLAKE_DEMO_RATE": "agent runs per second the demo fleet of `make run` emits (default 1; 0 turns it off)",
     "AGENTLAKE_INGEST_INTERVAL_S": "seconds between ingest sensor ticks: at most one commit per table per tick (default 60)",
     "AGENTLAKE_DEDUP_WINDOW_DAYS": "arrival days before and after a segment's own searched for repeated event_ids (default 1)",
+    "AGENTLAKE_SNAPSHOT_RETENTION_HOURS": "table maintenance expires snapshots older than this many hours unless pinned (default 0.25)",
+    "AGENTLAKE_SNAPSHOTS_KEEP_LAST": "table maintenance always keeps this many latest snapshots of each table (default 10)",
     "AGENTLAKE_PIN_RETENTION_DAYS": "days a snapshot read by a context artifact stays pinned (kept from expiry) after the artifact is made (default 400)",
 }
 
@@ -61,6 +63,8 @@ class Settings:
     demo_rate: float = 1.0
     ingest_interval_s: int = 60
     dedup_window_days: int = 1
+    snapshot_retention_hours: float = 0.25
+    snapshots_keep_last: int = 10
     pin_retention_days: float = 400.0
 
     @property
@@ -121,6 +125,8 @@ class Settings:
             demo_rate=_number(env, "AGENTLAKE_DEMO_RATE", 1.0, float),
             ingest_interval_s=_number(env, "AGENTLAKE_INGEST_INTERVAL_S", 60, int),
             dedup_window_days=_number(env, "AGENTLAKE_DEDUP_WINDOW_DAYS", 1, int),
+            snapshot_retention_hours=_number(env, "AGENTLAKE_SNAPSHOT_RETENTION_HOURS", 0.25, float),
+            snapshots_keep_last=_at_least_one(env, "AGENTLAKE_SNAPSHOTS_KEEP_LAST", 10),
             pin_retention_days=_number(env, "AGENTLAKE_PIN_RETENTION_DAYS", 400.0, float),
         )
 
@@ -135,4 +141,11 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> An
         raise ConfigError(f"{name}={raw!r} is not a number; set it to a {kind.__name__} or unset it") from None
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def _at_least_one(env: Mapping[str, str], name: str, default: int) -> int:
+    value: int = _number(env, name, default, int)
+    if value < 1:
+        raise ConfigError(f"{name}={value} must be at least 1: the current snapshot of a table is always kept")
     return value

@@ -1,0 +1,329 @@
+"""Table maintenance: compaction and snapshot expiry change no result, keep every pinned snapshot,
+survive concurrent commits, and keep exactly-once after a re-run of old days; the Dagster assets
+run in their own lane and report what they did."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from dagster import DagsterInstance, Definitions, materialize
+from pyiceberg.exceptions import CommitFailedException
+
+from agentlake.config import Settings
+from agentlake.errors import ConfigError
+from agentlake.facts import rebuild_facts
+from agentlake.ingest import IngestOptions, ingest, ingest_pending
+from agentlake.lake import Lake
+from agentlake.ledger import LEDGER_PREFIX
+from agentlake.log import LogWriter
+from agentlake.maintenance import (
+    PIN_PREFIX,
+    CompactionPolicy,
+    RetentionPolicy,
+    _AssertSafeToExpire,
+    compact,
+    expire,
+    footprint,
+    maintain,
+)
+from agentlake.query import connect, query
+from agentlake.reconcile import reconcile
+from agentlake.segments import SegmentInfo
+from agentlake.tables import ALL_TABLES, EVENTS, QUARANTINE
+from assets.ingest import INGEST_LANE_TAG, table_key
+from assets.maintenance import (
+    MAINTENANCE_LANE,
+    OTHER_MAINTENANCE,
+    RAW_MAINTENANCE,
+    build_maintenance_assets,
+    maintenance_job,
+    maintenance_schedule,
+)
+from platform_defs.environment import instance_yaml
+from platform_defs.resources import LakeResource
+from tests.corpus import demo_lines
+
+DAY1 = datetime(2025, 3, 1, tzinfo=UTC)
+DAY2 = DAY1 + timedelta(days=1)
+HOUR = 3600 * 1000
+QUERIES = (
+    "SELECT * FROM raw.events ORDER BY event_id",
+    "SELECT * FROM raw.quarantine ORDER BY segment_key, line_offset",
+    "SELECT * FROM facts.agent_runs ORDER BY run_id",
+    "SELECT * FROM facts.llm_calls ORDER BY event_id",
+    "SELECT document_id, document_rank, event_id FROM facts.retrievals ORDER BY event_id, document_rank",
+    "SELECT agent_id, count(*) AS n, sum(input_tokens) AS tokens FROM facts.llm_calls GROUP BY 1 ORDER BY 1",
+)
+
+
+class Producer:
+    """Writes small demo segments, one with a truncated line every few, at chosen arrival times."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.at = DAY1
+        self.writer = LogWriter(lake.store, "maint", background_flush=False, clock=lambda: self.at)
+        self.seed = 0
+
+    def segment(self, at: datetime, runs: int = 2) -> SegmentInfo:
+        self.at = at
+        self.seed += 1
+        for i, line in enumerate(demo_lines(self.seed, runs, at)):
+            self.writer.append_line(line[:-3] if i == 5 else line)
+        seg = self.writer.flush()
+        assert seg is not None
+        return seg
+
+
+def build_lake(tmp_path: Path, per_day: int = 5, facts: bool = True) -> tuple[Lake, Producer]:
+    """A lake with ``per_day`` ingest commits on each of two arrival days: many small files."""
+    lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home")}))
+    producer = Producer(lake)
+    for day in (DAY1, DAY2):
+        for n in range(per_day):
+            seg = producer.segment(day + timedelta(hours=1, minutes=n))
+            ingest(lake, [seg], IngestOptions(run_id=f"r-{day.day}-{n}", facts=facts))
+    return lake, producer
+
+
+def results(lake: Lake) -> list[pa.Table]:
+    """Each query's result through DuckDB's Iceberg reader (one connection, pinned to the current snapshots)."""
+    con, _pins = connect(lake)
+    try:
+        return [con.execute(sql).fetch_arrow_table() for sql in QUERIES]
+    finally:
+        con.close()
+
+
+def ledgers(lake: Lake) -> dict[str, dict[str, str]]:
+    return {t.name: {k: v for k, v in lake.table(t.name).properties.items() if k.startswith(LEDGER_PREFIX)}
+            for t in ALL_TABLES}
+
+
+def balanced_counts(lake: Lake) -> list[tuple[Any, ...]]:
+    out = []
+    for r in reconcile(lake):
+        assert r.balanced, r.as_dict()
+        out.append((r.day, r.lines_in_log, r.rows, r.quarantined, r.duplicates))
+    return out
+
+
+def pin(lake: Lake, table_name: str, snapshot_id: int, max_ref_age_ms: int | None, name: str | None = None) -> str:
+    table = lake.table(table_name)
+    tag = name or f"{PIN_PREFIX}{snapshot_id}"
+    table.manage_snapshots().create_tag(snapshot_id, tag, max_ref_age_ms=max_ref_age_ms).commit()
+    return tag
+
+
+@pytest.mark.integration
+def test_maintenance_changes_no_result_keeps_pins_and_exactly_once(tmp_path: Path) -> None:
+    lake, _producer = build_lake(tmp_path, per_day=3)
+    events = lake.table(EVENTS.name)
+    history = [s.snapshot_id for s in events.metadata.snapshots]
+    assert len(history) == 6 and footprint(events).data_files == 6
+    # A pin in force on an early snapshot, a run-out pin, a plain tag with no age, and a branch.
+    early, stale, tagged = history[1], history[2], history[3]
+    rows_at_early = events.scan(snapshot_id=early).to_arrow().num_rows
+    now = datetime.now(UTC)
+    kept_pin = pin(lake, EVENTS.name, early, max_ref_age_ms=400 * 24 * HOUR)
+    stale_pin = pin(lake, EVENTS.name, stale, max_ref_age_ms=1)
+    pin(lake, EVENTS.name, tagged, max_ref_age_ms=None, name="audit-2025")
+    lake.table(EVENTS.name).manage_snapshots().create_branch(history[4], "staging").commit()
+    before, counts, held = results(lake), balanced_counts(lake), ledgers(lake)
+
+    # Maintenance with a retention that keeps only the current snapshot (and the pinned ones).
+    reports = maintain(lake, now=now + timedelta(hours=1), retention=RetentionPolicy(keep_hours=0.5, keep_last=1),
+                       compaction=CompactionPolicy(min_files=2))
+    by_table = {r.table: r for r in reports}
+    ev = by_table[EVENTS.name]
+    assert (ev.compaction.files_rewritten, ev.compaction.files_written, ev.compaction.partitions_compacted) == (6, 2, 2)
+    assert ev.before.data_files == 6 and ev.after.data_files == 2 and ev.after.rows == ev.before.rows
+    assert ev.expiry.pins_removed == [stale_pin] and ev.expiry.pins_kept == 1
+    assert ev.expiry.files_deleted > 0 and ev.expiry.bytes_deleted > 0
+    for tdef in ALL_TABLES:  # every table was compacted and expired
+        r = by_table[tdef.name]
+        assert r.compaction.files_rewritten >= 2 and r.after.data_files == 2, tdef.name
+        assert r.expiry.snapshots_expired > 0, tdef.name
+
+    events = lake.table(EVENTS.name)
+    left = {s.snapshot_id for s in events.metadata.snapshots}
+    current = events.current_snapshot()
+    assert current is not None
+    assert left == {current.snapshot_id, early, tagged, history[4]}  # head, pin, tag, branch head
+    assert set(events.metadata.refs) == {"main", kept_pin, "audit-2025", "staging"}
+    # The pinned snapshot still reads as it was, though its files were compacted away from main.
+    assert events.scan(snapshot_id=early).to_arrow().num_rows == rows_at_early
+    assert events.scan().use_ref(kept_pin).to_arrow().num_rows == rows_at_early
+
+    # Same query results, same reconciliation, same ledgers.
+    after = results(lake)
+    for sql, old, new in zip(QUERIES, before, after, strict=True):
+        assert new.equals(old), sql
+    assert balanced_counts(lake) == counts and ledgers(lake) == held
+
+    # A year later: re-ingest and rebuild the old days. Nothing is added twice.
+    again = ingest_pending(lake, IngestOptions(run_id="year-later"))
+    assert again.rows == 0 and again.quarantined == 0 and again.segments == 0
+    for day in (DAY1, DAY2):
+        rebuild_facts(lake, day.date().isoformat(), IngestOptions(run_id="rebuild"))
+    assert balanced_counts(lake) == counts
+    for sql, old, new in zip(QUERIES, before, results(lake), strict=True):
+        assert new.equals(old), sql
+
+    # Maintenance again: nothing small left to compact, and the pin still holds.
+    second = maintain(lake, [EVENTS.name], now=now + timedelta(hours=2),
+                      retention=RetentionPolicy(keep_hours=0.5, keep_last=1), compaction=CompactionPolicy(min_files=2))
+    assert second[0].compaction.files_rewritten == 0
+    assert early in {s.snapshot_id for s in lake.table(EVENTS.name).metadata.snapshots}
+
+
+@pytest.mark.integration
+def test_expiry_policy_keeps_recent_snapshots_and_the_last_few(tmp_path: Path) -> None:
+    lake, _ = build_lake(tmp_path, per_day=3, facts=False)
+    table = lake.table(EVENTS.name)
+    assert len(table.metadata.snapshots) == 6
+    now = datetime.now(UTC)
+    # All six are younger than the retention: nothing expires.
+    report = expire(lake, EVENTS.name, now=now, policy=RetentionPolicy(keep_hours=1, keep_last=1))
+    assert (report.snapshots_expired, report.snapshots_kept) == (0, 6)
+    # Two hours later they are all older than an hour: only the last two of main are kept.
+    report = expire(lake, EVENTS.name, now=now + timedelta(hours=2), policy=RetentionPolicy(keep_hours=1, keep_last=2))
+    assert (report.snapshots_expired, report.snapshots_kept) == (4, 2)
+    table = lake.table(EVENTS.name)
+    head = table.current_snapshot()
+    assert head is not None and head.parent_snapshot_id in {s.snapshot_id for s in table.metadata.snapshots}
+    assert table.scan().to_arrow().num_rows == sum(r.rows for r in reconcile(lake))
+    with pytest.raises(ValueError, match="at least the last snapshot"):
+        RetentionPolicy(keep_hours=1, keep_last=0)
+
+
+@pytest.mark.integration
+def test_a_pin_made_while_expiry_commits_wins(tmp_path: Path) -> None:
+    lake, _ = build_lake(tmp_path, per_day=2, facts=False)
+    oldest = lake.table(EVENTS.name).metadata.snapshots[0].snapshot_id
+    made: list[str] = []
+
+    def pin_meanwhile(stage: str) -> None:
+        if stage == "before-commit:expiry" and not made:
+            made.append(pin(lake, EVENTS.name, oldest, max_ref_age_ms=400 * 24 * HOUR))
+
+    report = expire(lake, EVENTS.name, now=datetime.now(UTC) + timedelta(days=1),
+                    policy=RetentionPolicy(keep_hours=0, keep_last=1), checkpoint=pin_meanwhile)
+    table = lake.table(EVENTS.name)
+    assert report.attempts == 2 and made and made[0] in table.metadata.refs
+    assert oldest in {s.snapshot_id for s in table.metadata.snapshots}
+    assert report.snapshots_expired == 2  # the other two older snapshots
+    # The requirement itself: a snapshot some ref references is never removed.
+    with pytest.raises(CommitFailedException, match="references snapshot"):
+        _AssertSafeToExpire(snapshot_ids=[oldest], pins={}).validate(table.metadata)
+
+
+@pytest.mark.integration
+def test_compaction_survives_a_concurrent_ingest_and_a_concurrent_rebuild(tmp_path: Path) -> None:
+    lake, producer = build_lake(tmp_path, per_day=3, facts=True)
+    day = DAY1.date().isoformat()
+    late: list[SegmentInfo] = []
+
+    def ingest_meanwhile(stage: str) -> None:
+        if stage == "before-commit:compaction" and not late:
+            late.append(producer.segment(DAY1 + timedelta(hours=5)))
+            ingest(lake, late, IngestOptions(run_id="concurrent", facts=False))
+
+    # raw.events: the concurrent commit only added a file; the rewritten files are committed on retry.
+    report = compact(lake, EVENTS.name, day, policy=CompactionPolicy(min_files=2), checkpoint=ingest_meanwhile)
+    assert report.attempts == 2 and report.files_rewritten == 3 and report.files_written == 1
+    events = lake.table(EVENTS.name)
+    assert footprint(events).data_files == 2 + 3  # day 1: the compacted file and the concurrent one; day 2
+    assert query(lake, "SELECT count(*) - count(DISTINCT event_id) FROM raw.events").column(0)[0].as_py() == 0
+    assert query(lake, f"SELECT count(*) FROM raw.events WHERE segment_key = '{late[0].key}'").column(0)[0].as_py() > 0
+
+    # facts.llm_calls: a rebuild replaced the day's files meanwhile; compaction plans again from them.
+    llm_sql = "SELECT * FROM facts.llm_calls ORDER BY event_id"
+    llm_before = query(lake, llm_sql)
+    rebuilt: list[pa.Table] = []
+
+    def rebuild_meanwhile(stage: str) -> None:
+        if stage == "before-commit:compaction" and not rebuilt:
+            rebuild_facts(lake, day, IngestOptions(run_id="rebuild"))
+            rebuilt.append(query(lake, llm_sql))
+
+    report = compact(lake, "facts.llm_calls", day, policy=CompactionPolicy(min_files=1),
+                     checkpoint=rebuild_meanwhile)
+    assert rebuilt and report.attempts >= 2
+    assert rebuilt[0].num_rows > llm_before.num_rows  # the rebuild also took the concurrent segment
+    assert query(lake, llm_sql).equals(rebuilt[0])
+    assert query(lake, "SELECT count(*) - count(DISTINCT event_id) FROM facts.llm_calls").column(0)[0].as_py() == 0
+    for r in reconcile(lake):
+        assert r.balanced, r.as_dict()
+
+
+@pytest.mark.unit
+def test_retention_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env({"AGENTLAKE_SNAPSHOT_RETENTION_HOURS": "6", "AGENTLAKE_SNAPSHOTS_KEEP_LAST": "3"})
+    assert RetentionPolicy.from_settings(settings) == RetentionPolicy(keep_hours=6, keep_last=3)
+    assert RetentionPolicy.from_settings(Settings.from_env({})) == RetentionPolicy(keep_hours=0.25, keep_last=10)
+    with pytest.raises(ConfigError, match="AGENTLAKE_SNAPSHOTS_KEEP_LAST"):
+        Settings.from_env({"AGENTLAKE_SNAPSHOTS_KEEP_LAST": "0"})
+
+
+# --- Dagster ------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_maintenance_has_its_own_lane_with_one_run_at_a_time(tmp_path: Path) -> None:
+    assert maintenance_job.tags[INGEST_LANE_TAG] == MAINTENANCE_LANE
+    assert maintenance_schedule.job_name == "maintenance" and maintenance_schedule.cron_schedule == "*/10 * * * *"
+    assert maintenance_schedule.default_status.value == "RUNNING"
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(instance_yaml(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path)})))
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        assert {"key": INGEST_LANE_TAG, "value": MAINTENANCE_LANE, "limit": 1} in limits
+    finally:
+        instance.dispose()
+
+
+@pytest.mark.integration
+def test_maintenance_job_reports_what_it_did_per_table(tmp_path: Path) -> None:
+    lake, _ = build_lake(tmp_path, per_day=3, facts=True)
+    resource = LakeResource(home=str(tmp_path / "home"))
+    settings = Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home"), "AGENTLAKE_SNAPSHOT_RETENTION_HOURS": "0",
+                                  "AGENTLAKE_SNAPSHOTS_KEEP_LAST": "1"})
+    assets = build_maintenance_assets(settings)
+    before = results(lake)
+    defs = Definitions(assets=assets, jobs=[maintenance_job], schedules=[maintenance_schedule],
+                       resources={"lake": resource})
+    instance = DagsterInstance.ephemeral()
+    config = {"ops": {name: {"config": {"min_files": 2}} for name in ("maintenance__raw_tables",
+                                                                      "maintenance__fact_tables")}}
+    result = defs.resolve_job_def("maintenance").execute_in_process(instance=instance, run_config=config)
+    assert result.success
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags[INGEST_LANE_TAG] == MAINTENANCE_LANE
+    raw = instance.get_latest_materialization_event(RAW_MAINTENANCE)
+    facts = instance.get_latest_materialization_event(OTHER_MAINTENANCE)
+    assert raw is not None and facts is not None
+    meta = {k: v.value for k, v in raw.asset_materialization.metadata.items()}  # type: ignore[union-attr]
+    assert meta["files_rewritten"] == 6 + 6 and meta["data_files_after"] == 2 + 2  # 3 commits x 2 days, 2 tables
+    assert meta["snapshots_expired"] == 6 + 6 and meta["bytes_before"] > 0 and meta["bytes_after"] > 0
+    rows = {r.data["table"]: r.data for r in meta["tables"].records}
+    assert set(rows) == {EVENTS.name, QUARANTINE.name}
+    assert rows[EVENTS.name]["files_rewritten"] == 6 and rows[EVENTS.name]["snapshots_kept"] == 1
+    fmeta = {k: v.value for k, v in facts.asset_materialization.metadata.items()}  # type: ignore[union-attr]
+    assert set(fmeta["per_table"]) == {t.name for t in ALL_TABLES} - {EVENTS.name, QUARANTINE.name}
+    assert fmeta["snapshots_expired"] > 0
+    # Each table's own page shows what maintenance did to it.
+    obs = instance.fetch_observations(records_filter=table_key(EVENTS), limit=1).records
+    assert obs and obs[0].asset_observation.metadata["maintenance/files_rewritten"].value == 6  # type: ignore[union-attr]
+    for sql, old, new in zip(QUERIES, before, results(lake), strict=True):
+        assert new.equals(old), sql
+
+    # A manual materialization of one asset (no config) uses the deployment's retention.
+    again = materialize([assets[0]], resources={"lake": resource}, instance=instance)
+    assert again.success
+
