@@ -139,14 +139,55 @@ def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.ingest import IngestOptions, ingest_pending
     from agentlake.lake import Lake
+    from agentlake.quality import QualityPolicy
 
-    report = ingest_pending(Lake(ctx.settings, store=ctx.store), IngestOptions(), day=args.date)
+    report = ingest_pending(Lake(ctx.settings, store=ctx.store), IngestOptions(quality=QualityPolicy()), day=args.date)
     data = report.as_dict()
     _out(args, data, (
         f"ingested {report.segments} segment(s), {report.lines} lines: {report.rows} rows, "
         f"{report.quarantined} quarantined, {report.duplicates} duplicates "
         f"({report.segments_skipped} segment(s) already held) in {report.seconds:.2f}s"
     ))
+    return 0
+
+
+def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
+    """List held batches, or publish them as they are (an emergency override, recorded)."""
+    from agentlake.ingest import IngestOptions, ingest
+    from agentlake.lake import Lake
+    from agentlake.publish import held, held_days, write_audit_record
+    from agentlake.quality import QualityPolicy
+    from agentlake.segments import SegmentInfo
+    from agentlake.tables import EVENTS
+
+    lake = Lake(ctx.settings, store=ctx.store)
+    properties = lake.table(EVENTS.name).properties
+    days = [args.day] if args.day else held_days(properties)
+    batches = {day: {k: v for k, v in held(properties, day).items() if not args.branch or v["branch"] == args.branch}
+               for day in days}
+    chosen = {day: keys for day, keys in batches.items() if keys}
+    if not args.override:
+        listing = [{"day": d, "segment": k, **{f: v[f] for f in ("branch", "snapshot_id", "failed")}}
+                   for d, keys in chosen.items() for k, v in keys.items()]
+        _out(args, {"held": listing}, "\n".join(
+            f"{r['day']} {r['branch']} snapshot {r['snapshot_id']} failed {','.join(r['failed'])}: {r['segment']}"
+            for r in listing) or "no held batches")
+        return 0
+    if not args.reason or not args.reason.strip():
+        raise AgentLakeError("--override needs --reason \"...\": the reason is recorded with the publish")
+    if not chosen:
+        raise AgentLakeError("no held batch matches; list them with `agentlake publish`")
+    segments = [SegmentInfo.from_key(k) for keys in chosen.values() for k in keys]
+    record = write_audit_record(ctx.store, {
+        "action": "override", "reason": args.reason, "segments": sorted(s.key for s in segments),
+        "branches": sorted({v["branch"] for keys in chosen.values() for v in keys.values()}),
+        "failed": sorted({f for keys in chosen.values() for v in keys.values() for f in v["failed"]}),
+    })
+    report = ingest(lake, segments, IngestOptions(quality=QualityPolicy(), override=args.reason, facts=True))
+    data = {"segments": len(segments), "rows": report.rows, "quarantined": report.quarantined,
+            "audit_record": record, "snapshots": report.snapshots}
+    _out(args, data, f"published {len(segments)} held segment(s) by override: {report.rows} rows; "
+                     f"recorded at {record}")
     return 0
 
 
@@ -248,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[common], help="ingest every pending segment into the tables now")
     p.add_argument("--date", help="only segments that arrived on this day (YYYY-MM-DD)")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("publish", parents=[common],
+                       help="list batches held back by a failed audit, or publish them by a recorded override")
+    p.add_argument("--day", help="only batches of this arrival day (YYYY-MM-DD)")
+    p.add_argument("--branch", help="only the batch staged on this branch")
+    p.add_argument("--override", action="store_true", help="publish despite failed batch checks (recorded)")
+    p.add_argument("--reason", help="why the override is needed (required with --override)")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("query", parents=[common], help="read-only SQL over the tables (raw.events, facts.*)")
     p.add_argument("sql")

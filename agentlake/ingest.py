@@ -37,6 +37,7 @@ from agentlake.events import EVENT_ARROW_SCHEMA
 from agentlake.lake import Lake
 from agentlake.ledger import DayLedger, read_ledger
 from agentlake.parse import parse_run
+from agentlake.quality import QualityPolicy
 from agentlake.segments import SegmentInfo
 from agentlake.tableio import (
     Checkpoint,
@@ -52,6 +53,8 @@ from agentlake.tableio import (
 from agentlake.tables import EVENTS, QUARANTINE
 
 DEFAULT_DEDUP_WINDOW_DAYS = 1
+# Rows gathered before a data file is written: small segments share a file.
+FILE_TARGET_BYTES = 16 * 1024 * 1024
 _CONTENT_TYPES = dict(pl.from_arrow(EVENT_ARROW_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
 _DOCUMENTS = list(_CONTENT_TYPES).index("documents")
 
@@ -67,6 +70,9 @@ class IngestOptions:
     max_attempts: int = 20
     checkpoint: Checkpoint | None = None
     facts: bool = True  # also bring the fact tables up to date after the raw tables
+    # The write-audit-publish gate of raw.events (agentlake.gate); None commits straight to main.
+    quality: QualityPolicy | None = None
+    override: str | None = None  # publish even if a batch rule fails, for this recorded reason
 
 
 @dataclass
@@ -87,8 +93,14 @@ class IngestReport:
     snapshots: dict[str, int] = field(default_factory=dict)
     attempts: int = 0
     seconds: float = 0.0
+    segments_held: int = 0  # segments whose batch failed its audit: staged on a branch, not on main
+    rules_quarantined: int = 0  # rows quarantined by a row rule of the quality suite
+    gate: list[dict[str, Any]] = field(default_factory=list)  # each batch's audit and what the gate did
 
     def merge(self, other: IngestReport) -> None:
+        self.segments_held += other.segments_held
+        self.rules_quarantined += other.rules_quarantined
+        self.gate += other.gate
         for name in ("segments", "segments_skipped", "lines", "rows", "quarantined", "duplicates", "conflicts",
                      "fast_lines", "slow_lines", "attempts"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -115,7 +127,8 @@ def ingest(lake: Lake, segments: Iterable[SegmentInfo], options: IngestOptions |
         by_day.setdefault(seg.dt, []).append(seg)
     report = IngestReport()
     for day in sorted(by_day):
-        report.merge(_ingest_day(lake, day, sorted(by_day[day]), options))
+        for batch in _gate_batches(lake, day, sorted(by_day[day]), options):
+            report.merge(_ingest_day(lake, day, batch, options))
         if options.facts:
             from agentlake.facts import update_facts
 
@@ -142,6 +155,8 @@ class _Batch:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per segment key
     conflicts: list[tuple[SegmentInfo, int, str]] = field(default_factory=list)  # (segment, offset, event_id)
     report: IngestReport = field(default_factory=IngestReport)
+    window: pl.Series | None = None  # the event ids raw.events held in the dedup window when read
+    orphans: list[pl.DataFrame] = field(default_factory=list)  # rows a row rule kept off raw.events earlier
 
 
 def _ingest_day(lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions) -> IngestReport:
@@ -182,7 +197,9 @@ def _attempt_day(
         _read_segments(lake, events, batch, work, options)
     check("after-data-files")
     partition = options.partition or day
-    if batch.events_todo:
+    if batch.events_todo and options.quality is not None:
+        _gate(lake, events, events_ledger, batch, options, committed, check)
+    elif batch.events_todo:
         committed.snapshots[EVENTS.name] = commit(
             events, batch.event_files, _updated_ledger(events_ledger, batch.events_todo, batch),
             summary(batch.events_todo, run_id=options.run_id, partition=partition,
@@ -191,6 +208,8 @@ def _attempt_day(
         )
         committed.rows += report.rows
         committed.duplicates += report.duplicates
+    if batch.orphans:
+        _quarantine_orphans(lake, batch, options)
     if batch.quarantine_todo:
         files = write_files(quarantine, QUARANTINE, batch.quarantine_rows)
         committed.snapshots[QUARANTINE.name] = commit(
@@ -208,7 +227,7 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
     """Parse, deduplicate and write data files for the segments of one day."""
     report = batch.report
     events_todo = {s.key for s in batch.events_todo}
-    window = _window_ids(events, batch.day, options.dedup_window_days)
+    window = batch.window = _window_ids(events, batch.day, options.dedup_window_days)
     seen: list[pl.DataFrame] = []  # (event_id, content hash) of the rows kept so far
     writer = _FileWriter(events)
     held_back: list[pl.DataFrame] = []  # rows whose id is already in the table: compared at the end
@@ -234,6 +253,8 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
             if seg.key in events_todo and fresh.height:
                 writer.submit(fresh.drop("_hash").to_arrow())
                 counts["rows"] += fresh.height
+            elif fresh.height and options.quality is not None:
+                batch.orphans.append(fresh.drop("_hash"))
             del parsed, rows, fresh, known
             release_memory()
     batch.event_files += writer.finish()
@@ -250,7 +271,9 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
 class _FileWriter:
     """Writes data files on a background thread while the next chunk is parsed (both release the GIL).
 
-    At most two chunks wait to be written, so memory stays bounded.
+    Rows of small segments are gathered into one file of up to ``FILE_TARGET_BYTES`` (fewer
+    files, fewer object-store requests); at most two such files wait to be written, so memory
+    stays bounded.
     """
 
     def __init__(self, table: Table) -> None:
@@ -258,14 +281,26 @@ class _FileWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentlake-write")
         self._pending: list[Future[list[DataFile]]] = []
         self._files: list[DataFile] = []
+        self._gathered: list[pa.Table] = []
+        self._gathered_bytes = 0
 
     def submit(self, rows: pa.Table) -> None:
+        self._gathered.append(rows)
+        self._gathered_bytes += rows.nbytes
+        if self._gathered_bytes >= FILE_TARGET_BYTES:
+            self._write_gathered()
+
+    def _write_gathered(self) -> None:
+        if not self._gathered:
+            return
         while len(self._pending) >= 2:
             self._files += self._pending.pop(0).result()
-        self._pending.append(self._pool.submit(write_files, self._table, EVENTS, [rows]))
+        parts, self._gathered, self._gathered_bytes = self._gathered, [], 0
+        self._pending.append(self._pool.submit(write_files, self._table, EVENTS, parts))
 
     def finish(self) -> list[DataFile]:
         try:
+            self._write_gathered()
             for future in self._pending:
                 self._files += future.result()
         finally:
@@ -414,3 +449,90 @@ def _updated_ledger(
         else:
             updated.add(seg, rows=counts["rows"], quarantined=counts["quarantined"], duplicates=counts["duplicates"])
     return updated
+
+
+# --- the quality gate (write-audit-publish, see agentlake.gate) ------------------------------------
+
+
+def _gate_batches(lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions) -> list[list[SegmentInfo]]:
+    """Segments held back by an earlier audit are retried as a batch of their own, after the others,
+    so that a batch that still fails never holds back new segments."""
+    if options.quality is None:
+        return [segments]
+    from agentlake.publish import held
+
+    was_held = held(lake.table(EVENTS.name).properties, day)
+    fresh = [s for s in segments if s.key not in was_held]
+    retried = [s for s in segments if s.key in was_held]
+    return [b for b in (fresh, retried) if b]
+
+
+def _gate(
+    lake: Lake, events: Table, ledger: DayLedger, batch: _Batch, options: IngestOptions, committed: IngestReport,
+    check: Checkpoint,
+) -> None:
+    """Stage, audit and publish (or hold) the batch's raw.events rows; bad rows join the quarantine."""
+    from agentlake.gate import gate_events
+
+    assert options.quality is not None
+    report = batch.report
+    before = {k: dict(v) for k, v in batch.counts.items()}
+    outcome = gate_events(
+        events, batch.day, batch.events_todo, batch.event_files, batch.counts,
+        batch.window if batch.window is not None else pl.Series("event_id", [], dtype=pl.String),
+        policy=options.quality, run_id=options.run_id,
+        snapshot_properties=summary(batch.events_todo, run_id=options.run_id, partition=options.partition or batch.day,
+                                    extra={"agentlake.duplicates": report.duplicates}),
+        make_ledger=lambda current: _updated_ledger(current, batch.events_todo, batch),
+        check=check, rewrite=lambda parts: write_files(events, EVENTS, parts), override=options.override,
+    )
+    report.gate.append(outcome.as_dict())
+    if outcome.held:
+        # Nothing of a held batch publishes: its quarantined lines wait with it.
+        keys = {s.key for s in batch.events_todo}
+        report.segments_held += len(keys)
+        report.rows -= sum(before[k]["rows"] for k in keys)
+        report.duplicates -= sum(before[k]["duplicates"] for k in keys)
+        report.quarantined -= sum(before[k]["quarantined"] for k in keys if k in {s.key for s in batch.quarantine_todo})
+        batch.quarantine_todo = [s for s in batch.quarantine_todo if s.key not in keys]
+        batch.quarantine_rows = [r for r in batch.quarantine_rows if r.column("segment_key")[0].as_py() not in keys]
+        return
+    assert outcome.published_snapshot_id is not None
+    committed.snapshots[EVENTS.name] = outcome.published_snapshot_id
+    if outcome.bad_rows:
+        by_key = {s.key: s for s in batch.events_todo}
+        wanted = {(b.segment_key, b.line_offset): b for b in outcome.bad_rows}
+        for key in sorted({b.segment_key for b in outcome.bad_rows}):
+            for offset, line in enumerate(lake.log.read_lines(key)):
+                bad = wanted.get((key, offset))
+                if bad is not None:
+                    batch.quarantine_rows.append(
+                        _quarantine_row(by_key[key], offset, line, bad.rules[0], bad.reason, bad.event_id, options)
+                    )
+        report.rows -= len(outcome.bad_rows)
+        report.quarantined += len(outcome.bad_rows)
+        report.rules_quarantined += len(outcome.bad_rows)
+    committed.rows += report.rows
+    committed.duplicates += report.duplicates
+
+
+def _quarantine_orphans(lake: Lake, batch: _Batch, options: IngestOptions) -> None:
+    """Rows of segments raw.events already holds that are not in it: an earlier run's audit quarantined
+    them by a row rule, and a crash came before raw.quarantine's commit. Find their rules again."""
+    from agentlake.quality import describe_failure, event_audit_frame, events_suite, validate
+
+    assert options.quality is not None
+    rows = pl.concat(batch.orphans).to_arrow()
+    suite = events_suite(options.quality, expected_rows=rows.num_rows)
+    audit = validate(suite, event_audit_frame(rows, pl.Series("event_id", [], dtype=pl.String)))
+    keys, offsets, ids = (rows.column(c).to_pylist() for c in ("segment_key", "line_offset", "event_id"))
+    by_key = {s.key: s for s in batch.quarantine_todo}
+    wanted = {(keys[i], offsets[i]): (ids[i], rules) for i, rules in audit.bad_rows.items() if keys[i] in by_key}
+    for key in sorted({k for k, _ in wanted}):
+        for offset, line in enumerate(lake.log.read_lines(key)):
+            if (key, offset) in wanted:
+                event_id, rules = wanted[(key, offset)]
+                batch.quarantine_rows.append(_quarantine_row(
+                    by_key[key], offset, line, rules[0], describe_failure(rules, suite), event_id, options))
+                batch.counts[key]["quarantined"] += 1
+                batch.report.quarantined += 1

@@ -8,6 +8,7 @@ from typing import Any
 from agentlake.ingest import day_bounds
 from agentlake.lake import Lake
 from agentlake.ledger import ledger_days, read_ledger
+from agentlake.publish import held as held_segments
 from agentlake.tables import EVENTS, QUARANTINE
 
 
@@ -24,6 +25,8 @@ class DayReconciliation:
     segments_missing: list[str] = field(default_factory=list)
     segments_pending: int = 0
     lines_pending: int = 0
+    segments_held: int = 0  # held back by a failed audit: staged on a branch, not on main (agentlake.publish)
+    lines_held: int = 0
     ledger_rows: int = 0
     ledger_quarantined: int = 0
 
@@ -33,11 +36,11 @@ class DayReconciliation:
         no segment was skipped, and the ledgers agree with the tables.
 
         Segments that arrived after the newest one ingested are pending, not missing: the next
-        ingest takes them.
+        ingest takes them. Segments whose batch failed its audit are held, not missing.
         """
         return (
             not self.segments_missing
-            and self.lines_in_log - self.lines_pending == self.rows + self.quarantined + self.duplicates
+            and self.lines_in_log - self.lines_pending - self.lines_held == self.rows + self.quarantined + self.duplicates
             and self.rows == self.ledger_rows
             and self.quarantined == self.ledger_quarantined
         )
@@ -64,7 +67,10 @@ def reconcile(lake: Lake, day: str | None = None) -> list[DayReconciliation]:
         result.lines_in_log = sum(s.lines for s in segments)
         held = [s for s in segments if ledger.holds(s) and qledger.holds(s)]
         newest_held = max((s.key for s in held), default="")
-        not_held = [s for s in segments if not (ledger.holds(s) and qledger.holds(s))]
+        held_back = held_segments(events.properties, d)
+        not_held = [s for s in segments if not (ledger.holds(s) and qledger.holds(s)) and s.key not in held_back]
+        result.segments_held = sum(1 for s in segments if s.key in held_back)
+        result.lines_held = sum(s.lines for s in segments if s.key in held_back)
         # Not held and older than the newest segment held: skipped, a gap. Newer: still to come.
         result.segments_missing = [s.key for s in not_held if s.key < newest_held]
         pending = [s for s in not_held if s.key >= newest_held]

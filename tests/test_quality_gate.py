@@ -1,0 +1,229 @@
+"""The write-audit-publish gate of raw.events: real pyiceberg tables, real Great Expectations suites."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.compute as pc
+import pytest
+
+from agentlake.config import Settings
+from agentlake.events import encode_event
+from agentlake.ingest import IngestOptions, IngestReport, ingest
+from agentlake.lake import Lake
+from agentlake.log import LogWriter
+from agentlake.publish import audit_records, held, staged_branches
+from agentlake.quality import QualityPolicy
+from agentlake.reconcile import reconcile
+from agentlake.segments import SegmentInfo
+from agentlake.tables import EVENTS, QUARANTINE
+
+pytestmark = pytest.mark.integration
+
+DAY0 = datetime(2026, 11, 20, tzinfo=UTC)
+POLICY = QualityPolicy(max_quarantine_share=0.3)
+
+
+class Crash(BaseException):
+    """Stands for the process dying at a checkpoint (nothing after it runs)."""
+
+
+def new_lake(tmp_path: Path) -> Lake:
+    return Lake(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home")}))
+
+
+def event(i: int, prefix: str = "e", **fields: Any) -> bytes:
+    base = {"event_id": f"{prefix}{i}", "run_id": f"run-{prefix}{i // 5}", "agent_id": "gate", "type": "llm_call",
+            "ts": "2026-11-20T06:59:00Z", "gen_ai.usage.input_tokens": 10, "latency_ms": 5.0, "status": "ok"}
+    return encode_event({**base, **fields})
+
+
+class Log:
+    def __init__(self, lake: Lake) -> None:
+        self.now = DAY0 + timedelta(hours=7)
+        self.writer = LogWriter(lake.store, "gate", background_flush=False, clock=lambda: self.now)
+
+    def segment(self, lines: list[bytes], minutes: int = 0) -> SegmentInfo:
+        self.now = DAY0 + timedelta(hours=7, minutes=minutes)
+        for line in lines:
+            self.writer.append_line(line)
+        seg = self.writer.flush()
+        assert seg is not None
+        return seg
+
+
+def gated(run_id: str = "gate", **kw: Any) -> IngestOptions:
+    return IngestOptions(run_id=run_id, facts=False, quality=POLICY, **kw)
+
+
+def main_ids(lake: Lake) -> list[str]:
+    table = lake.table(EVENTS.name)
+    if table.current_snapshot() is None:
+        return []
+    return sorted(table.scan(selected_fields=("event_id",)).to_arrow().column("event_id").to_pylist())
+
+
+def test_batch_rule_failure_publishes_nothing_and_keeps_the_batch_inspectable(tmp_path: Path) -> None:
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    good = log.segment([event(i) for i in range(20)])
+    ingest(lake, [good], gated("first"))
+    before = lake.table(EVENTS.name).current_snapshot()
+    assert before is not None
+    # A batch with half its lines broken: the share of quarantined lines is above the threshold.
+    bad = log.segment([event(i, "b") for i in range(10)] + [b"{not json"] * 10, minutes=1)
+    report = ingest(lake, [bad], gated("second"))
+    events = lake.table(EVENTS.name)
+    assert events.current_snapshot().snapshot_id == before.snapshot_id  # main did not move
+    assert report.segments_held == 1 and report.rows == 0
+    (outcome,) = report.gate
+    assert outcome["held"] and "quarantine_share_below_threshold" in outcome["audit"]["batch_failures"]
+    assert main_ids(lake) == sorted(f"e{i}" for i in range(20))
+    # The staged rows can be read by branch and by snapshot id.
+    branch = outcome["branch"]
+    assert branch.startswith("agentlake.staged.second.") and branch in staged_branches(events)
+    on_branch = events.scan().use_ref(branch).to_arrow().column("event_id").to_pylist()
+    by_id = events.scan(snapshot_id=outcome["staged_snapshot_id"]).to_arrow().column("event_id").to_pylist()
+    assert sorted(on_branch) == sorted(by_id) == sorted([f"e{i}" for i in range(20)] + [f"b{i}" for i in range(10)])
+    # The held record names the branch and the rule; nothing of the batch reached raw.quarantine.
+    record = held(events.properties, good.dt)[bad.key]
+    assert record["branch"] == branch and record["failed"] == ["quarantine_share_below_threshold"]
+    assert lake.table(QUARANTINE.name).scan().to_arrow().num_rows == 0
+    (day,) = reconcile(lake, good.dt)
+    assert day.balanced and day.segments_held == 1 and not day.segments_missing
+    # The next ingest of other segments is not blocked (the held batch is retried on its own).
+    newer = log.segment([event(i, "n") for i in range(5)], minutes=2)
+    report = ingest(lake, [bad, newer], gated("third"))
+    assert report.rows == 5 and report.segments_held == 1
+    assert len(main_ids(lake)) == 25
+    # Fixed (the threshold raised), the re-run publishes it.
+    report = ingest(lake, [bad, newer], IngestOptions(run_id="fix", facts=False,
+                                                      quality=QualityPolicy(max_quarantine_share=0.6)))
+    assert report.rows == 10 and report.segments_held == 0
+    assert len(main_ids(lake)) == 35 and held(lake.table(EVENTS.name).properties, good.dt) == {}
+    (day,) = reconcile(lake, good.dt)
+    assert day.balanced and day.segments_held == 0 and day.quarantined == 10
+
+
+def test_bad_rows_are_quarantined_with_their_rule_and_the_rest_publishes(tmp_path: Path) -> None:
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    lines = [event(i) for i in range(40)]
+    lines[3] = event(3, **{"gen_ai.usage.input_tokens": -5})
+    lines[7] = event(7, type="teleport")
+    lines[11] = event(11, ts="2031-01-01T00:00:00Z")  # years after its segment arrived
+    lines[13] = event(13, ts="2019-05-01T00:00:00Z")  # before the fleet existed
+    lines[17] = event(17, type="feedback", feedback_score=1.5)
+    seg = log.segment(lines)
+    report = ingest(lake, [seg], gated())
+    assert report.rows == 35 and report.rules_quarantined == 5 and report.quarantined == 5
+    assert main_ids(lake) == sorted(f"e{i}" for i in range(40) if i not in (3, 7, 11, 13, 17))
+    quarantine = lake.table(QUARANTINE.name).scan().to_arrow().sort_by("line_offset")
+    assert quarantine.column("line_offset").to_pylist() == [3, 7, 11, 13, 17]
+    assert quarantine.column("rule").to_pylist() == [
+        "input_tokens_non_negative", "type_allowed", "ts_not_in_future", "ts_after_fleet_epoch",
+        "feedback_score_in_unit_interval"]
+    assert quarantine.column("line").to_pylist()[0] == lines[3]  # the line as it is in the log
+    (gate,) = report.gate
+    results = {r["rule"]: r for r in gate["audit"]["results"]}
+    assert results["type_allowed"]["unexpected_count"] == 1 and results["type_allowed"]["samples"] == ["teleport"]
+    assert results["row_count_matches_log"]["passed"]
+    snapshot = lake.table(EVENTS.name).current_snapshot()
+    assert snapshot.summary["agentlake.audit.dropped-rows"] == "5"  # main's head: the branch without them
+    assert not staged_branches(lake.table(EVENTS.name))  # the branch was published and removed
+    (day,) = reconcile(lake, seg.dt)
+    assert day.balanced and (day.rows, day.quarantined) == (35, 5)
+    # A re-run adds nothing.
+    again = ingest(lake, [seg], gated("again"))
+    assert again.rows == 0 and again.segments_skipped == 1 and len(main_ids(lake)) == 35
+
+
+def test_a_commit_that_lands_on_main_while_the_audit_runs_is_not_lost(tmp_path: Path) -> None:
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    first = log.segment([event(i, "a") for i in range(10)])
+    other = log.segment([event(i, "o") for i in range(7)], minutes=1)
+    audited, other_done = threading.Event(), threading.Event()
+
+    def pause(stage: str) -> None:
+        if stage == "after-audit:events" and not audited.is_set():
+            audited.set()
+            assert other_done.wait(timeout=120)
+
+    result: dict[str, IngestReport] = {}
+    writer = threading.Thread(target=lambda: result.setdefault("a", ingest(
+        new_lake(tmp_path), [first], gated("a", checkpoint=pause))))
+    writer.start()
+    assert audited.wait(timeout=120)
+    # A second writer publishes another segment while A's batch is audited: main moves.
+    ingest(new_lake(tmp_path), [other], gated("b"))
+    other_done.set()
+    writer.join(timeout=120)
+    assert result["a"].rows == 10
+    assert main_ids(lake) == sorted([f"a{i}" for i in range(10)] + [f"o{i}" for i in range(7)])
+    events = lake.table(EVENTS.name)
+    assert not staged_branches(events)
+    (day,) = reconcile(lake, first.dt)
+    assert day.balanced and day.rows == 17
+
+
+@pytest.mark.parametrize("stage", ["after-data-files", "after-stage:events", "after-audit:events",
+                                   "before-commit:events", "after-commit:events", "before-commit:quarantine"])
+def test_a_crash_at_each_step_of_the_gate_never_publishes_part_and_the_rerun_adds_nothing_twice(
+    tmp_path: Path, stage: str
+) -> None:
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    lines = [event(i) for i in range(30)]
+    lines[4] = event(4, latency_ms=-1.0)
+    seg = log.segment(lines + [b"not json"])
+
+    def crash(at: str) -> None:
+        if at == stage:
+            raise Crash(at)
+
+    with pytest.raises(Crash):
+        ingest(new_lake(tmp_path), [seg], gated("crashed", checkpoint=crash))
+    ids = main_ids(lake)
+    assert ids in ([], sorted(f"e{i}" for i in range(30) if i != 4))  # all or nothing
+    report = ingest(new_lake(tmp_path), [seg], gated("rerun"))
+    assert main_ids(lake) == sorted(f"e{i}" for i in range(30) if i != 4)
+    quarantine = lake.table(QUARANTINE.name).scan().to_arrow()
+    assert sorted(quarantine.column("rule").to_pylist()) == ["latency_non_negative", "parse"]
+    (day,) = reconcile(lake, seg.dt)
+    assert day.balanced, (report.as_dict(), day.as_dict())
+
+
+def test_override_publishes_a_held_batch_and_leaves_an_audit_record(tmp_path: Path) -> None:
+    from agentlake.cli import main
+
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    seg = log.segment([event(i) for i in range(4)] + [b"{"] * 6)
+    report = ingest(lake, [seg], gated())
+    assert report.segments_held == 1 and main_ids(lake) == []
+    import io
+    import sys
+
+    out = io.StringIO()
+    old, sys.stdout = sys.stdout, out
+    try:
+        code = main(["publish", "--override", "--reason", "incident 42: parser bug, lines replayed later", "--json",
+                     "--day", seg.dt])
+    finally:
+        sys.stdout = old
+    assert code == 0, out.getvalue()
+    answer = orjson.loads(out.getvalue().splitlines()[-1])
+    assert answer["segments"] == 1 and answer["rows"] == 4
+    assert main_ids(lake) == [f"e{i}" for i in range(4)]
+    snapshot = lake.table(EVENTS.name).current_snapshot()
+    assert snapshot.summary["agentlake.override-reason"].startswith("incident 42")
+    (record,) = audit_records(lake.store)
+    assert record["reason"].startswith("incident 42") and record["segments"] == [seg.key]
+    (day,) = reconcile(lake, seg.dt)
+    assert day.balanced and day.segments_held == 0
+    assert pc.sum(lake.table(QUARANTINE.name).scan().to_arrow().column("line_offset")).as_py() == sum(range(4, 10))
