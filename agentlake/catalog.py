@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyarrow.fs import AwsDefaultS3RetryStrategy
 from pyiceberg.catalog.sql import SqlCatalog
 
 from agentlake.config import Settings
 
 CATALOG_NAME = "agentlake"
+# pyiceberg's FileIO (pyarrow's S3 filesystem): attempts per request and timeouts, in seconds.
+S3_MAX_ATTEMPTS = 6
+S3_CONNECT_TIMEOUT_S = 5
+S3_REQUEST_TIMEOUT_S = 30
+
+
+class StoreRetryStrategy(AwsDefaultS3RetryStrategy):
+    """How pyarrow's S3 filesystem retries for pyiceberg: 5xx, SlowDown, timeouts and resets,
+    up to 6 attempts with exponential backoff (50 ms doubling to 0.8 s, 1.6 s in all): longer
+    outages are ridden out by the stages (:mod:`agentlake.retry`), which start again from the ledgers.
+
+    pyiceberg builds it from its import path, without arguments (``s3.retry-strategy-impl``).
+    """
+
+    def __init__(self, max_attempts: int = S3_MAX_ATTEMPTS) -> None:
+        super().__init__(max_attempts=max_attempts)
 
 
 def catalog_properties(settings: Settings) -> dict[str, Any]:
@@ -25,6 +42,9 @@ def catalog_properties(settings: Settings) -> dict[str, Any]:
         if s3.endpoint:
             props["s3.endpoint"] = s3.endpoint
             props["s3.force-virtual-addressing"] = "false"
+        props["s3.retry-strategy-impl"] = f"{StoreRetryStrategy.__module__}.{StoreRetryStrategy.__qualname__}"
+        props["s3.connect-timeout"] = str(S3_CONNECT_TIMEOUT_S)
+        props["s3.request-timeout"] = str(S3_REQUEST_TIMEOUT_S)
         if s3.access_key_id:
             props["s3.access-key-id"] = s3.access_key_id
         if s3.secret_access_key:

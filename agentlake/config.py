@@ -32,6 +32,7 @@ ENV_VARS: dict[str, str] = {
     "AGENTLAKE_DEMO_RATE": "agent runs per second the demo fleet of `make run` emits (default 1; 0 turns it off)",
     "AGENTLAKE_INGEST_INTERVAL_S": "seconds between ingest sensor ticks: at most one commit per table per tick (default 60)",
     "AGENTLAKE_DEDUP_WINDOW_DAYS": "arrival days before and after a segment's own searched for repeated event_ids (default 1)",
+    "AGENTLAKE_STORE_RETRY_S": "seconds an ingest keeps retrying while the object store fails before it gives up (default 300)",
     "AGENTLAKE_SNAPSHOT_RETENTION_HOURS": "table maintenance expires snapshots older than this many hours unless pinned (default 0.25)",
     "AGENTLAKE_SNAPSHOTS_KEEP_LAST": "table maintenance always keeps this many latest snapshots of each table (default 10)",
     "AGENTLAKE_PIN_RETENTION_DAYS": "days a snapshot read by a context artifact stays pinned (kept from expiry) after the artifact is made (default 400)",
@@ -63,6 +64,7 @@ class Settings:
     demo_rate: float = 1.0
     ingest_interval_s: int = 60
     dedup_window_days: int = 1
+    store_retry_s: float = 300.0
     snapshot_retention_hours: float = 0.25
     snapshots_keep_last: int = 10
     pin_retention_days: float = 400.0
@@ -125,6 +127,7 @@ class Settings:
             demo_rate=_number(env, "AGENTLAKE_DEMO_RATE", 1.0, float),
             ingest_interval_s=_number(env, "AGENTLAKE_INGEST_INTERVAL_S", 60, int),
             dedup_window_days=_number(env, "AGENTLAKE_DEDUP_WINDOW_DAYS", 1, int),
+            store_retry_s=_number(env, "AGENTLAKE_STORE_RETRY_S", 300.0, float),
             snapshot_retention_hours=_number(env, "AGENTLAKE_SNAPSHOT_RETENTION_HOURS", 0.25, float),
             snapshots_keep_last=_at_least_one(env, "AGENTLAKE_SNAPSHOTS_KEEP_LAST", 10),
             pin_retention_days=_number(env, "AGENTLAKE_PIN_RETENTION_DAYS", 400.0, float),

@@ -33,6 +33,10 @@ class ObjectNotFound(StoreError):
         self.key = key
 
 
+class StoreUnavailable(StoreError):
+    """The object store kept failing (5xx, SlowDown, timeouts, resets) for longer than retries wait."""
+
+
 class SegmentConflict(StoreError):
     """A segment key exists with different bytes than the producer tried to write."""
 
