@@ -21,6 +21,7 @@ version. A ``context_assembled`` event in the log links the run to the artifact.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -42,7 +43,7 @@ from agentlake.errors import AgentLakeError, AlreadyExists, ObjectNotFound
 from agentlake.lake import Lake
 from agentlake.log import LogWriter, new_producer_id
 from agentlake.pins import pin_snapshots, retention_ms
-from agentlake.query import Pins, QueryError, attach, check_read_only, open_connection
+from agentlake.query import Pins, QueryError, attach, check_read_only, open_connection, scan_expression
 from agentlake.store import ObjectStore
 from agentlake.tables import TABLES_BY_NAME
 
@@ -183,11 +184,15 @@ class ContextRequest:
             raise InvalidRequest(f"the SQL reads none of the tables {', '.join(TABLES_BY_NAME)}")
         return sorted(found)
 
-    def queries(self) -> dict[str, str]:
-        """The SQL of each part of the result, by part name."""
+    def queries(self, relations: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The SQL of each part of the result, by part name.
+
+        Args:
+            relations: what a structured source reads instead of its table's name (a pinned scan).
+        """
         if self.sql is not None:
             return {SQL_PART: self.sql}
-        return {s.part: _compile(s) for s in self.sources}
+        return {s.part: _compile(s, (relations or {}).get(s.table, s.table)) for s in self.sources}
 
     def keys(self, part: str, columns: Sequence[str]) -> list[str]:
         """The columns that identify a row of ``part`` (all its columns when nothing better is known)."""
@@ -206,7 +211,7 @@ def _source(raw: Any, index: int) -> Source:
     table = raw.get("table")
     if table not in TABLES_BY_NAME:
         raise InvalidRequest(f"source {index}: unknown table {table!r}; tables are {', '.join(TABLES_BY_NAME)}")
-    known = set(TABLES_BY_NAME[table].arrow_schema().names)
+    known = set(_column_types(table))
     columns = raw.get("columns")
     if columns is not None:
         if not isinstance(columns, list) or not columns:
@@ -246,14 +251,19 @@ def _check_columns(table: str, columns: Sequence[Any], known: set[str]) -> None:
             raise InvalidRequest(f"{table} has no column {column!r}; its columns are {', '.join(sorted(known))}")
 
 
-def _compile(source: Source) -> str:
-    kinds = {f.name: f.type for f in TABLES_BY_NAME[source.table].arrow_schema()}
+@functools.cache
+def _column_types(table: str) -> dict[str, pa.DataType]:
+    return {f.name: f.type for f in TABLES_BY_NAME[table].arrow_schema()}
+
+
+def _compile(source: Source, relation: str) -> str:
+    kinds = _column_types(source.table)
     select = ", ".join(f'"{c}"' for c in source.columns) if source.columns else "*"
     where = [_condition(f, kinds[f.column]) for f in source.filters]
     order = [f'"{t.split()[0]}"' + (" DESC" if t.lower().endswith(" desc") else "") for t in source.order_by]
     # The table's key ends every order, so ties never make the result depend on the engine's mood.
     order += [f'"{k}"' for k in TABLE_KEYS[source.table] if f'"{k}"' not in order]
-    sql = f"SELECT {select} FROM {source.table}"
+    sql = f"SELECT {select} FROM {relation}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY " + ", ".join(order)
@@ -482,6 +492,7 @@ class ContextEngine:
     def con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             self._con = open_connection(self.lake)
+            self._con.execute("PRAGMA enable_profiling = 'no_output'")
         return self._con
 
     def tables(self, names: Sequence[str]) -> dict[str, Table]:
@@ -490,22 +501,37 @@ class ContextEngine:
     def run(
         self, request: ContextRequest, pins: Pins, tables: dict[str, Table] | None = None, *, plan: bool = True
     ) -> tuple[dict[str, pa.Table], dict[str, str]]:
-        """Execute the request over views fixed to ``pins``; returns records and plans by part.
+        """Execute the request on the snapshots ``pins``; returns records and executed plans by part.
+
+        SQL reads views fixed to the pins; a structured source reads its pinned scan directly.
 
         Raises:
             SnapshotGone: a pinned snapshot is no longer in its table.
             InvalidRequest: the SQL is not one read-only statement, or DuckDB rejected it.
         """
         con = self.con
-        attach(con, self.lake, pins, tables)
+        tables = dict(tables or {})
+        for name in pins:
+            if name not in tables:
+                tables[name] = self.lake.table(name)
+        relations: dict[str, str] = {}
+        if request.sql is not None:
+            attach(con, self.lake, pins, tables)
+        else:
+            empty: Pins = {name: sid for name, sid in pins.items() if sid is None}
+            attach(con, self.lake, empty, tables)
+            for name, snapshot_id in pins.items():
+                if snapshot_id is not None:
+                    relations[name] = scan_expression(tables[name], name, snapshot_id)
         records: dict[str, pa.Table] = {}
         plans: dict[str, str] = {}
-        for name, sql in request.queries().items():
+        for name, sql in request.queries(relations).items():
             try:
                 check_read_only(con, sql)
                 records[name] = con.execute(sql).fetch_arrow_table()
                 if plan:
-                    plans[name] = "\n".join(str(row[1]) for row in con.execute(f"EXPLAIN {sql}").fetchall())
+                    # The plan as executed (operators, pushed-down filters, rows), from DuckDB's profiler.
+                    plans[name] = con.get_profiling_information(format="query_tree")
             except QueryError as exc:
                 raise InvalidRequest(str(exc)) from None
             except duckdb.Error as exc:
@@ -543,6 +569,7 @@ def _polars(table: pa.Table) -> pl.DataFrame:
     return frame
 
 
+@functools.cache
 def platform_version() -> str:
     try:
         return importlib_metadata.version("agentlake")

@@ -92,13 +92,19 @@ def attach(
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {empty_name}")
             continue
         table = (tables or {}).get(name) or lake.table(name)
-        if table.snapshot_by_id(snapshot_id) is None:
-            raise SnapshotGone(name, snapshot_id)
-        location = table.metadata_location.replace("'", "''")
-        con.execute(
-            f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM iceberg_scan('{location}', "
-            f"snapshot_from_id => {int(snapshot_id)})"
-        )
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {scan_expression(table, name, snapshot_id)}")
+
+
+def scan_expression(table: Table, name: str, snapshot_id: int) -> str:
+    """DuckDB's Iceberg scan of exactly one snapshot of ``table``.
+
+    Raises:
+        SnapshotGone: the snapshot is no longer in the table's metadata.
+    """
+    if table.snapshot_by_id(snapshot_id) is None:
+        raise SnapshotGone(name, snapshot_id)
+    location = table.metadata_location.replace("'", "''")
+    return f"iceberg_scan('{location}', snapshot_from_id => {int(snapshot_id)})"
 
 
 def connect(

@@ -314,3 +314,22 @@ def test_cli_context_build_and_replay(tmp_path: Path, capsys: pytest.CaptureFixt
     assert report["status"] == REPRODUCIBLE and report["record_count"] == 5
     assert main(["replay", f"no-such-run-{uuid.uuid4().hex}"]) == 2
     assert "no context artifact" in capsys.readouterr().err
+
+
+def test_clustering_by_run_keeps_rows_and_pinned_artifacts(tmp_path: Path) -> None:
+    from agentlake.layout import cluster_day
+
+    lake = _lake(tmp_path)
+    for n in range(4):  # four commits, each file spanning every run id of its commit
+        _ingest(lake, [e for r in range(5) for e in _run_events(f"r{r}-{n}", T0)])
+    result = assemble(lake, _spec("r3-2"), run_id="r3-2", agent_id="triage")
+    before = query(lake, "SELECT * FROM raw.events ORDER BY event_id")
+    day = lake.log.list_all()[0].dt
+    report = cluster_day(lake, "raw.events", day)
+    assert (report.files_read, report.files_written, report.rows) == (4, 1, before.num_rows)
+    assert query(lake, "SELECT * FROM raw.events ORDER BY event_id").equals(before)
+    run_ids = query(lake, "SELECT run_id FROM raw.events").column("run_id").to_pylist()
+    assert run_ids == sorted(run_ids)  # one file, in run order: row groups and files prune by run
+    assert replay(lake, "r3-2")[0].status == REPRODUCIBLE  # the pinned, pre-clustering snapshot
+    (current,) = replay(lake, result.artifact.key, at_current=True)
+    assert {d.part: d.same for d in current.diffs}["history"]  # same rows, other files
