@@ -21,7 +21,9 @@ from dagster import (
 
 from agentlake.context_index import CONTEXT_ARTIFACTS, DayIndex, index_day
 from agentlake.lake import Lake
-from assets.ingest import ARRIVAL_DAYS
+from agentlake.layout import cluster_day
+from agentlake.tables import EVENTS, RETRIEVALS
+from assets.ingest import ARRIVAL_DAYS, table_key
 from platform_defs.resources import LakeResource
 
 CONTEXT_ARTIFACTS_KEY = AssetKey("context_artifacts")
@@ -78,3 +80,30 @@ def _check(report: DayIndex, name: str, attr: str) -> AssetCheckResult:
             "problem": failing[0].problems[0] if failing and failing[0].problems else "",
         },
     )
+
+
+CLUSTERED_BY_RUN = (EVENTS, RETRIEVALS)
+
+
+@asset(
+    key=AssetKey("context_layout"),
+    partitions_def=ARRIVAL_DAYS,
+    group_name="context",
+    kinds={"iceberg"},
+    deps=[table_key(t) for t in CLUSTERED_BY_RUN],
+    description="Clusters an arrival day of raw.events and facts.retrievals by run: the day's files are "
+    "rewritten sorted by run_id into files with disjoint run_id ranges and small row groups, so a context "
+    "request for one run opens one file and one row group. Rows are unchanged; snapshots pinned by artifacts "
+    "keep their files. Run it for days that have stopped receiving segments (yesterday and older).",
+)
+def context_layout(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+    lk = Lake(lake.settings())
+    reports = [cluster_day(lk, tdef.name, context.partition_key) for tdef in CLUSTERED_BY_RUN]
+    for r in reports:
+        context.log.info(f"{r.table} {r.day}: {r.files_read} file(s) -> {r.files_written}, {r.rows} rows")
+    return MaterializeResult(metadata={
+        f"{r.table}": MetadataValue.json({"files_read": r.files_read, "files_written": r.files_written,
+                                          "rows": r.rows, "snapshot_id": str(r.snapshot_id or ""),
+                                          "seconds": round(r.seconds, 2)})
+        for r in reports
+    })

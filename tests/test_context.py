@@ -333,3 +333,22 @@ def test_clustering_by_run_keeps_rows_and_pinned_artifacts(tmp_path: Path) -> No
     assert replay(lake, "r3-2")[0].status == REPRODUCIBLE  # the pinned, pre-clustering snapshot
     (current,) = replay(lake, result.artifact.key, at_current=True)
     assert {d.part: d.same for d in current.diffs}["history"]  # same rows, other files
+
+
+def test_context_layout_asset_clusters_a_day(tmp_path: Path) -> None:
+    from dagster import DagsterInstance, materialize
+
+    from assets.context import context_layout
+    from platform_defs.resources import LakeResource
+
+    lake = _lake(tmp_path)
+    for n in range(2):
+        _ingest(lake, [e for r in range(3) for e in _run_events(f"r{r}-{n}", T0)])
+    day = lake.log.list_all()[0].dt
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([context_layout], partition_key=day, instance=instance,
+                             resources={"lake": LakeResource(home=str(lake.settings.home))})
+    assert result.success
+    meta = result.asset_materializations_for_node("context_layout")[0].metadata
+    assert meta["raw.events"].value["files_read"] == 2 and meta["raw.events"].value["files_written"] == 1
+    assert lake.table("raw.events").current_snapshot().summary["agentlake.clustered-by"] == "run_id"
