@@ -21,6 +21,7 @@ from pyiceberg.table import Table
 from agentlake.ingest import IngestOptions, IngestReport
 from agentlake.lake import Lake
 from agentlake.ledger import DayLedger, read_ledger
+from agentlake.retry import StoreRetry
 from agentlake.tableio import StageAborted, commit, day_bounds, one_of, read_rows, summary, write_files
 from agentlake.tables import AGENT_RUNS, EVENTS, FACT_TABLES, TABLES_BY_NAME
 
@@ -154,7 +155,7 @@ def update_facts(lake: Lake, day: str, options: IngestOptions | None = None) -> 
     so an interrupted run is finished by the next one, table by table.
     """
     options = options or IngestOptions()
-    return _with_retries(lambda: _update_once(lake, day, options, rebuild=False), options, f"facts of {day}")
+    return _with_retries(lambda: _update_once(lake, day, options, rebuild=False), lake, options, f"facts of {day}")
 
 
 def rebuild_facts(lake: Lake, day: str, options: IngestOptions | None = None) -> IngestReport:
@@ -164,20 +165,32 @@ def rebuild_facts(lake: Lake, day: str, options: IngestOptions | None = None) ->
     to what incremental ingestion produced.
     """
     options = options or IngestOptions()
-    return _with_retries(lambda: _update_once(lake, day, options, rebuild=True), options, f"rebuild of {day}")
+    return _with_retries(lambda: _update_once(lake, day, options, rebuild=True), lake, options, f"rebuild of {day}")
 
 
-def _with_retries(attempt: Callable[[], IngestReport], options: IngestOptions, what: str) -> IngestReport:
+def _with_retries(attempt: Callable[[], IngestReport], lake: Lake, options: IngestOptions, what: str) -> IngestReport:
+    """Run the stage until it commits: again on a commit conflict, and with backoff while the store fails."""
     started = time.perf_counter()
-    for n in range(1, options.max_attempts + 1):
+    store = StoreRetry(lake.settings, f"deriving the {what}")
+    conflicts = 0
+    n = 0
+    while True:
+        n += 1
         try:
             report = attempt()
             report.attempts = n
+            report.store_retries = store.retries
             report.seconds = time.perf_counter() - started
             return report
         except CommitFailedException:
-            time.sleep(min(2.0, 0.05 * n))
-    raise StageAborted(f"the {what} conflicted with other writers {options.max_attempts} times; run it again")
+            conflicts += 1
+            if conflicts >= options.max_attempts:
+                raise StageAborted(
+                    f"the {what} conflicted with other writers {options.max_attempts} times; run it again"
+                ) from None
+            time.sleep(min(2.0, 0.05 * conflicts))
+        except Exception as exc:  # StoreRetry.failed re-raises anything but the store misbehaving
+            store.failed(exc)
 
 
 def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool) -> IngestReport:

@@ -14,6 +14,9 @@ For one arrival day at a time:
    re-checking the ledger): on a conflict AgentLake refreshes, re-checks and starts the day
    again. A crash at any point leaves every table either with a segment or without it; the
    re-run finishes what is missing, table by table.
+5. An object store that keeps failing past its clients' retries (5xx, SlowDown, timeouts,
+   resets) only delays the day: the attempt is started again with backoff, from the ledgers,
+   for up to ``AGENTLAKE_STORE_RETRY_S`` (see :mod:`agentlake.retry`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from agentlake.lake import Lake
 from agentlake.ledger import DayLedger, read_ledger
 from agentlake.parse import parse_run
 from agentlake.quality import QualityPolicy
+from agentlake.retry import StoreRetry, retrying
 from agentlake.segments import SegmentInfo
 from agentlake.tableio import (
     Checkpoint,
@@ -92,6 +96,7 @@ class IngestReport:
     last_key: str | None = None
     snapshots: dict[str, int] = field(default_factory=dict)
     attempts: int = 0
+    store_retries: int = 0  # attempts started again because the object store failed
     seconds: float = 0.0
     segments_held: int = 0  # segments whose batch failed its audit: staged on a branch, not on main
     rules_quarantined: int = 0  # rows quarantined by a row rule of the quality suite
@@ -102,7 +107,7 @@ class IngestReport:
         self.rules_quarantined += other.rules_quarantined
         self.gate += other.gate
         for name in ("segments", "segments_skipped", "lines", "rows", "quarantined", "duplicates", "conflicts",
-                     "fast_lines", "slow_lines", "attempts"):
+                     "fast_lines", "slow_lines", "attempts", "store_retries"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         keys = [k for k in (self.first_key, other.first_key) if k]
         self.first_key = min(keys) if keys else None
@@ -119,6 +124,8 @@ def ingest(lake: Lake, segments: Iterable[SegmentInfo], options: IngestOptions |
 
     Raises:
         StageAborted: commits kept conflicting with other writers; running again is safe.
+        StoreUnavailable: the object store kept failing for ``AGENTLAKE_STORE_RETRY_S``; running
+            again is safe.
     """
     options = options or IngestOptions()
     started = time.perf_counter()
@@ -139,7 +146,8 @@ def ingest(lake: Lake, segments: Iterable[SegmentInfo], options: IngestOptions |
 
 def ingest_pending(lake: Lake, options: IngestOptions | None = None, day: str | None = None) -> IngestReport:
     """Ingest every segment in the log (or of one arrival day) that a table does not hold yet."""
-    segments = lake.log.list_day(day) if day else lake.log.list_all()
+    segments = retrying(lake.settings, "listing the log",
+                        lambda: lake.log.list_day(day) if day else lake.log.list_all())
     return ingest(lake, segments, options)
 
 
@@ -160,22 +168,38 @@ class _Batch:
 
 
 def _ingest_day(lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions) -> IngestReport:
-    committed = IngestReport()  # what earlier attempts committed before a later commit conflicted
-    for attempt in range(1, options.max_attempts + 1):
+    committed = IngestReport()  # what earlier attempts committed before a later one failed
+    store = StoreRetry(lake.settings, f"ingesting arrival day {day}")
+    conflicts = 0
+    attempt = 0
+    while True:
+        attempt += 1
+        before = dict(committed.snapshots)
         try:
             report = _attempt_day(lake, day, segments, options, committed)
         except CommitFailedException:
             # Another writer committed first: start the day again from fresh table state.
-            time.sleep(min(2.0, 0.05 * attempt))
+            conflicts += 1
+            if conflicts >= options.max_attempts:
+                raise StageAborted(
+                    f"ingesting arrival day {day} conflicted with other writers {options.max_attempts} times; "
+                    "run it again"
+                ) from None
+            time.sleep(min(2.0, 0.05 * conflicts))
+            continue
+        except Exception as exc:  # StoreRetry.failed re-raises anything but the store misbehaving
+            # Nothing of a failed attempt is visible (each commit is atomic) and the next one
+            # reads the ledgers again, so it only does what is still missing.
+            if committed.snapshots != before:
+                store.progressed()
+            store.failed(exc)
             continue
         for name in ("rows", "duplicates", "quarantined", "conflicts"):
             setattr(report, name, getattr(committed, name))
         report.snapshots = dict(committed.snapshots)
         report.attempts = attempt
+        report.store_retries = store.retries
         return report
-    raise StageAborted(
-        f"ingesting arrival day {day} conflicted with other writers {options.max_attempts} times; run it again"
-    )
 
 
 def _attempt_day(
