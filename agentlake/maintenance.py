@@ -5,8 +5,8 @@ snapshot, a manifest and at least one small data file behind. Left alone, the co
 next commit grows with the snapshots in metadata.json and the cost of a scan with the data
 files. Maintenance keeps both flat, and runs apart from ingestion (its own Dagster lane):
 
-- **Compaction** rewrites the small data files of a partition into larger ones, sorted by
-  segment and line, and commits "delete exactly these files + add the rewritten ones" in one
+- **Compaction** rewrites the small data files of a partition into larger ones, sorted by run
+  in small row groups (the layout of :mod:`agentlake.layout`), and commits "delete exactly these files + add the rewritten ones" in one
   transaction. It never deletes by a row filter, so rows another writer appends meanwhile are
   never touched; a conflicting commit makes it re-check that its files are still live and try
   again. Rows, and so reconciliation, are unchanged; so are the table properties (the ledgers).
@@ -41,6 +41,7 @@ from pyiceberg.table.update import RemoveSnapshotRefUpdate, RemoveSnapshotsUpdat
 from agentlake.config import Settings
 from agentlake.errors import AgentLakeError
 from agentlake.lake import Lake
+from agentlake.layout import ROW_GROUP_ROWS
 from agentlake.tableio import Checkpoint
 from agentlake.tables import ALL_TABLES
 
@@ -51,6 +52,10 @@ _EPOCH = date(1970, 1, 1)
 
 class MaintenanceAborted(AgentLakeError):
     """Maintenance of a table kept conflicting with other writers; run it again (nothing was changed)."""
+
+
+class UnknownTable(AgentLakeError):
+    """Maintenance was asked for a table the catalog does not have."""
 
 
 # --- policies -----------------------------------------------------------------------------------
@@ -211,7 +216,7 @@ def compact(
             groups = _plan(table, list(live.values()), policy, day)
             if not groups:
                 break
-            rewritten = [_rewrite(table, group) for group in groups]
+            rewritten = [_rewrite(table, group, policy.target_file_bytes) for group in groups]
         check("before-commit:compaction")
         try:
             report.snapshot_id = _commit_rewrite(table, rewritten)
@@ -293,7 +298,7 @@ def _plan(table: Table, live: list[DataFile], policy: CompactionPolicy, day: str
     return groups
 
 
-def _rewrite(table: Table, group: list[DataFile]) -> _Rewrite:
+def _rewrite(table: Table, group: list[DataFile], target_file_bytes: int) -> _Rewrite:
     """Read a group of files (projected on the current schema) and write them as one sorted file."""
     scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
     data = scan.to_table([FileScanTask(f) for f in group])
@@ -303,10 +308,14 @@ def _rewrite(table: Table, group: list[DataFile]) -> _Rewrite:
             f"compaction of {table.name()} read {data.num_rows} rows from files that hold {expected}; nothing was "
             "committed: check the table's files with `agentlake query` before running maintenance again"
         )
-    sort_keys = [(c, "ascending") for c in ("segment_key", "line_offset", "document_rank") if c in data.column_names]
-    if sort_keys:
-        data = data.sort_by(sort_keys)
-    outputs = list(_dataframe_to_data_files(table_metadata=table.metadata, df=data, io=table.io))
+    # The layout agentlake.layout clusters a day into: sorted by run, in small row groups, so that a
+    # context request for one run reads few row groups. Tables without runs: by segment and line.
+    order = ("run_id", "event_id", "document_rank") if "run_id" in data.column_names else ("segment_key", "line_offset")
+    data = data.sort_by([(c, "ascending") for c in order if c in data.column_names])
+    properties = {**table.metadata.properties, "write.parquet.row-group-limit": str(ROW_GROUP_ROWS),
+                  "write.target-file-size-bytes": str(target_file_bytes)}
+    metadata = table.metadata.model_copy(update={"properties": properties})
+    outputs = list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io))
     return _Rewrite(
         partition=_partition_day(group[0]),
         inputs={f.file_path: f for f in group},
@@ -539,6 +548,14 @@ def footprint(table: Table) -> TableFootprint:
     return out
 
 
+def maintained_tables(lake: Lake) -> list[str]:
+    """Every AgentLake table in the catalog: the raw and fact tables, and the context index once it exists."""
+    from agentlake.context_index import CONTEXT_ARTIFACTS
+
+    names = [t.name for t in ALL_TABLES]
+    return names + [CONTEXT_ARTIFACTS.name] if lake.catalog.table_exists(CONTEXT_ARTIFACTS.name) else names
+
+
 def maintain(
     lake: Lake,
     tables: Sequence[str] | None = None,
@@ -549,10 +566,17 @@ def maintain(
     delete_files: bool = True,
     progress: Callable[[MaintenanceReport], None] | None = None,
 ) -> list[MaintenanceReport]:
-    """Compact, then expire, each table (default: all of AgentLake's tables); one report per table."""
+    """Compact, then expire, each table (default: all of AgentLake's tables); one report per table.
+
+    Raises:
+        UnknownTable: a name the catalog does not have.
+    """
     retention = retention or RetentionPolicy.from_settings(lake.settings)
+    names = list(tables or maintained_tables(lake))
+    if unknown := [n for n in names if not lake.catalog.table_exists(n)]:
+        raise UnknownTable(f"no table {', '.join(unknown)}; the tables are {', '.join(t.name for t in ALL_TABLES)}")
     reports = []
-    for name in tables or [t.name for t in ALL_TABLES]:
+    for name in names:
         started = time.perf_counter()
         before = footprint(lake.table(name))
         compacted = compact(lake, name, policy=compaction)

@@ -139,7 +139,9 @@ def commit(
     with table.transaction() as tx:
         if replace is not None and table.current_snapshot() is not None and table.scan(row_filter=replace).count():
             tx.delete(replace, snapshot_properties=snapshot_properties)
-        with tx.update_snapshot(snapshot_properties=snapshot_properties).fast_append() as append:
+        # A merge append honours commit.manifest-merge.enabled: manifests are merged as they pile
+        # up, so a scan reads a few manifests however many commits the table has had.
+        with tx.update_snapshot(snapshot_properties=snapshot_properties).merge_append() as append:
             for data_file in data_files:
                 append.append_data_file(data_file)
         tx.set_properties({ledger.property_name: ledger.to_json()})

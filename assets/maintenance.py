@@ -1,6 +1,6 @@
 """Table maintenance assets: compaction and snapshot expiry of the Iceberg tables, in their own lane.
 
-Two assets, one per table set (the raw tables, the fact tables and every other table), each a
+Two assets, one per table set (the raw tables; the fact tables and the context index), each a
 thin wrapper over :func:`agentlake.maintenance.maintain`. A schedule runs them every 10 minutes
 in the ``maintenance`` lane (one run at a time, apart from ingestion). Each materialization
 shows, per table, the files rewritten, the snapshots expired and the bytes before and after;
@@ -29,9 +29,11 @@ from dagster import (
 )
 
 from agentlake.config import Settings
+from agentlake.context_index import CONTEXT_ARTIFACTS
 from agentlake.lake import Lake
 from agentlake.maintenance import CompactionPolicy, MaintenanceReport, RetentionPolicy, maintain
 from agentlake.tables import ALL_TABLES, RAW_TABLES, TableDef
+from assets.context import CONTEXT_ARTIFACTS_KEY
 from assets.ingest import INGEST_LANE_TAG, table_key
 from platform_defs.resources import LakeResource
 
@@ -74,7 +76,11 @@ class MaintenanceConfig(Config):
 
 
 def _other_tables() -> list[TableDef]:
-    return [t for t in ALL_TABLES if t not in RAW_TABLES]
+    return [t for t in ALL_TABLES if t not in RAW_TABLES] + [CONTEXT_ARTIFACTS]
+
+
+def _asset_key(tdef: TableDef) -> AssetKey:
+    return CONTEXT_ARTIFACTS_KEY if tdef.name == CONTEXT_ARTIFACTS.name else table_key(tdef)
 
 
 def metadata_of(reports: Sequence[MaintenanceReport], retention: RetentionPolicy) -> dict[str, Any]:
@@ -101,6 +107,7 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
             keep_last=settings.snapshots_keep_last if config.keep_last is None else config.keep_last,
         )
         lk = Lake(lake.settings())
+        tables = [t for t in tables if lk.catalog.table_exists(t.name)]  # the context index is made lazily
 
         def progress(report: MaintenanceReport) -> None:
             row = report.summary()
@@ -110,7 +117,7 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
                 f"pinned), {row['bytes_before']:,} -> {row['bytes_after']:,} bytes in {report.seconds:.2f}s"
             )
             context.log_event(AssetObservation(
-                asset_key=table_key(next(t for t in tables if t.name == report.table)),
+                asset_key=_asset_key(next(t for t in tables if t.name == report.table)),
                 metadata={f"maintenance/{k}": v for k, v in row.items() if k != "table"},
             ))
 
@@ -134,10 +141,10 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
 
     @asset(
         key=OTHER_MAINTENANCE,
-        deps=[table_key(t) for t in _other_tables()],
+        deps=[_asset_key(t) for t in _other_tables()],
         group_name=MAINTENANCE_GROUP,
         kinds={"iceberg"},
-        description="Compacts the small data files of the fact tables (and every other AgentLake table) and "
+        description="Compacts the small data files of the fact tables and the context index and "
         "expires their snapshots by the retention policy, never one that a branch or tag (a pin) references.",
     )
     def fact_tables(context: AssetExecutionContext, config: MaintenanceConfig, lake: LakeResource) -> Iterator[Any]:
