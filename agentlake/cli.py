@@ -141,7 +141,8 @@ def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.lake import Lake
     from agentlake.quality import QualityPolicy
 
-    report = ingest_pending(Lake(ctx.settings, store=ctx.store), IngestOptions(quality=QualityPolicy()), day=args.date)
+    options = IngestOptions(quality=QualityPolicy.from_settings(ctx.settings))
+    report = ingest_pending(Lake(ctx.settings, store=ctx.store), options, day=args.date)
     data = report.as_dict()
     _out(args, data, (
         f"ingested {report.segments} segment(s), {report.lines} lines: {report.rows} rows, "
@@ -183,7 +184,8 @@ def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
         "branches": sorted({v["branch"] for keys in chosen.values() for v in keys.values()}),
         "failed": sorted({f for keys in chosen.values() for v in keys.values() for f in v["failed"]}),
     })
-    report = ingest(lake, segments, IngestOptions(quality=QualityPolicy(), override=args.reason, facts=True))
+    options = IngestOptions(quality=QualityPolicy.from_settings(ctx.settings), override=args.reason, facts=True)
+    report = ingest(lake, segments, options)
     data = {"segments": len(segments), "rows": report.rows, "quarantined": report.quarantined,
             "audit_record": record, "snapshots": report.snapshots}
     _out(args, data, f"published {len(segments)} held segment(s) by override: {report.rows} rows; "

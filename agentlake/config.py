@@ -32,6 +32,9 @@ ENV_VARS: dict[str, str] = {
     "AGENTLAKE_DEMO_RATE": "agent runs per second the demo fleet of `make run` emits (default 1; 0 turns it off)",
     "AGENTLAKE_INGEST_INTERVAL_S": "seconds between ingest sensor ticks: at most one commit per table per tick (default 60)",
     "AGENTLAKE_DEDUP_WINDOW_DAYS": "arrival days before and after a segment's own searched for repeated event_ids (default 1)",
+    "AGENTLAKE_QUALITY_MAX_QUARANTINE_SHARE": "quality gate: a batch with a larger share of quarantined lines is held (default 0.5)",
+    "AGENTLAKE_QUALITY_FUTURE_SKEW_S": "quality gate: seconds an event's ts may be after its segment's arrival (default 3600)",
+    "AGENTLAKE_QUALITY_FLEET_EPOCH": "quality gate: events with an earlier ts are quarantined (ISO 8601, default 2024-01-01T00:00:00Z)",
     "AGENTLAKE_STORE_RETRY_S": "seconds an ingest keeps retrying while the object store fails before it gives up (default 300)",
     "AGENTLAKE_SNAPSHOT_RETENTION_HOURS": "table maintenance expires snapshots older than this many hours unless pinned (default 0.25)",
     "AGENTLAKE_SNAPSHOTS_KEEP_LAST": "table maintenance always keeps this many latest snapshots of each table (default 10)",
@@ -64,6 +67,9 @@ class Settings:
     demo_rate: float = 1.0
     ingest_interval_s: int = 60
     dedup_window_days: int = 1
+    quality_max_quarantine_share: float = 0.5
+    quality_future_skew_s: float = 3600.0
+    quality_fleet_epoch: str = "2024-01-01T00:00:00+00:00"
     store_retry_s: float = 300.0
     snapshot_retention_hours: float = 0.25
     snapshots_keep_last: int = 10
@@ -127,11 +133,27 @@ class Settings:
             demo_rate=_number(env, "AGENTLAKE_DEMO_RATE", 1.0, float),
             ingest_interval_s=_number(env, "AGENTLAKE_INGEST_INTERVAL_S", 60, int),
             dedup_window_days=_number(env, "AGENTLAKE_DEDUP_WINDOW_DAYS", 1, int),
+            quality_max_quarantine_share=_number(env, "AGENTLAKE_QUALITY_MAX_QUARANTINE_SHARE", 0.5, float),
+            quality_future_skew_s=_number(env, "AGENTLAKE_QUALITY_FUTURE_SKEW_S", 3600.0, float),
+            quality_fleet_epoch=_instant(env, "AGENTLAKE_QUALITY_FLEET_EPOCH", "2024-01-01T00:00:00+00:00"),
             store_retry_s=_number(env, "AGENTLAKE_STORE_RETRY_S", 300.0, float),
             snapshot_retention_hours=_number(env, "AGENTLAKE_SNAPSHOT_RETENTION_HOURS", 0.25, float),
             snapshots_keep_last=_at_least_one(env, "AGENTLAKE_SNAPSHOTS_KEEP_LAST", 10),
             pin_retention_days=_number(env, "AGENTLAKE_PIN_RETENTION_DAYS", 400.0, float),
         )
+
+
+def _instant(env: Mapping[str, str], name: str, default: str) -> str:
+    from datetime import datetime
+
+    raw = (env.get(name) or "").strip() or default
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an ISO 8601 time; set it like 2024-01-01T00:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise ConfigError(f"{name}={raw!r} has no zone; add one, e.g. {raw}Z")
+    return parsed.isoformat()
 
 
 def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:

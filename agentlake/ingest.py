@@ -484,6 +484,9 @@ def _gate_batches(lake: Lake, day: str, segments: list[SegmentInfo], options: In
     if options.quality is None:
         return [segments]
     from agentlake.publish import held
+    from agentlake.quality import warm_up
+
+    warm_up()  # Great Expectations' import (seconds) overlaps reading the segments
 
     was_held = held(lake.table(EVENTS.name).properties, day)
     fresh = [s for s in segments if s.key not in was_held]

@@ -225,15 +225,20 @@ def hold(table: Table, day: str, staged: Staged, segment_keys: list[str], record
     """Record the batch's segments as held (a table property only: ``main``'s snapshot does not change)."""
     for _ in range(PUBLISH_ATTEMPTS):
         current = held(table.properties, day)
+        earlier = {current[k]["branch"] for k in segment_keys if k in current}
         for key in segment_keys:
             current[key] = {"branch": staged.branch, "snapshot_id": staged.snapshot_id, **record}
         try:
             with table.transaction() as tx:
                 tx.set_properties({HELD_PREFIX + day: orjson.dumps(current).decode()})
-            return
         except CommitFailedException:
             time.sleep(0.05)
             table.refresh()
+            continue
+        # An earlier attempt at the same segments, held too: its branch is superseded by this one.
+        for branch in sorted(earlier - {v["branch"] for v in current.values()}):
+            discard(table, branch)
+        return
     raise CommitFailedException(f"recording held batch {staged.branch} conflicted {PUBLISH_ATTEMPTS} times")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from agentlake.config import Settings
 from agentlake.events import EVENT_TYPES
 
 ROW = "row"
@@ -40,6 +41,13 @@ class QualityPolicy:
     fleet_epoch: datetime = datetime(2024, 1, 1, tzinfo=UTC)
     future_skew_s: float = 3600.0
     max_quarantine_share: float = 0.5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QualityPolicy:
+        """The deployment's policy (``AGENTLAKE_QUALITY_*``)."""
+        return cls(fleet_epoch=datetime.fromisoformat(settings.quality_fleet_epoch),
+                   future_skew_s=settings.quality_future_skew_s,
+                   max_quarantine_share=settings.quality_max_quarantine_share)
 
     def as_dict(self) -> dict[str, Any]:
         return {"fleet_epoch": self.fleet_epoch.isoformat(), "future_skew_s": self.future_skew_s,
@@ -210,7 +218,12 @@ def _context() -> tuple[Any, Any]:
 
 def warm_up() -> threading.Thread:
     """Import Great Expectations on a background thread, so that an audit later in the run need not wait."""
-    thread = threading.Thread(target=_context, name="agentlake-gx-import", daemon=True)
+
+    def load() -> None:
+        with _CONTEXT_LOCK:
+            _context()
+
+    thread = threading.Thread(target=load, name="agentlake-gx-import", daemon=True)
     thread.start()
     return thread
 

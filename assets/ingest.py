@@ -23,9 +23,18 @@ from dagster import (
 from agentlake.facts import rebuild_facts, update_facts
 from agentlake.ingest import IngestOptions, IngestReport, ingest
 from agentlake.lake import Lake
+from agentlake.quality import QualityPolicy
 from agentlake.reconcile import reconcile
 from agentlake.segments import SegmentInfo
 from agentlake.tables import EVENTS, FACT_TABLES, QUARANTINE, TableDef
+from assets.quality import (
+    GATE_CHECKS,
+    STAGED_EVENTS,
+    STAGED_EVENTS_KEY,
+    gate_check_results,
+    gate_outcome,
+    staged_materialization,
+)
 from assets.raw_log import RAW_EVENT_LOG
 from platform_defs.resources import LakeResource
 
@@ -40,9 +49,12 @@ def table_key(tdef: TableDef) -> AssetKey:
 
 def _spec(tdef: TableDef) -> AssetSpec:
     deps = [RAW_EVENT_LOG] if tdef in (EVENTS, QUARANTINE) else [table_key(EVENTS)]
+    if tdef == EVENTS:
+        deps.append(STAGED_EVENTS_KEY)  # published from the staged batch once its checks passed
     return AssetSpec(
         key=table_key(tdef),
         deps=deps,
+        skippable=tdef in (EVENTS, QUARANTINE),  # not materialized when the quality gate held the batch
         description=tdef.description,
         group_name="raw" if tdef in (EVENTS, QUARANTINE) else "facts",
         kinds={"iceberg", "polars"},
@@ -77,13 +89,14 @@ def _options(context: AssetExecutionContext, lake: LakeResource) -> IngestOption
         partition=context.partition_key,
         dedup_window_days=lake.settings().dedup_window_days,
         facts=False,
+        quality=QualityPolicy.from_settings(lake.settings()),
     )
 
 
 @multi_asset(
     name="ingest_log",
-    specs=[_spec(EVENTS), _spec(QUARANTINE)],
-    check_specs=[RECONCILIATION],
+    specs=[STAGED_EVENTS, _spec(EVENTS), _spec(QUARANTINE)],
+    check_specs=[RECONCILIATION, *GATE_CHECKS],
     partitions_def=ARRIVAL_DAYS,
     can_subset=False,
     description="Ingests the log segments of one arrival day exactly once into raw.events, with every bad "
@@ -106,7 +119,11 @@ def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeR
         f"{report.duplicates} duplicates in {report.seconds:.2f}s"
     )
     (result,) = reconcile(lk, day)
-    for tdef in (EVENTS, QUARANTINE):
+    staged, published = gate_outcome(report)
+    if staged:
+        yield staged_materialization(report)
+    yield from gate_check_results(report)
+    for tdef in (EVENTS, QUARANTINE) if published else ():
         yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, report, result.as_dict()))
     yield AssetCheckResult(
         check_name="reconciliation",

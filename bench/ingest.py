@@ -6,6 +6,9 @@
 Measured in one run, on the same generated segments (the demo fleet's events, ~660 bytes each):
 - agentlake: `ingest()` of every segment into raw.events + raw.quarantine (parse, validate,
   deduplicate, write, commit with the ledger); the facts stage is timed on its own.
+- agentlake gated: the same through the write-audit-publish gate (stage on a branch, the Great
+  Expectations suite on every new row, guarded fast-forward of main). Great Expectations' import
+  happens once per process, before the clock starts; its time is reported on its own.
 - ceiling: decompress + parse to Arrow (pyarrow's JSON reader, the same explicit schema) +
   write Parquet (zstd): no Iceberg, no checks.
 - peer: dlt loading the same NDJSON into an Iceberg table through its filesystem destination.
@@ -62,20 +65,30 @@ def generate(home: Path, events: int, segment_events: int) -> dict[str, float]:
             "stored_mb": writer.stats.bytes_stored / 1e6}
 
 
-def stage_agentlake(home: Path, facts: bool) -> dict[str, float]:
+def stage_agentlake(home: Path, facts: bool, gated: bool = False) -> dict[str, float]:
     from agentlake.config import Settings
     from agentlake.facts import update_facts
     from agentlake.ingest import IngestOptions, ingest
     from agentlake.lake import Lake
+    from agentlake.quality import QualityPolicy, warm_up
 
     lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
     segments = lake.log.list_all()
     _ = lake.catalog  # create the catalog and tables before timing
+    import_seconds = 0.0
+    if gated:
+        started = time.perf_counter()
+        warm_up().join()
+        import_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    report = ingest(lake, segments, IngestOptions(facts=False))
+    report = ingest(lake, segments, IngestOptions(facts=False, quality=QualityPolicy() if gated else None))
     seconds = time.perf_counter() - started
     out = {"seconds": seconds, "rows": report.rows, "quarantined": report.quarantined,
            "fast_lines": report.fast_lines, "slow_lines": report.slow_lines}
+    if gated:
+        out["import_seconds"] = import_seconds
+        out["audit_seconds"] = sum(g["audit"]["seconds"] for g in report.gate)
+        out["held"] = report.segments_held
     if facts:
         started = time.perf_counter()
         facts_report = update_facts(lake, segments[0].dt)
@@ -158,11 +171,12 @@ def main() -> int:
     parser.add_argument("--stage")
     parser.add_argument("--home")
     parser.add_argument("--facts", action="store_true")
+    parser.add_argument("--gated", action="store_true")
     args = parser.parse_args()
     if args.stage:
         home = Path(args.home)
         stages = {
-            "agentlake": lambda: stage_agentlake(home, args.facts),
+            "agentlake": lambda: stage_agentlake(home, args.facts, args.gated),
             "ceiling": lambda: stage_ceiling(home),
             "peer": lambda: stage_peer(home),
         }
@@ -178,10 +192,11 @@ def main() -> int:
         data = generate(home, events, segment_events=12_000)
         # Each stage gets its own copy of the log and an empty catalog.
         homes = {}
-        for stage in ("agentlake", "ceiling", "peer"):
+        for stage in ("agentlake", "gated", "ceiling", "peer"):
             homes[stage] = work / stage
             shutil.copytree(home, homes[stage])
         al = run_stage("agentlake", homes["agentlake"], "--facts")
+        gated = run_stage("agentlake", homes["gated"], "--gated")
         ceiling = run_stage("ceiling", homes["ceiling"])
         peer = run_stage("peer", homes["peer"])
         # One big segment: memory must stay bounded whatever the segment size.
@@ -193,16 +208,20 @@ def main() -> int:
 
     mb, n = data["mb"], data["events"]
     rate = {name: (n / f["seconds"], mb / f["seconds"]) for name, f in
-            (("agentlake", al), ("ceiling", ceiling), ("peer", peer))}
+            (("agentlake", al), ("gated", gated), ("ceiling", ceiling), ("peer", peer))}
     ratios = {
         "agentlake_vs_ceiling": round(rate["agentlake"][0] / rate["ceiling"][0], 3),
         "agentlake_vs_peer": round(rate["agentlake"][0] / rate["peer"][0], 2),
+        # Share of ingest throughput the quality gate costs: 1 - gated / ungated events per second.
+        "gate_cost": round(1 - rate["gated"][0] / rate["agentlake"][0], 3),
     }
-    goals = {"agentlake_vs_ceiling": ">= 0.6", "agentlake_vs_peer": ">= 3", "max_rss_mb": "<= 1500"}
+    goals = {"agentlake_vs_ceiling": ">= 0.6", "agentlake_vs_peer": ">= 3", "max_rss_mb": "<= 1500",
+             "gate_cost": "<= 0.25"}
     print(f"ingest bench: {n:,} events, {mb:,.0f} MB NDJSON in {data['segments']} segments "
           f"({data['stored_mb']:,.0f} MB zstd); {'quick' if args.quick else 'full'} mode, {os.cpu_count()} cores")
     print(f"{'path':<34}{'seconds':>9}{'events/s':>12}{'MB/s':>8}{'peak RSS MB':>13}")
     for label, name, f in (("agentlake (segment -> snapshot)", "agentlake", al),
+                           ("agentlake gated (audit+publish)", "gated", gated),
                            ("ceiling (zstd+json+parquet)", "ceiling", ceiling),
                            ("peer (dlt -> iceberg)", "peer", peer)):
         print(f"{label:<34}{f['seconds']:>9.2f}{rate[name][0]:>12,.0f}{rate[name][1]:>8.1f}{f['max_rss_mb']:>13,.0f}")
@@ -210,6 +229,8 @@ def main() -> int:
           f"{mb / al_big['seconds']:>8.1f}{al_big['max_rss_mb']:>13,.0f}")
     print(f"{'facts stage (after ingest)':<34}{al['facts_seconds']:>9.2f}{n / al['facts_seconds']:>12,.0f}")
     print(f"fast path lines {al['fast_lines']:,}, per-line path {al['slow_lines']:,}")
+    print(f"quality gate: audit {gated['audit_seconds']:.2f}s of {gated['seconds']:.2f}s, Great Expectations import "
+          f"{gated['import_seconds']:.2f}s once per process (not in the rate), {gated['held']} segment(s) held")
     for key, goal in goals.items():
         value = ratios.get(key, max(al["max_rss_mb"], al_big["max_rss_mb"]))
         print(f"goal {key} {goal}: {value} {'met' if eval(f'{value} {goal}') else 'NOT MET'}")
@@ -218,6 +239,8 @@ def main() -> int:
         "agentlake_events_per_s": round(rate["agentlake"][0]), "agentlake_mb_per_s": round(rate["agentlake"][1], 1),
         "ceiling_events_per_s": round(rate["ceiling"][0]), "peer_events_per_s": round(rate["peer"][0]),
         "facts_seconds": round(al["facts_seconds"], 2),
+        "gated_events_per_s": round(rate["gated"][0]), "gate_audit_seconds": round(gated["audit_seconds"], 2),
+        "gx_import_seconds": round(gated["import_seconds"], 2),
         "max_rss_mb": round(max(al["max_rss_mb"], al_big["max_rss_mb"])),
         "big_segment_max_rss_mb": round(al_big["max_rss_mb"]),
     }

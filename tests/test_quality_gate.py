@@ -227,3 +227,48 @@ def test_override_publishes_a_held_batch_and_leaves_an_audit_record(tmp_path: Pa
     (day,) = reconcile(lake, seg.dt)
     assert day.balanced and day.segments_held == 0
     assert pc.sum(lake.table(QUARANTINE.name).scan().to_arrow().column("line_offset")).as_py() == sum(range(4, 10))
+
+
+def test_dagster_shows_the_gate_staged_asset_blocking_checks_and_published_asset(tmp_path: Path) -> None:
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from assets.ingest import ingest_log
+    from platform_defs.resources import LakeResource
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    lake = new_lake(tmp_path)
+    writer = LogWriter(lake.store, "dag", background_flush=False, clock=lambda: today + timedelta(minutes=5))
+    ts = (today + timedelta(minutes=4)).isoformat()
+    for i in range(6):
+        writer.append_line(event(i, "g", ts=ts))
+    good = writer.flush()
+    writer.clock = lambda: today + timedelta(minutes=6)  # type: ignore[method-assign]
+    for i in range(3):
+        writer.append_line(event(i, "h", ts=ts))
+    for _ in range(7):
+        writer.append_line(b"{truncated")
+    bad = writer.flush()
+    assert good is not None and bad is not None
+    instance = DagsterInstance.ephemeral()
+    resources = {"lake": LakeResource(home=str(tmp_path / "home"))}
+
+    def run(seg: SegmentInfo) -> Any:
+        return materialize([ingest_log], partition_key=seg.dt, resources=resources, instance=instance,
+                           run_config={"ops": {"ingest_log": {"config": {"segments": [seg.key]}}}},
+                           raise_on_error=False)
+
+    staged_key, events_key = AssetKey(["raw", "events_staged"]), AssetKey(["raw", "events"])
+    passed = run(good)
+    assert passed.success
+    keys = {m.asset_key for m in passed.get_asset_materialization_events() for m in [m.materialization]}
+    assert {staged_key, events_key} <= keys
+    held_run = run(bad)
+    assert not held_run.success  # a failed blocking check fails the step: the run shows red in the UI
+    keys = {m.materialization.asset_key for m in held_run.get_asset_materialization_events()}
+    assert staged_key in keys and events_key not in keys  # the published asset does not materialize
+    checks = {e.check_name: e for e in held_run.get_asset_check_evaluations()}
+    failed = checks["quality_quarantine_share_below_threshold"]
+    assert not failed.passed and failed.blocking
+    assert failed.metadata["branch"].value.startswith("agentlake.staged.")
+    assert checks["quality_type_allowed"].passed
+    assert main_ids(lake) == [f"g{i}" for i in range(6)]
