@@ -231,6 +231,23 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
     return 0 if all(r.balanced for r in results) else 1
 
 
+def cmd_maintain(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.lake import Lake
+    from agentlake.maintenance import maintain
+
+    reports = maintain(Lake(ctx.settings, store=ctx.store), args.table or None)
+    lines = []
+    for r in reports:
+        row = r.summary()
+        lines.append(
+            f"{r.table}: {row['files_rewritten']} files rewritten into {row['files_written']}, "
+            f"{row['snapshots_expired']} snapshots expired ({row['snapshots_kept']} kept, {row['pins_kept']} pins), "
+            f"{row['files_deleted']} files deleted; data {row['bytes_before']:,} -> {row['bytes_after']:,} bytes"
+        )
+    _out(args, {"tables": [r.summary() for r in reports]}, "\n".join(lines))
+    return 0
+
+
 def cmd_context_build(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.context import ContextRequest, InvalidRequest, assemble, parse_time
     from agentlake.lake import Lake
@@ -308,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconcile", parents=[common], help="check lines = rows + quarantined + duplicates per day")
     p.add_argument("--date", help="one arrival day (YYYY-MM-DD)")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("maintain", parents=[common], help="compact small files and expire old unpinned snapshots now")
+    p.add_argument("--table", action="append", help="a table to maintain (repeatable; default: every table)")
+    p.set_defaults(func=cmd_maintain)
 
     context = sub.add_parser("context", help="per-run context artifacts")
     context_sub = context.add_subparsers(dest="context_command", required=True)

@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, Definitions, materialize
 from pyiceberg.exceptions import CommitFailedException
 
+from agentlake import cli
 from agentlake.config import Settings
+from agentlake.context_index import CONTEXT_ARTIFACTS
 from agentlake.errors import ConfigError
 from agentlake.facts import rebuild_facts
 from agentlake.ingest import IngestOptions, ingest, ingest_pending
@@ -29,11 +32,12 @@ from agentlake.maintenance import (
     expire,
     footprint,
     maintain,
+    maintained_tables,
 )
 from agentlake.query import connect, query
 from agentlake.reconcile import reconcile
 from agentlake.segments import SegmentInfo
-from agentlake.tables import ALL_TABLES, EVENTS, QUARANTINE
+from agentlake.tables import ALL_TABLES, EVENTS, QUARANTINE, ensure_tables
 from assets.ingest import INGEST_LANE_TAG, table_key
 from assets.maintenance import (
     MAINTENANCE_LANE,
@@ -198,6 +202,21 @@ def test_expiry_policy_keeps_recent_snapshots_and_the_last_few(tmp_path: Path) -
     assert table.scan().to_arrow().num_rows == sum(r.rows for r in reconcile(lake))
     with pytest.raises(ValueError, match="at least the last snapshot"):
         RetentionPolicy(keep_hours=1, keep_last=0)
+
+
+@pytest.mark.integration
+def test_the_command_line_runs_maintenance_now(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lake, _ = build_lake(tmp_path, per_day=4, facts=False)  # AGENTLAKE_HOME is tmp_path / "home"
+    assert cli.main(["maintain", "--table", EVENTS.name, "--json"]) == 0
+    (row,) = orjson.loads(capsys.readouterr().out)["tables"]
+    assert row["table"] == EVENTS.name and row["files_rewritten"] == 8 and row["data_files_after"] == 2
+    assert row["snapshots_expired"] == 0  # all younger than the default retention
+    assert cli.main(["maintain", "--table", "raw.nope"]) == 2
+    assert "no table raw.nope" in capsys.readouterr().err
+    # The context index is maintained too, once it exists.
+    assert CONTEXT_ARTIFACTS.name not in maintained_tables(lake)
+    ensure_tables(lake.catalog, [CONTEXT_ARTIFACTS])
+    assert maintained_tables(lake) == [t.name for t in ALL_TABLES] + [CONTEXT_ARTIFACTS.name]
 
 
 @pytest.mark.integration
