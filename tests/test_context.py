@@ -213,6 +213,10 @@ def test_pins_protect_snapshots_from_expiry_and_unpinned_ones_expire(tmp_path: P
     _ingest(lake, _run_events("r2", T0))
     unpinned = lake.table("raw.events").current_snapshot().snapshot_id
     _ingest(lake, _run_events("r3", T0))
+    _ingest(lake, _run_events("r4", T0))
+    # Compaction rewrites the pinned snapshot's files out of main; expiry then deletes the files
+    # only expired snapshots used: the pinned snapshot's files must survive both.
+    assert maintenance.compact(lake, "raw.events").files_rewritten >= 4
     policy = maintenance.RetentionPolicy(keep_hours=0, keep_last=1)
     maintenance.expire(lake, "raw.events", now=datetime.now(UTC) + timedelta(minutes=1), policy=policy)
     events = lake.table("raw.events")
