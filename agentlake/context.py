@@ -179,7 +179,11 @@ class ContextRequest:
         """The tables the request reads (what gets pinned)."""
         if self.sql is None:
             return sorted({s.table for s in self.sources})
-        found = [name for name in TABLES_BY_NAME if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", self.sql, re.I)]
+        try:
+            named = duckdb.connect().get_table_names(self.sql, qualified=True)
+        except duckdb.Error as exc:
+            raise InvalidRequest(f"cannot parse the SQL: {exc}") from None
+        found = sorted({_table_name(n) for n in named} & set(TABLES_BY_NAME))
         if not found:
             raise InvalidRequest(f"the SQL reads none of the tables {', '.join(TABLES_BY_NAME)}")
         return sorted(found)
@@ -203,6 +207,12 @@ class ContextRequest:
             if all(c in columns for c in candidate):
                 return list(candidate)
         return list(columns)
+
+
+def _table_name(named: str) -> str:
+    """``raw.events`` from DuckDB's ``"RAW"."events" AS e``."""
+    name = re.split(r"\s+as\s+", named, maxsplit=1, flags=re.I)[0]
+    return name.replace('"', "").lower()
 
 
 def _source(raw: Any, index: int) -> Source:
@@ -516,6 +526,10 @@ class ContextEngine:
                 tables[name] = self.lake.table(name)
         relations: dict[str, str] = {}
         if request.sql is not None:
+            # Only the pinned tables are visible: a view left by an earlier request never answers.
+            for name in TABLES_BY_NAME:
+                if name not in pins:
+                    con.execute(f"DROP VIEW IF EXISTS {name}")
             attach(con, self.lake, pins, tables)
         else:
             empty: Pins = {name: sid for name, sid in pins.items() if sid is None}

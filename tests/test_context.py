@@ -259,6 +259,10 @@ def test_requests_are_validated_and_hashes_ignore_row_order() -> None:
     (sql,) = spec.queries().values()
     assert "\"run_id\" = 'o''brien'" in sql and sql.endswith('ORDER BY "event_id" LIMIT 3')
     assert ContextRequest.from_spec(spec.to_json()) == spec
+    joined = ContextRequest.from_sql('SELECT * FROM "RAW".events e JOIN facts.retrievals r ON e.run_id = r.run_id')
+    assert joined.tables() == ["facts.retrievals", "raw.events"]  # what gets pinned
+    with pytest.raises(InvalidRequest, match="none of the tables"):
+        ContextRequest.from_sql("SELECT 42").tables()
     table = pa.table({"a": [1, 2, 3], "b": ["x", "y", None]})
     assert records_hash(table) == records_hash(table.take([2, 0, 1]))
     assert records_hash(table) != records_hash(table.slice(0, 2))
