@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from pyiceberg.exceptions import NoSuchTableError
 
 from agentlake.context import (
     ArtifactTampered,
@@ -141,8 +142,14 @@ def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: C
         at_current=at_current, pins=artifact.pins, pins_replayed={}, expected_hash=manifest["records_hash"],
         problems=list(artifact.problems),
     )
-    request = artifact.request
-    tables = engine.tables(list(artifact.pins))
+    try:
+        request = artifact.request
+        tables = engine.tables(list(artifact.pins))
+    except (ContextError, NoSuchTableError) as exc:
+        report.status = UNREPLAYABLE
+        report.problems.append(f"the request can no longer be resolved: {exc}")
+        report.seconds = time.perf_counter() - started
+        return report
     if at_current:
         pins: Pins = {}
         for name, table in tables.items():

@@ -322,6 +322,11 @@ def test_cli_context_build_and_replay(tmp_path: Path, capsys: pytest.CaptureFixt
     assert report["status"] == REPRODUCIBLE and report["record_count"] == 5
     assert main(["replay", f"no-such-run-{uuid.uuid4().hex}"]) == 2
     assert "no context artifact" in capsys.readouterr().err
+    # A table dropped (and created again, empty): the replay says why it cannot, naming the snapshot.
+    lake.catalog.drop_table("raw.events")
+    assert main(["replay", "cli-run"]) == 1
+    out = capsys.readouterr().out
+    assert "UNREPLAYABLE" in out and str(report["pins"]["raw.events"]) in out
 
 
 def test_clustering_by_run_keeps_rows_and_pinned_artifacts(tmp_path: Path) -> None:
