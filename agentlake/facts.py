@@ -210,6 +210,7 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
     counts: dict[str, int] = {}
     partials: list[pl.DataFrame] = []
     finished: list[pl.DataFrame] = []
+    batch_runs: list[pl.Series] = []  # run ids of the raw.events rows read: the facts' referential check
     if events.current_snapshot() is not None:
         row_filter = day_bounds(day) if source is None else And(day_bounds(day), source)
         for record_batch in events.scan(row_filter=row_filter).to_arrow_batch_reader():
@@ -221,6 +222,7 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
                     files.setdefault(name, []).extend(write_files(tables[name], TABLES_BY_NAME[name], [mine.to_arrow()]))
                     counts[name] = counts.get(name, 0) + mine.height
             partials.append(run_partials(rows))
+            batch_runs.append(rows.get_column("run_id").unique())
             finished.append(finished_runs(rows.filter(pl.col("segment_key").is_in([s.key for s in todo[AGENT_RUNS.name]]))))
     check("after-data-files")
     runs = agent_runs_with_history(events, day, finished, partials, set(keys), options.dedup_window_days)
@@ -237,6 +239,9 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
         extra: dict[str, Any] = {"agentlake.rows-added": counts.get(tdef.name, 0)}
         if rebuild:
             extra["agentlake.rebuild"] = day
+        if options.quality is not None and _held_by_audit(tables, tdef, day, segs, files.get(tdef.name, []),
+                                                          batch_runs, options, report):
+            continue
         report.snapshots[tdef.name] = commit(
             tables[tdef.name], files.get(tdef.name, []), ledger,
             summary(segs, run_id=options.run_id, partition=partition, extra=extra), check,
@@ -245,6 +250,26 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
     report.segments = len(keys)
     report.rows = sum(counts.values())
     return report
+
+
+def _held_by_audit(
+    tables: dict[str, Table], tdef: Any, day: str, segments: list[Any], files: list[DataFile],
+    batch_runs: list[pl.Series], options: IngestOptions, report: IngestReport,
+) -> bool:
+    """Run the fact table's suite on its batch (agentlake.gate); True if the batch was held back."""
+    from agentlake.gate import audit_fact_batch
+
+    outcome = audit_fact_batch(
+        tables[tdef.name], day, segments, files,
+        pl.concat(batch_runs) if batch_runs else pl.Series("run_id", [], dtype=pl.String),
+        tables[AGENT_RUNS.name], run_id=options.run_id,
+        snapshot_properties=summary(segments, run_id=options.run_id, partition=options.partition or day),
+    )
+    if outcome is None:
+        return False
+    report.segments_held += len(segments)
+    report.gate.append({**outcome.as_dict(), "table": tdef.name})
+    return True
 
 
 def agent_runs_with_history(

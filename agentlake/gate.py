@@ -219,3 +219,50 @@ def _drop_bad_rows(
 
 def audit_json(outcome: GateOutcome) -> str:
     return orjson.dumps(outcome.as_dict(), default=str).decode()
+
+
+# --- fact tables --------------------------------------------------------------------------------
+
+
+def audit_fact_batch(
+    table: Table,
+    day: str,
+    segments: list[SegmentInfo],
+    files: list[DataFile],
+    batch_runs: pl.Series,
+    agent_runs: Table,
+    *,
+    run_id: str,
+    snapshot_properties: dict[str, str],
+) -> GateOutcome | None:
+    """Audit a fact table's batch (written, not committed: readers cannot see it) before its commit.
+
+    Returns:
+        None if the batch may be committed; otherwise the outcome of holding it: its files are
+        committed to a staging branch for inspection and its segments recorded as held, so the
+        table's ledger does not take them and the next facts run tries them again.
+    """
+    from agentlake.quality import fact_audit_frame, facts_suite
+    from agentlake.tableio import one_of
+
+    name = ".".join(table.name())
+    suite = facts_suite(name)
+    parts = read_files(table, files)
+    rows = pa.concat_tables(parts) if parts else None
+    if rows is None or rows.num_rows == 0:
+        return None
+    ids = pl.Series("run_id", rows.column("run_id").combine_chunks()).cast(pl.String)
+    known = batch_runs.cast(pl.String)
+    missing = ids.filter(~ids.is_in(known.implode())).unique().to_list()
+    if missing and agent_runs.current_snapshot() is not None:
+        found = agent_runs.scan(row_filter=one_of("run_id", missing), selected_fields=("run_id",)).to_arrow()
+        known = pl.concat([known, pl.Series("run_id", found.column("run_id").combine_chunks()).cast(pl.String)])
+    audit = validate(suite, fact_audit_frame(name, rows, known))
+    if audit.passed:
+        return None
+    staged = stage(table, files, branch_name(run_id, day), {**snapshot_properties, "agentlake.staged": "true"})
+    hold(table, day, staged, sorted(s.key for s in segments), {
+        "run_id": run_id, "failed": audit.batch_failures, "rows": rows.num_rows,
+        "audit": [r.as_dict() for r in audit.results if not r.passed],
+    })
+    return GateOutcome(staged.branch, staged.snapshot_id, audit, held=True)

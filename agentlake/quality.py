@@ -164,6 +164,59 @@ def events_suite(policy: QualityPolicy, *, expected_rows: int) -> Suite:
              "the table's schema is unchanged or evolved only by added columns", on="batch"),
     ))
 
+def _batch_at_least_zero(column: str) -> Rule:
+    return Rule(f"{column}_non_negative", BATCH, "ExpectColumnValuesToBeBetween", {"column": column, "min_value": 0},
+                f"{column} is not negative")
+
+
+def _batch_unit_interval(column: str) -> Rule:
+    return Rule(f"{column}_in_unit_interval", BATCH, "ExpectColumnValuesToBeBetween",
+                {"column": column, "min_value": 0, "max_value": 1}, f"{column} lies in [0, 1]")
+
+
+# Per fact table: the columns checked for range, beyond the keys every fact table has.
+_FACT_RANGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # (not negative, in [0, 1])
+    "facts.agent_runs": (("steps", "llm_calls", "tool_calls", "retrievals", "input_tokens", "output_tokens",
+                          "error_count"), ()),
+    "facts.llm_calls": (("input_tokens", "output_tokens", "latency_ms"), ()),
+    "facts.tool_calls": (("latency_ms",), ()),
+    "facts.retrievals": (("document_rank", "latency_ms"), ("score",)),
+    "facts.decisions": ((), ()),
+    "facts.feedback": ((), ("feedback_score",)),
+}
+
+
+def facts_suite(table: str) -> Suite:
+    """The suite of a fact table. Its rows derive from raw.events rows that passed their suite, so every
+    rule is a batch rule: a failure means the derivation is wrong, and the table's batch is held."""
+    non_negative, unit = _FACT_RANGES[table]
+    keys: tuple[Rule, ...] = (
+        Rule("run_id_not_null", BATCH, "ExpectColumnValuesToNotBeNull", {"column": "run_id"}, "every row has a run_id"),
+        Rule("run_id_known", BATCH, "ExpectColumnValuesToBeInSet", {"column": "run_id_known", "value_set": [True]},
+             "every row's run_id is in facts.agent_runs or among the raw.events rows of the same batch"),
+    )
+    if table == "facts.agent_runs":
+        keys += (Rule("run_id_unique", BATCH, "ExpectColumnValuesToBeUnique", {"column": "run_id_hash"},
+                      "one row per run in the batch (checked on a 64-bit hash of run_id)"),)
+    else:
+        keys += (Rule("event_id_not_null", BATCH, "ExpectColumnValuesToNotBeNull", {"column": "event_id"},
+                      "every row has an event_id"),)
+    return Suite(table, keys + tuple(_batch_at_least_zero(c) for c in non_negative)
+                 + tuple(_batch_unit_interval(c) for c in unit))
+
+
+def fact_audit_frame(table: str, rows: pa.Table, known_runs: pl.Series) -> pl.DataFrame:
+    """The frame a fact table's suite validates: the checked columns plus run_id_known (and run_id_hash)."""
+    non_negative, unit = _FACT_RANGES[table]
+    columns = [c for c in ("event_id", "run_id", *non_negative, *unit) if c in rows.column_names]
+    frame = pl.from_arrow(rows.select(columns))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.with_columns(
+        pl.col("run_id").is_in(known_runs.implode()).alias("run_id_known"),
+        pl.col("run_id").hash(seed=11).alias("run_id_hash"),
+    )
+
+
 # Columns of raw.events the suite reads (the rest of the row is not checked).
 EVENT_AUDIT_COLUMNS = ("event_id", "run_id", "agent_id", "type", "ts", "status", "input_tokens", "output_tokens",
                        "latency_ms", "feedback_score", "documents", "arrival", "segment_key", "line_offset")

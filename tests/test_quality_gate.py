@@ -272,3 +272,36 @@ def test_dagster_shows_the_gate_staged_asset_blocking_checks_and_published_asset
     assert failed.metadata["branch"].value.startswith("agentlake.staged.")
     assert checks["quality_type_allowed"].passed
     assert main_ids(lake) == [f"g{i}" for i in range(6)]
+
+
+def test_facts_are_audited_and_an_orphan_fact_batch_is_held(tmp_path: Path) -> None:
+    import polars as pl
+
+    from agentlake.facts import update_facts
+    from agentlake.gate import audit_fact_batch
+    from agentlake.tableio import write_files
+    from agentlake.tables import AGENT_RUNS, LLM_CALLS
+
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    lines = [event(i, type="run_started" if i % 5 == 0 else "llm_call") for i in range(20)]
+    seg = log.segment(lines)
+    report = ingest(lake, [seg], IngestOptions(run_id="with-facts", quality=POLICY))  # facts too, audited
+    assert report.segments_held == 0 and LLM_CALLS.name in report.snapshots
+    assert lake.table(LLM_CALLS.name).scan().to_arrow().num_rows == 16
+    # An llm_calls batch whose run is nowhere (not in facts.agent_runs, not among the batch's events)
+    # and whose latency is negative is held on a branch; the table's main and ledger do not move.
+    table = lake.table(LLM_CALLS.name)
+    before = table.current_snapshot().snapshot_id
+    rows = table.scan().to_arrow().slice(0, 2)
+    bad = pl.from_arrow(rows).with_columns(pl.lit("ghost-run").alias("run_id"), pl.lit(-3.0).alias("latency_ms"))
+    files = write_files(table, LLM_CALLS, [bad.to_arrow()])
+    outcome = audit_fact_batch(table, seg.dt, [seg], files, pl.Series("run_id", ["run-e0"]),
+                               lake.table(AGENT_RUNS.name), run_id="audit", snapshot_properties={})
+    assert outcome is not None and outcome.held
+    assert {"run_id_known", "latency_ms_non_negative"} <= set(outcome.audit.batch_failures)
+    table = lake.table(LLM_CALLS.name)
+    assert table.current_snapshot().snapshot_id == before
+    assert table.scan().use_ref(outcome.branch).to_arrow().num_rows == 18
+    assert held(table.properties, seg.dt)[seg.key]["failed"] == outcome.audit.batch_failures
+    assert update_facts(lake, seg.dt, IngestOptions(quality=POLICY)).snapshots == {}  # nothing new to derive
