@@ -365,3 +365,23 @@ def test_context_layout_asset_clusters_a_day(tmp_path: Path) -> None:
     meta = result.asset_materializations_for_node("context_layout")[0].metadata
     assert meta["raw.events"].value["files_read"] == 2 and meta["raw.events"].value["files_written"] == 1
     assert lake.table("raw.events").current_snapshot().summary["agentlake.clustered-by"] == "run_id"
+
+
+def test_context_reads_only_published_data(tmp_path: Path) -> None:
+    from agentlake.publish import branch_name, stage
+    from agentlake.tableio import write_files
+    from agentlake.tables import EVENTS
+
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0))
+    # A batch written and not published (staged on its branch, as the quality gate does).
+    events = lake.table("raw.events")
+    row = events.scan(row_filter="event_id == 'r1-dec'").to_arrow()
+    staged_row = row.set_column(row.schema.get_field_index("event_id"), "event_id", pa.array(["staged-1"]))
+    staged = stage(events, write_files(events, EVENTS, [staged_row]), branch_name("test", "2026-11-26"), {})
+    assert "staged-1" in lake.table("raw.events").scan().use_ref(staged.branch).to_arrow().column("event_id").to_pylist()
+    request = ContextRequest.from_sql("SELECT event_id FROM raw.events WHERE run_id = 'r1'")
+    result = assemble(lake, request, run_id="r1", agent_id="triage")
+    assert result.records["result"].num_rows == 5
+    assert "staged-1" not in result.records["result"].column("event_id").to_pylist()
+    assert result.manifest["pins"]["raw.events"] == staged.base_snapshot_id  # main's head, not the branch's
