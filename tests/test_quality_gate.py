@@ -171,8 +171,8 @@ def test_a_commit_that_lands_on_main_while_the_audit_runs_is_not_lost(tmp_path: 
     assert day.balanced and day.rows == 17
 
 
-@pytest.mark.parametrize("stage", ["after-data-files", "after-stage:events", "after-audit:events",
-                                   "before-commit:events", "after-commit:events", "before-commit:quarantine"])
+# The gate's own steps are killed for real (SIGKILL) in test_sigkill_between_write_audit_and_publish.
+@pytest.mark.parametrize("stage", ["after-data-files", "before-commit:quarantine"])
 def test_a_crash_at_each_step_of_the_gate_never_publishes_part_and_the_rerun_adds_nothing_twice(
     tmp_path: Path, stage: str
 ) -> None:
@@ -305,3 +305,32 @@ def test_facts_are_audited_and_an_orphan_fact_batch_is_held(tmp_path: Path) -> N
     assert table.scan().use_ref(outcome.branch).to_arrow().num_rows == 18
     assert held(table.properties, seg.dt)[seg.key]["failed"] == outcome.audit.batch_failures
     assert update_facts(lake, seg.dt, IngestOptions(quality=POLICY)).snapshots == {}  # nothing new to derive
+
+
+@pytest.mark.parametrize("stage", ["after-stage:events", "after-audit:events", "before-commit:events",
+                                   "after-commit:events"])
+def test_sigkill_between_write_audit_and_publish(tmp_path: Path, stage: str) -> None:
+    """A real kill -9 of an ingesting process at each step of the gate: no partial publish, and
+    the re-run (in this process) publishes each row exactly once, with the bad row quarantined once."""
+    import subprocess
+    import sys
+
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    lines = [event(i) for i in range(25)]
+    lines[6] = event(6, **{"gen_ai.usage.output_tokens": -1})
+    seg = log.segment(lines + [b"[not an object]"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.gate_worker", "--home", str(tmp_path / "home"), "--kill-at", stage],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    good = sorted(f"e{i}" for i in range(25) if i != 6)
+    assert main_ids(lake) in ([], good)  # all or nothing on main
+    ingest(new_lake(tmp_path), [seg], gated("rerun"))
+    assert main_ids(lake) == good
+    rules = lake.table(QUARANTINE.name).scan().to_arrow().column("rule").to_pylist()
+    assert sorted(rules) == ["output_tokens_non_negative", "schema"] or sorted(rules) == [
+        "output_tokens_non_negative", "parse"]
+    (day,) = reconcile(lake, seg.dt)
+    assert day.balanced and (day.rows, day.quarantined) == (24, 2)
