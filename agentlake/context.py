@@ -7,14 +7,15 @@ files whose column bounds exclude them are never opened).
 
 Assembly resolves each table the request reads to the snapshot of ``main`` (published data)
 current now, or current at ``as_of``; pins those snapshots (:mod:`agentlake.pins`); runs the
-request over views fixed to them; and writes a **context artifact**, write-once and
+request on exactly those snapshots (DuckDB's Iceberg reader, one embedded engine per process);
+and writes a **context artifact**, write-once and
 content-addressed in the object store, outside the log's prefix:
 
     artifacts/v1/records/<sha256 of the file>.parquet      the exact records of each part
     artifacts/v1/dt=<day>/<sha256 of the manifest>.json    the manifest (written last)
     artifacts/v1/runs/<run id>/<created>-<digest>          which artifacts a run made
 
-The manifest holds the run and agent, the request, the engine's plan, the pins
+The manifest holds the run and agent, the request, the plan the engine executed, the pins
 ``{table: snapshot_id}``, the record count, the records hash and schema, and the platform
 version. A ``context_assembled`` event in the log links the run to the artifact.
 """
