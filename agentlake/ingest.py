@@ -39,6 +39,7 @@ from pyiceberg.table import Table
 from agentlake.events import EVENT_ARROW_SCHEMA
 from agentlake.lake import Lake
 from agentlake.ledger import DayLedger, read_ledger
+from agentlake.log import ReadAhead
 from agentlake.parse import parse_run
 from agentlake.quality import QualityPolicy
 from agentlake.retry import StoreRetry, retrying
@@ -59,6 +60,7 @@ from agentlake.tables import EVENTS, QUARANTINE
 DEFAULT_DEDUP_WINDOW_DAYS = 1
 # Rows gathered before a data file is written: small segments share a file.
 FILE_TARGET_BYTES = 16 * 1024 * 1024
+READ_AHEAD_SEGMENTS = 4
 _CONTENT_TYPES = dict(pl.from_arrow(EVENT_ARROW_SCHEMA.empty_table()).schema)  # type: ignore[union-attr]
 _DOCUMENTS = list(_CONTENT_TYPES).index("documents")
 
@@ -255,13 +257,15 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
     seen: list[pl.DataFrame] = []  # (event_id, content hash) of the rows kept so far
     writer = _FileWriter(events)
     held_back: list[pl.DataFrame] = []  # rows whose id is already in the table: compared at the end
+    # On S3 the next segments are read while this one is parsed: the store's latency overlaps.
+    ahead = ReadAhead(lake.log, [s.key for s in work], depth=READ_AHEAD_SEGMENTS if lake.settings.s3 else 0)
     for seg in work:
         counts = batch.counts.setdefault(seg.key, {"rows": 0, "quarantined": 0, "duplicates": 0})
         report.segments += 1
         report.lines += seg.lines
         report.first_key = min(filter(None, (report.first_key, seg.key)))
         report.last_key = max(filter(None, (report.last_key, seg.key)))
-        for first, run in lake.log.iter_chunks(seg.key, options.chunk_bytes):
+        for first, run in ahead.iter_chunks(seg.key, options.chunk_bytes):
             parsed = parse_run(run, first)
             report.fast_lines += parsed.fast_lines
             report.slow_lines += parsed.slow_lines

@@ -12,10 +12,12 @@ lookback window and remembers which keys in that window it has already handed ou
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -306,10 +308,17 @@ class LogReader:
         seen = frozenset(seg.key for seg in listed if seg.arrival >= horizon)
         return new, LogCursor(watermark=watermark, seen=seen)
 
-    def read_bytes(self, key: str, piece_bytes: int = 4 * 1024 * 1024) -> Iterator[bytes]:
-        """The segment's NDJSON bytes, decompressed as a stream of pieces of at most ``piece_bytes``."""
+    def read_bytes(
+        self, key: str, piece_bytes: int = 4 * 1024 * 1024, compressed: Iterator[bytes] | None = None
+    ) -> Iterator[bytes]:
+        """The segment's NDJSON bytes, decompressed as a stream of pieces of at most ``piece_bytes``.
+
+        Args:
+            compressed: the object's bytes as already being read (see :class:`ReadAhead`);
+                default: read from the store now.
+        """
         expected = _expected_checksum(key)
-        source = _ChunkSource(self.store.stream(key))
+        source = _ChunkSource(compressed if compressed is not None else self.store.stream(key))
         stream = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)  # type: ignore[arg-type]
         with stream as reader:
             while True:
@@ -324,7 +333,9 @@ class LogReader:
                 "restore it from a replica or backup: the log is write-once"
             )
 
-    def iter_chunks(self, key: str, chunk_bytes: int = 16 * 1024 * 1024) -> Iterator[tuple[int, bytes]]:
+    def iter_chunks(
+        self, key: str, chunk_bytes: int = 16 * 1024 * 1024, compressed: Iterator[bytes] | None = None
+    ) -> Iterator[tuple[int, bytes]]:
         """The segment as runs of whole lines: ``(offset of the first line, bytes)``.
 
         Each run ends at a line boundary and holds about ``chunk_bytes``; memory stays bounded
@@ -332,7 +343,7 @@ class LogReader:
         """
         pending = bytearray()
         offset = 0
-        for piece in self.read_bytes(key, min(chunk_bytes, 4 * 1024 * 1024)):
+        for piece in self.read_bytes(key, min(chunk_bytes, 4 * 1024 * 1024), compressed):
             pending += piece
             while len(pending) >= chunk_bytes:
                 cut = pending.rfind(b"\n", 0, chunk_bytes) + 1 or pending.find(b"\n") + 1
@@ -358,6 +369,68 @@ class LogReader:
         """Each line of the segment exactly as it was written, without its newline."""
         for _, run in self.iter_chunks(key):
             yield from run[:-1].split(b"\n")
+
+
+class ReadAhead:
+    """Reads the next segments while the current one is parsed, so the store's latency overlaps.
+
+    Up to ``depth`` segments ahead are fetched on background threads, each up to ``buffer_bytes``
+    of its compressed bytes; the rest of a larger segment streams as it is consumed, so memory
+    stays bounded by ``depth * buffer_bytes``. A failed fetch raises when its segment is read.
+
+    Args:
+        reader: the log.
+        keys: the segments, in the order they will be read.
+    """
+
+    def __init__(
+        self, reader: LogReader, keys: list[str], *, depth: int = 4, buffer_bytes: int = 8 * 1024 * 1024
+    ) -> None:
+        self._reader = reader
+        self._keys = list(keys)
+        self._depth = depth
+        self._buffer_bytes = buffer_bytes
+        self._next = 0
+        self._fetches: dict[str, Future[tuple[list[bytes], Iterator[bytes]]]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, depth), thread_name_prefix="agentlake-read-ahead")
+        if depth < 1:
+            self._pool.shutdown(wait=False)  # nothing is read ahead: each segment is read when its turn comes
+
+    def iter_chunks(self, key: str, chunk_bytes: int = 16 * 1024 * 1024) -> Iterator[tuple[int, bytes]]:
+        """:meth:`LogReader.iter_chunks` of ``key``, from what was read ahead."""
+        self._start()
+        fetch = self._fetches.pop(key, None)
+        self._start()
+        if self._next >= len(self._keys) and not self._fetches:
+            self._pool.shutdown(wait=False)  # the last segment: no more fetches to start
+        if fetch is None:
+            yield from self._reader.iter_chunks(key, chunk_bytes)
+            return
+        head, rest = fetch.result()
+        yield from self._reader.iter_chunks(key, chunk_bytes, itertools.chain(head, rest))
+
+    def close(self) -> None:
+        """Stop fetching (fetches in flight finish in the background, unread)."""
+        self._fetches.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _start(self) -> None:
+        while self._next < len(self._keys) and len(self._fetches) < self._depth:
+            key = self._keys[self._next]
+            self._next += 1
+            self._fetches[key] = self._pool.submit(self._fetch, key)
+
+    def _fetch(self, key: str) -> tuple[list[bytes], Iterator[bytes]]:
+        stream = self._reader.store.stream(key, chunk_size=min(self._buffer_bytes, 4 * 1024 * 1024))
+        head: list[bytes] = []
+        size = 0
+        while size < self._buffer_bytes:
+            chunk = next(stream, None)
+            if chunk is None:
+                break
+            head.append(chunk)
+            size += len(chunk)
+        return head, stream
 
 
 class _ChunkSource:
