@@ -9,6 +9,7 @@ from agentlake.ingest import day_bounds
 from agentlake.lake import Lake
 from agentlake.ledger import ledger_days, read_ledger
 from agentlake.publish import held as held_segments
+from agentlake.retry import retrying
 from agentlake.tables import EVENTS, QUARANTINE
 
 
@@ -50,7 +51,14 @@ class DayReconciliation:
 
 
 def reconcile(lake: Lake, day: str | None = None) -> list[DayReconciliation]:
-    """Reconcile one arrival day, or every day found in the log or the tables."""
+    """Reconcile one arrival day, or every day found in the log or the tables.
+
+    Read-only, so read again from the start while the object store fails (see :mod:`agentlake.retry`).
+    """
+    return retrying(lake.settings, f"reconciling {day or 'every arrival day'}", lambda: _reconcile(lake, day))
+
+
+def _reconcile(lake: Lake, day: str | None) -> list[DayReconciliation]:
     events = lake.table(EVENTS.name)
     quarantine = lake.table(QUARANTINE.name)
     if day is not None:

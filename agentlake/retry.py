@@ -18,6 +18,7 @@ attempt cut short by the store leaves nothing visible and the next one doubles n
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from agentlake.config import S3Settings, Settings
 from agentlake.errors import CorruptSegment, StoreUnavailable
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
@@ -131,9 +133,11 @@ class StoreRetry:
                 f"up, raise AGENTLAKE_STORE_RETRY_S (now {self.budget_s:g})"
             ) from exc
         self.retries += 1
-        pause = min(self._backoff_s * random.uniform(0.5, 1.0), self.budget_s - failing_s)
+        pause = max(0.0, min(self._backoff_s * random.uniform(0.5, 1.0), self.budget_s - failing_s))
         self._backoff_s = min(self._backoff_s * 2, self._max_backoff_s)
-        self._sleep(max(0.0, pause))
+        _log.warning("the object store (%s) failed while %s (%s); trying again in %.1fs (failing for %.0fs of %gs)",
+                     self.store, self.what, _summary(exc), pause, failing_s, self.budget_s)
+        self._sleep(pause)
 
     def progressed(self) -> None:
         """An attempt got somewhere: the store works again, so its failing time starts over."""
