@@ -38,7 +38,10 @@ import orjson
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyiceberg.catalog.sql import IcebergTables
 from pyiceberg.table import Table
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from agentlake.errors import AgentLakeError, AlreadyExists, ObjectNotFound
 from agentlake.lake import Lake
@@ -498,6 +501,7 @@ class ContextEngine:
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._tables: dict[str, Table] = {}
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -507,7 +511,31 @@ class ContextEngine:
         return self._con
 
     def tables(self, names: Sequence[str]) -> dict[str, Table]:
-        return {name: self.lake.table(name) for name in names}
+        """Handles on the tables as they are now.
+
+        A handle is reused while the catalog still points at its metadata file (one indexed
+        lookup): parsing metadata.json is what costs, and it grows with the pinned snapshots.
+        """
+        out = {}
+        for name in names:
+            cached = self._tables.get(name)
+            if cached is None or cached.metadata_location != self._metadata_location(name):
+                cached = self._tables[name] = self.lake.table(name)
+            out[name] = cached
+        return out
+
+    def _metadata_location(self, name: str) -> str | None:
+        catalog = self.lake.catalog
+        namespace, _, table_name = name.partition(".")
+        with Session(catalog.engine) as session:
+            location = session.scalar(
+                select(IcebergTables.metadata_location).where(
+                    IcebergTables.catalog_name == catalog.name,
+                    IcebergTables.table_namespace == namespace,
+                    IcebergTables.table_name == table_name,
+                )
+            )
+        return str(location) if location is not None else None
 
     def run(
         self, request: ContextRequest, pins: Pins, tables: dict[str, Table] | None = None, *, plan: bool = True
