@@ -2,7 +2,7 @@
 
     python bench/history.py            # 1,000 ingest commits (the goals hold for this run)
     python bench/history.py --quick    # 80 commits, a smoke test under a minute
-    python bench/history.py --baseline # also the same commits without maintenance (slow: minutes)
+    python bench/history.py --baseline # also 100 commits without maintenance, for contrast (minutes)
 
 Each commit is the real ingest path: a small segment (20 demo events) written by
 ``agentlake.log.LogWriter`` and ingested by ``agentlake.ingest.ingest`` into raw.events and
@@ -13,7 +13,7 @@ timestamps are wall-clock time here, so the retention is given as a count: keep 
 ``--keep`` snapshots (15: what the default 15-minute retention keeps at one commit a minute).
 Both points are measured just before a maintenance run, at the same phase of its cycle.
 
-Measured at each point: the median time of the last 5 ingest commits, the median of 3 full
+Measured at each point: the median time of the last 9 ingest commits, the median of 5 full
 scans of raw.events (``table.scan().to_arrow()``), metadata.json size, live data files,
 manifests and snapshots. Goals: the cost at 1,000 commits is at most 1.5 times the cost at 10.
 """
@@ -76,13 +76,13 @@ def run_series(
         if n in points:
             table = lake.table(EVENTS.name)
             scans = []
-            for _ in range(3):
+            for _ in range(5):
                 began = time.perf_counter()
                 rows = lake.table(EVENTS.name).scan().to_arrow().num_rows
                 scans.append(time.perf_counter() - began)
             fp = footprint(table)
             out[n] = {
-                "append_s": statistics.median(times[-5:]), "scan_s": statistics.median(scans), "rows": rows,
+                "append_s": statistics.median(times[-9:]), "scan_s": statistics.median(scans), "rows": rows,
                 "metadata_json_bytes": fp.metadata_json_bytes, "data_files": fp.data_files,
                 "manifests": fp.manifests, "snapshots": fp.snapshots,
                 "maintenance_runs": maintenance_runs, "maintenance_s": maintenance_seconds,
@@ -102,7 +102,8 @@ def main() -> int:
     parser.add_argument("--commits", type=int)
     parser.add_argument("--cadence", type=int, default=10, help="commits between maintenance runs (default 10)")
     parser.add_argument("--keep", type=int, default=15, help="snapshots expiry keeps (default 15)")
-    parser.add_argument("--baseline", action="store_true", help="also run without maintenance (slow)")
+    parser.add_argument("--baseline", type=int, nargs="?", const=100, default=0,
+                        help="also run this many commits (default 100) without maintenance; slow")
     args = parser.parse_args()
     commits = args.commits or (80 if args.quick else 1000)
     cadence, keep = args.cadence, args.keep
@@ -110,7 +111,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="agentlake-bench-history-"))
     try:
         series = run_series(work / "maintained", commits, points, cadence, keep, maintenance=True)
-        baseline = run_series(work / "baseline", commits, points, cadence, keep, maintenance=False) if args.baseline else None
+        baseline = None
+        if args.baseline:
+            baseline = run_series(work / "baseline", args.baseline, [10, args.baseline], cadence, keep, maintenance=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -128,7 +131,7 @@ def main() -> int:
     print(header)
     rows = [("with maintenance", series)] + ([("without maintenance", baseline)] if baseline else [])
     for label, data in rows:
-        for n in points:
+        for n in sorted(data):
             p = data[n]
             print(f"{label:<22}{n:>8}{p['append_s'] * 1000:>11.1f}{p['scan_s'] * 1000:>9.1f}{p['rows']:>8}"
                   f"{p['metadata_json_bytes'] / 1024:>18.1f}{p['data_files']:>12}{p['manifests']:>11}{p['snapshots']:>11}")
@@ -141,7 +144,7 @@ def main() -> int:
                                "keep": keep}
     for label, data in rows:
         prefix = "" if label == "with maintenance" else "baseline_"
-        for n in points:
+        for n in sorted(data):
             p = data[n]
             figures[f"{prefix}append_ms_at_{n}"] = round(p["append_s"] * 1000, 1)
             figures[f"{prefix}scan_ms_at_{n}"] = round(p["scan_s"] * 1000, 1)
