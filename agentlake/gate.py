@@ -116,9 +116,16 @@ def gate_events(
         stage_properties["agentlake.override-reason"] = override
     staged = stage(table, files, branch_name(run_id, day), stage_properties)
     check("after-stage:events")
-    parts = read_files(table, staged.files, list(EVENT_AUDIT_COLUMNS))
-    rows = pa.concat_tables(parts) if parts else EVENTS.arrow_schema().empty_table().select(list(EVENT_AUDIT_COLUMNS))
-    frame = event_audit_frame(rows, ids_on_main)
+    # File by file, keeping only the audited and derived columns: memory stays near the frame's size.
+    frames, sizes = [], []
+    for data_file in staged.files:
+        (part,) = read_files(table, [data_file], list(EVENT_AUDIT_COLUMNS))
+        frames.append(event_audit_frame(part, ids_on_main))
+        sizes.append(part.num_rows)
+        del part
+    empty = EVENTS.arrow_schema().empty_table().select(list(EVENT_AUDIT_COLUMNS))
+    frame = pl.concat(frames) if frames else event_audit_frame(empty, ids_on_main)
+    del frames
     keys = {s.key for s in segments}
     lines = sum(s.lines for s in segments)
     expected = sum(counts[k]["rows"] for k in keys)
@@ -133,19 +140,19 @@ def gate_events(
                 "schema_breaking_changes": len(breaking)}
 
     suite = events_suite(policy, expected_rows=expected)
-    audit = validate(suite, frame, batch_figures)
+    audit = validate(suite, frame.drop("segment_key", "line_offset"), batch_figures)
     check("after-audit:events")
     outcome = GateOutcome(staged.branch, staged.snapshot_id, audit, override=override)
     if not audit.passed and override is None:
         hold(table, day, staged, sorted(keys), {
-            "run_id": run_id, "failed": audit.batch_failures, "rows": rows.num_rows,
+            "run_id": run_id, "failed": audit.batch_failures, "rows": frame.height,
             "audit": [r.as_dict() for r in audit.results if not r.passed],
         })
         outcome.held = True
         return outcome
     if audit.bad_rows:
-        outcome.bad_rows = _bad_rows(rows, audit, suite)
-        staged = _drop_bad_rows(table, staged, parts, audit, rewrite, snapshot_properties)
+        outcome.bad_rows = _bad_rows(frame, audit, suite)
+        staged = _drop_bad_rows(table, staged, sizes, audit, rewrite, snapshot_properties)
         for bad in outcome.bad_rows:
             counts[bad.segment_key]["rows"] -= 1
             counts[bad.segment_key]["quarantined"] += 1
@@ -187,19 +194,17 @@ def _publish_properties(
     return {ledger.property_name: ledger.to_json(), **props}, remove
 
 
-def _bad_rows(rows: pa.Table, audit: AuditResult, suite: Suite) -> list[BadRow]:
-    keys = rows.column("segment_key")
-    offsets = rows.column("line_offset")
-    ids = rows.column("event_id")
+def _bad_rows(frame: pl.DataFrame, audit: AuditResult, suite: Suite) -> list[BadRow]:
     out = []
     for index, rules in sorted(audit.bad_rows.items()):
-        out.append(BadRow(keys[index].as_py(), offsets[index].as_py(), ids[index].as_py(), rules,
+        row = frame.row(index, named=True)
+        out.append(BadRow(str(row["segment_key"]), row["line_offset"], row["event_id"], rules,
                           describe_failure(rules, suite)))
     return out
 
 
 def _drop_bad_rows(
-    table: Table, staged: Staged, parts: list[pa.Table], audit: AuditResult,
+    table: Table, staged: Staged, sizes: list[int], audit: AuditResult,
     rewrite: Callable[[list[pa.Table]], list[DataFile]], snapshot_properties: dict[str, str],
 ) -> Staged:
     from agentlake.publish import drop_rows
@@ -207,13 +212,13 @@ def _drop_bad_rows(
     masks = []
     start = 0
     bad = sorted(audit.bad_rows)
-    for part in parts:
-        keep = [True] * part.num_rows
+    for size in sizes:
+        keep = [True] * size
         for index in bad:
-            if start <= index < start + part.num_rows:
+            if start <= index < start + size:
                 keep[index - start] = False
         masks.append(pa.array(keep, pa.bool_()))
-        start += part.num_rows
+        start += size
     return drop_rows(table, staged, masks, rewrite, {**snapshot_properties, "agentlake.audit.dropped-rows": str(len(bad))})
 
 

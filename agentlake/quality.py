@@ -233,6 +233,7 @@ def event_audit_frame(rows: pa.Table, ids_on_main: pl.Series) -> pl.DataFrame:
         scores.list.max().alias("document_score_max"),
         pl.col("event_id").hash(seed=11).alias("event_id_hash"),
         pl.col("event_id").is_in(ids_on_main.implode()).alias("event_id_on_main"),
+        pl.col("segment_key").cast(pl.Categorical),
     ).drop("documents", "ts", "arrival")
 
 def schema_breaking_changes(before: Any, after: Any) -> list[str]:
