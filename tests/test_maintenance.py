@@ -14,7 +14,7 @@ import pytest
 from dagster import DagsterInstance, Definitions, materialize
 from pyiceberg.exceptions import CommitFailedException
 
-from agentlake import cli
+from agentlake import cli, pins
 from agentlake.config import Settings
 from agentlake.context_index import CONTEXT_ARTIFACTS
 from agentlake.errors import ConfigError
@@ -238,6 +238,26 @@ def test_a_pin_made_while_expiry_commits_wins(tmp_path: Path) -> None:
     # The requirement itself: a snapshot some ref references is never removed.
     with pytest.raises(CommitFailedException, match="references snapshot"):
         _AssertSafeToExpire(snapshot_ids=[oldest], pins={}).validate(table.metadata)
+
+
+@pytest.mark.integration
+def test_a_context_artifact_pin_holds_for_its_retention_then_runs_out(tmp_path: Path) -> None:
+    lake, _ = build_lake(tmp_path, per_day=2, facts=False)
+    read = lake.table(EVENTS.name).metadata.snapshots[0]
+    created = datetime.now(UTC)
+    retention = pins.retention_ms(1)  # one day
+    pins.pin_snapshots(lake, {EVENTS.name: read.snapshot_id}, created_ms=int(created.timestamp() * 1000),
+                       retention=retention)
+    policy = RetentionPolicy(keep_hours=0, keep_last=1)
+    # Half a day later every unpinned snapshot but the last is expired; the pinned one stays.
+    report = expire(lake, EVENTS.name, now=created + timedelta(hours=12), policy=policy)
+    assert report.snapshots_expired == 2 and report.pins_kept == 1 and not report.pins_removed
+    assert read.snapshot_id in {s.snapshot_id for s in lake.table(EVENTS.name).metadata.snapshots}
+    # Past the artifact's creation + retention (rounded up to the hour), the pin and its snapshot go.
+    report = expire(lake, EVENTS.name, now=created + timedelta(days=1, hours=2), policy=policy)
+    assert report.pins_removed == [pins.pin_tag(read.snapshot_id)] and report.snapshots_expired == 1
+    table = lake.table(EVENTS.name)
+    assert set(table.metadata.refs) == {"main"} and len(table.metadata.snapshots) == 1
 
 
 @pytest.mark.integration
