@@ -3,6 +3,7 @@
     python bench/history.py            # 1,000 ingest commits (the goals hold for this run)
     python bench/history.py --quick    # 80 commits, a smoke test under a minute
     python bench/history.py --baseline # also 100 commits without maintenance, for contrast (minutes)
+    python bench/history.py --quality  # each ingest through the write-audit-publish gate (about 1 s more each)
 
 Each commit is the real ingest path: a small segment (20 demo events) written by
 ``agentlake.log.LogWriter`` and ingested by ``agentlake.ingest.ingest`` into raw.events and
@@ -41,6 +42,7 @@ from agentlake.ingest import IngestOptions, ingest  # noqa: E402
 from agentlake.lake import Lake  # noqa: E402
 from agentlake.log import LogWriter  # noqa: E402
 from agentlake.maintenance import CompactionPolicy, RetentionPolicy, footprint, maintain  # noqa: E402
+from agentlake.quality import QualityPolicy  # noqa: E402
 from agentlake.tables import EVENTS, QUARANTINE  # noqa: E402
 
 EVENTS_PER_SEGMENT = 20
@@ -48,7 +50,7 @@ RAW = [EVENTS.name, QUARANTINE.name]
 
 
 def run_series(
-    home: Path, commits: int, points: list[int], cadence: int, keep: int, maintenance: bool
+    home: Path, commits: int, points: list[int], cadence: int, keep: int, maintenance: bool, quality: bool = False
 ) -> dict[int, dict[str, Any]]:
     """Ingest ``commits`` small segments one commit at a time; measure at each of ``points``."""
     lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
@@ -59,6 +61,7 @@ def run_series(
     base = list(generate_runs(FleetConfig(seed=5), 500, start))
     retention = RetentionPolicy(keep_hours=0, keep_last=keep)
     compaction = CompactionPolicy()
+    gate = QualityPolicy() if quality else None
     times: list[float] = []
     out: dict[int, dict[str, Any]] = {}
     maintenance_seconds = 0.0
@@ -71,7 +74,7 @@ def run_series(
         segment = writer.flush()
         assert segment is not None
         began = time.perf_counter()
-        ingest(lake, [segment], IngestOptions(run_id=f"bench-{n}", facts=False))
+        ingest(lake, [segment], IngestOptions(run_id=f"bench-{n}", facts=False, quality=gate))
         times.append(time.perf_counter() - began)
         if n in points:
             table = lake.table(EVENTS.name)
@@ -104,16 +107,19 @@ def main() -> int:
     parser.add_argument("--keep", type=int, default=15, help="snapshots expiry keeps (default 15)")
     parser.add_argument("--baseline", type=int, nargs="?", const=100, default=0,
                         help="also run this many commits (default 100) without maintenance; slow")
+    parser.add_argument("--quality", action="store_true", help="ingest through the write-audit-publish gate")
     args = parser.parse_args()
     commits = args.commits or (80 if args.quick else 1000)
     cadence, keep = args.cadence, args.keep
     points = [10, commits]
     work = Path(tempfile.mkdtemp(prefix="agentlake-bench-history-"))
     try:
-        series = run_series(work / "maintained", commits, points, cadence, keep, maintenance=True)
+        series = run_series(work / "maintained", commits, points, cadence, keep, maintenance=True,
+                            quality=args.quality)
         baseline = None
         if args.baseline:
-            baseline = run_series(work / "baseline", args.baseline, [10, args.baseline], cadence, keep, maintenance=False)
+            baseline = run_series(work / "baseline", args.baseline, [10, args.baseline], cadence, keep,
+                                  maintenance=False, quality=args.quality)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -125,7 +131,7 @@ def main() -> int:
     goals = {"append_cost_ratio": "<= 1.5", "scan_cost_ratio": "<= 1.5"}
     print(f"history bench: {commits:,} ingest commits of {EVENTS_PER_SEGMENT}-event segments into raw.events; "
           f"maintenance every {cadence} commits keeping the last {keep} snapshots; "
-          f"{'quick' if args.quick else 'full'} mode, {os.cpu_count()} cores")
+          f"{'quick' if args.quick else 'full'} mode{', quality gate on' if args.quality else ''}, {os.cpu_count()} cores")
     header = f"{'series':<22}{'commits':>8}{'append ms':>11}{'scan ms':>9}{'rows':>8}{'metadata.json KB':>18}" \
              f"{'data files':>12}{'manifests':>11}{'snapshots':>11}"
     print(header)
@@ -141,7 +147,7 @@ def main() -> int:
         value = ratios[key]
         print(f"goal {key} {goal}: {value} {'met' if eval(f'{value} {goal}') else 'NOT MET'}")
     figures: dict[str, Any] = {"mode": "quick" if args.quick else "full", "commits": commits, "cadence": cadence,
-                               "keep": keep}
+                               "keep": keep, "quality_gate": args.quality}
     for label, data in rows:
         prefix = "" if label == "with maintenance" else "baseline_"
         for n in sorted(data):
