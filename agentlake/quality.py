@@ -233,7 +233,8 @@ def event_audit_frame(rows: pa.Table, ids_on_main: pl.Series) -> pl.DataFrame:
         scores.list.max().alias("document_score_max"),
         pl.col("event_id").hash(seed=11).alias("event_id_hash"),
         pl.col("event_id").is_in(ids_on_main.implode()).alias("event_id_on_main"),
-        pl.col("segment_key").cast(pl.Categorical),
+        # Few distinct values: dictionary-encoded, they take a fraction of the memory in pandas too.
+        *(pl.col(c).cast(pl.Categorical) for c in ("segment_key", "run_id", "agent_id", "type", "status")),
     ).drop("documents", "ts", "arrival")
 
 def schema_breaking_changes(before: Any, after: Any) -> list[str]:
