@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import orjson
 import pyarrow as pa
@@ -297,6 +298,13 @@ def test_compaction_survives_a_concurrent_ingest_and_a_concurrent_rebuild(tmp_pa
     assert query(lake, "SELECT count(*) - count(DISTINCT event_id) FROM facts.llm_calls").column(0)[0].as_py() == 0
     for r in reconcile(lake):
         assert r.balanced, r.as_dict()
+    # The files the abandoned attempt wrote were deleted: every data file on disk is in some snapshot.
+    for name in (EVENTS.name, "facts.llm_calls"):
+        table = lake.table(name)
+        on_disk = {str(p) for p in Path(urlparse(table.location()).path, "data").rglob("*.parquet")}
+        referenced = {f.file_path for snap in table.metadata.snapshots for m in snap.manifests(table.io)
+                      for f in (e.data_file for e in m.fetch_manifest_entry(table.io, discard_deleted=False))}
+        assert on_disk and on_disk <= {urlparse(p).path for p in referenced}, name
 
 
 @pytest.mark.unit
