@@ -68,12 +68,14 @@ class ObjectStore:
 
     @classmethod
     def s3(
-        cls, s3: S3Settings, *, max_retries: int = S3_MAX_RETRIES, retry_timeout_s: float = S3_MAX_RETRY_TIMEOUT_S
+        cls, s3: S3Settings, *, max_retries: int = S3_MAX_RETRIES, retry_timeout_s: float = S3_MAX_RETRY_TIMEOUT_S,
+        request_timeout_s: float = S3_REQUEST_TIMEOUT_S,
     ) -> ObjectStore:
         """A bucket on S3 or any S3-compatible server (credentials passed in, never logged).
 
         Args:
             max_retries / retry_timeout_s: how often and for how long one request is retried.
+            request_timeout_s: a request not answered within this time is abandoned and retried.
         """
         config: dict[str, Any] = {"region": s3.region}
         if s3.endpoint:
@@ -89,7 +91,7 @@ class ObjectStore:
         client: dict[str, Any] = {
             "allow_http": bool(s3.endpoint and s3.endpoint.startswith("http://")),
             "connect_timeout": _seconds(S3_CONNECT_TIMEOUT_S),
-            "timeout": _seconds(S3_REQUEST_TIMEOUT_S),
+            "timeout": _seconds(request_timeout_s),
         }
         retry: dict[str, Any] = {
             "max_retries": max_retries,

@@ -10,6 +10,9 @@ Every request is read whole, then a seeded RNG decides its fate: pass through, d
   (a conditional create seen as "already exists" on the retry);
 - ``cut``: the server answers, the response headers and half the body go out, then a reset.
 
+``fault_on(match, fault)`` gives one chosen request one of these faults, or ``stall``: no answer
+for ``stall_s`` seconds (longer than the client waits), then a reset.
+
 ``down_for(seconds)`` (or ``down_on(match, seconds)``, triggered by a request) makes the store
 unreachable: every request's connection is reset until the time is up.
 """
@@ -28,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 FAULTS = ("500", "503", "reset", "lost", "cut")
+TARGETED_FAULTS = (*FAULTS, "stall")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
                "expect", "content-length"}
 _ERRORS = {
@@ -49,13 +53,14 @@ class FaultyS3Proxy:
     """
 
     def __init__(self, upstream: str, *, fail_share: float = 0.0, delay_share: float = 0.0,
-                 max_delay_s: float = 2.0, seed: int = 0) -> None:
+                 max_delay_s: float = 2.0, seed: int = 0, stall_s: float = 5.0) -> None:
         parts = urlsplit(upstream)
         assert parts.hostname and parts.port, upstream
         self.upstream = (parts.hostname, parts.port)
         self.fail_share = fail_share
         self.delay_share = delay_share
         self.max_delay_s = max_delay_s
+        self.stall_s = stall_s
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -107,8 +112,8 @@ class FaultyS3Proxy:
             self._triggers.append((match, f"down:{seconds}"))
 
     def fault_on(self, match: Match, fault: str) -> None:
-        """The first request matching ``match`` gets ``fault`` (one of ``FAULTS``)."""
-        assert fault in FAULTS, fault
+        """The first request matching ``match`` gets ``fault`` (one of ``TARGETED_FAULTS``)."""
+        assert fault in TARGETED_FAULTS, fault
         with self._lock:
             self._triggers.append((match, fault))
 
@@ -208,7 +213,9 @@ def _handler(proxy: FaultyS3Proxy) -> type[BaseHTTPRequestHandler]:
             client = _client(self.headers.get("User-Agent", ""))
             fate, delay = proxy._fate(self.command, self.path)
             proxy._note(fate, client, delay)
-            if fate in ("down", "reset"):
+            if fate == "stall":
+                time.sleep(proxy.stall_s)
+            if fate in ("down", "reset", "stall"):
                 return self._reset()
             if fate in ("500", "503"):
                 return self._error(fate)

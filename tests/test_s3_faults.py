@@ -139,7 +139,7 @@ def test_ingest_resumes_after_the_store_is_down_for_30s(
     report = ingest(lake, segments, IngestOptions(run_id="outage", facts=False))
     took = time.monotonic() - started
     assert proxy.outcomes["outages"] == 1 and proxy.outcomes["down"] > 0
-    assert took >= 30.0, took
+    assert 30.0 <= took < 30.0 + 25.0, took  # waited out the outage, then resumed within seconds
     assert report.store_retries > 0 and report.segments == 40
     assert_exact(direct, corpus[:40], report)
 
@@ -250,3 +250,16 @@ def test_read_ahead_hands_out_every_segment_whole(
         got = b"".join(run for _, run in ahead.iter_chunks(seg.key, chunk_bytes=4096))
         assert got == b"".join(line + b"\n" for line in lines)
     assert proxy.outcomes["cut"] == 2 and proxy.outcomes["delay"] > 0
+
+
+def test_a_request_left_unanswered_times_out_and_is_retried(
+    tmp_path: Path, s3_settings: S3Settings, proxy: FaultyS3Proxy
+) -> None:
+    """The store accepts a request and never answers: the client gives up after its timeout and retries."""
+    direct = lake_via(tmp_path, s3_settings, s3_settings.endpoint or "")
+    direct.store.put_once("log/v1/slow", b"answer")
+    store = ObjectStore.s3(replace(s3_settings, endpoint=proxy.url), request_timeout_s=1.0)
+    proxy.fault_on(lambda method, path: method == "GET" and path.endswith("/log/v1/slow"), "stall")
+    started = time.monotonic()
+    assert store.get("log/v1/slow") == b"answer"
+    assert proxy.outcomes["stall"] == 1 and time.monotonic() - started < proxy.stall_s
