@@ -6,7 +6,8 @@ order, limit), each compiled to SQL whose filters DuckDB pushes into the Iceberg
 files whose column bounds exclude them are never opened).
 
 Assembly resolves each table the request reads to the snapshot of ``main`` (published data)
-current now, or current at ``as_of``; pins those snapshots (:mod:`agentlake.pins`); runs the
+current now, or current at ``as_of`` (:mod:`agentlake.asof`); pins those snapshots
+(:mod:`agentlake.pins`, a record in the store, no table commit); runs the
 request on exactly those snapshots (DuckDB's Iceberg reader, one embedded engine per process);
 and writes a **context artifact**, write-once and
 content-addressed in the object store, outside the log's prefix:
@@ -47,7 +48,16 @@ from agentlake.errors import AgentLakeError, AlreadyExists, ObjectNotFound
 from agentlake.lake import Lake
 from agentlake.log import LogWriter, new_producer_id
 from agentlake.pins import pin_snapshots, retention_ms
-from agentlake.query import Pins, QueryError, attach, check_read_only, open_connection, scan_expression
+from agentlake.query import (
+    Locations,
+    Pins,
+    QueryError,
+    attach,
+    check_read_only,
+    open_connection,
+    resolve,
+    scan_expression,
+)
 from agentlake.store import ObjectStore
 from agentlake.tables import TABLES_BY_NAME
 
@@ -538,14 +548,19 @@ class ContextEngine:
         return str(location) if location is not None else None
 
     def run(
-        self, request: ContextRequest, pins: Pins, tables: dict[str, Table] | None = None, *, plan: bool = True
+        self, request: ContextRequest, pins: Pins, tables: dict[str, Table] | None = None, *, plan: bool = True,
+        locations: Locations | None = None,
     ) -> tuple[dict[str, pa.Table], dict[str, str]]:
         """Execute the request on the snapshots ``pins``; returns records and executed plans by part.
 
         SQL reads views fixed to the pins; a structured source reads its pinned scan directly.
+        A snapshot expired from its table is read through the metadata file its pin names.
+
+        Args:
+            locations: metadata files to read some snapshots through (an as-of read older than the table).
 
         Raises:
-            SnapshotGone: a pinned snapshot is no longer in its table.
+            SnapshotGone: a pinned snapshot can no longer be read.
             InvalidRequest: the SQL is not one read-only statement, or DuckDB rejected it.
         """
         con = self.con
@@ -559,13 +574,14 @@ class ContextEngine:
             for name in TABLES_BY_NAME:
                 if name not in pins:
                     con.execute(f"DROP VIEW IF EXISTS {name}")
-            attach(con, self.lake, pins, tables)
+            attach(con, self.lake, pins, tables, locations)
         else:
             empty: Pins = {name: sid for name, sid in pins.items() if sid is None}
             attach(con, self.lake, empty, tables)
             for name, snapshot_id in pins.items():
                 if snapshot_id is not None:
-                    relations[name] = scan_expression(tables[name], name, snapshot_id)
+                    relations[name] = scan_expression(self.lake, tables[name], name, snapshot_id,
+                                                      (locations or {}).get(name))
         records: dict[str, pa.Table] = {}
         plans: dict[str, str] = {}
         for name, sql in request.queries(relations).items():
@@ -677,14 +693,11 @@ def assemble(
         names = request.tables()
         tables = engine.tables(names)
         as_of_ms = to_ms(as_of) if as_of is not None else None
-        pins: Pins = {}
-        for name, table in tables.items():
-            snapshot = table.current_snapshot() if as_of_ms is None else table.snapshot_as_of_timestamp(as_of_ms)
-            pins[name] = snapshot.snapshot_id if snapshot else None
-        # Pin before reading: once the tag exists, expiry cannot take the snapshot away.
+        pins, locations = resolve(lake, names, as_of_ms=as_of_ms, handles=tables)
+        # Pin before reading: once the record exists, maintenance keeps the snapshot's files.
         pin_snapshots(lake, pins, created_ms=created_ms, retention=retention_ms(lake.settings.pin_retention_days),
-                      tables=tables)
-        records, plans = engine.run(request, pins, tables)
+                      tables=tables, locations=locations)
+        records, plans = engine.run(request, pins, tables, locations=locations)
     finally:
         if owned:
             engine.close()

@@ -3,7 +3,8 @@
 Artifacts live in the object store (``artifacts/v1/dt=<day>/``); the index makes them queryable
 by run, agent, pin or hash. A day's rows are replaced in one commit, so indexing a day again
 gives the same table content. The checks are plain functions: every artifact of the day is
-readable, its files hash to what was recorded, and every snapshot it pins still resolves.
+readable, its files hash to what was recorded, and every snapshot it pins can still be read
+(in its table's metadata, or through the metadata file its pin record names).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, Le
 
 from agentlake.context import ARTIFACT_PREFIX, ArtifactTampered, load_artifact
 from agentlake.lake import Lake
+from agentlake.query import SnapshotGone, snapshot_location
 from agentlake.tableio import StageAborted, write_files
 from agentlake.tables import TableDef, ensure_tables
 
@@ -107,9 +109,13 @@ def index_day(lake: Lake, day: str, *, run_id: str = "context-index", max_attemp
             check.problems += artifact.problems
         manifest = artifact.manifest
         for table_name, snapshot_id in artifact.pins.items():
-            if snapshot_id is not None and lake.table(table_name).snapshot_by_id(snapshot_id) is None:
+            if snapshot_id is None:
+                continue
+            try:
+                snapshot_location(lake, lake.table(table_name), table_name, snapshot_id)
+            except SnapshotGone as exc:
                 check.pins_resolvable = False
-                check.problems.append(f"pinned snapshot {snapshot_id} of {table_name} is gone")
+                check.problems.append(str(exc))
         rows.append({
             "artifact_key": key, "artifact_uri": artifact.ref.uri, "run_id": manifest["run_id"],
             "agent_id": manifest["agent_id"], "created_at": _time(manifest["created_at"]),

@@ -11,9 +11,18 @@ files. Maintenance keeps both flat, and runs apart from ingestion (its own Dagst
   never touched; a conflicting commit makes it re-check that its files are still live and try
   again. Rows, and so reconciliation, are unchanged; so are the table properties (the ledgers).
 - **Expiry** removes snapshots older than the retention, always keeping the last few of
-  ``main`` and every snapshot a branch or tag references. A pin (tag ``agentlake.pin.<id>``)
-  is removed only once it has run out: ``now > snapshot time + max_ref_age_ms``; tags with any
-  other name are kept forever. Files only the expired snapshots used are then deleted.
+  ``main`` and every snapshot a branch or tag references. Pins are not refs: a context
+  artifact's pin is a record in the object store (:mod:`agentlake.pins`), so pinned snapshots
+  expire from the table's metadata like the others and the metadata stays bounded. A pinned
+  snapshot stays readable through the metadata file its pin names (metadata files are never
+  deleted). Tags of the former pin form (``agentlake.pin.<id>``) protect nothing: one whose
+  snapshot expires is removed in the same commit, and turned into a pin record if still in force.
+- **Deferred deletion**: files that only expired snapshots used are not deleted at once but
+  recorded in a write-once trash record (``maintenance/trash/<table>/<noticed ms>-<id>.json``),
+  and deleted once the pin retention (``AGENTLAKE_PIN_RETENTION_DAYS``, plus the pins' hour
+  of rounding) has passed since they were noticed: any pin on a snapshot that was current
+  when pinned ran out by then. Historical pins (as-of reads of older snapshots) made after the
+  files were noticed keep theirs: those files are recorded again, for later.
 
 Manifest merging happens on every commit (``commit.manifest-merge.enabled``, merge appends in
 :mod:`agentlake.tableio`), so the manifests a scan reads stay few without a separate step.
@@ -22,16 +31,19 @@ Manifest merging happens on every commit (``commit.manifest-merge.enabled``, mer
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestFile
+from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.refs import SnapshotRefType
@@ -39,14 +51,22 @@ from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.table.update import RemoveSnapshotRefUpdate, RemoveSnapshotsUpdate, ValidatableTableRequirement
 
 from agentlake.config import Settings
-from agentlake.errors import AgentLakeError
+from agentlake.errors import AgentLakeError, ObjectNotFound
 from agentlake.lake import Lake
 from agentlake.layout import ROW_GROUP_ROWS
+from agentlake.pins import (
+    LEGACY_TAG_PREFIX,
+    PIN_GRANULARITY_MS,
+    Pin,
+    historical_pins,
+    retention_ms,
+    write_pin,
+)
 from agentlake.tableio import Checkpoint
 from agentlake.tables import ALL_TABLES
 
-PIN_PREFIX = "agentlake.pin."
 MAIN = "main"
+TRASH_PREFIX = "maintenance/trash"
 _EPOCH = date(1970, 1, 1)
 
 
@@ -118,8 +138,12 @@ class ExpiryReport:
     snapshots_before: int = 0
     snapshots_expired: int = 0
     snapshots_kept: int = 0
-    pins_removed: list[str] = field(default_factory=list)
-    pins_kept: int = 0
+    pins_removed: list[str] = field(default_factory=list)  # tags of the former pin form, removed
+    pins_kept: int = 0  # tags of the former pin form left (their snapshots not expired yet)
+    files_deferred: int = 0  # files only expired snapshots used, recorded for deletion after the pin retention
+    bytes_deferred: int = 0
+    trash_records_due: int = 0  # trash records whose pin retention had passed
+    files_spared: int = 0  # files of due records that a later historical pin still reads: recorded again
     files_deleted: int = 0
     bytes_deleted: int = 0
     attempts: int = 0
@@ -363,10 +387,10 @@ def _delete_written(io: FileIO, rewritten: Iterable[_Rewrite]) -> None:
 
 
 class _AssertSafeToExpire(ValidatableTableRequirement):
-    """Checked against the catalog's current metadata at commit time, so a pin made meanwhile wins.
+    """Checked against the catalog's current metadata at commit time, so a ref made meanwhile wins.
 
-    Every snapshot to expire still exists and no branch or tag references it, except the run-out
-    pins being removed, which must be exactly as they were when they were judged run out.
+    Every snapshot to expire still exists and no branch or tag references it, except the tags of
+    the former pin form being removed, which must be exactly as they were when they were read.
     """
 
     type: Literal["agentlake-assert-safe-to-expire"] = "agentlake-assert-safe-to-expire"
@@ -401,9 +425,10 @@ def expire(
     """Expire the table's snapshots that the retention policy no longer keeps.
 
     Kept always: the last ``policy.keep_last`` snapshots of ``main`` and every snapshot that a
-    branch or tag references. A pin tag (``agentlake.pin.*``) that has run out is removed first.
-    With ``delete_files``, data files, manifests and manifest lists that only expired snapshots
-    referenced are deleted after the commit.
+    branch or tag references (tags of the former pin form, ``agentlake.pin.*``, excepted).
+    With ``delete_files``, the files that only expired snapshots referenced are recorded in a
+    trash record, and the files of trash records older than the pin retention are deleted
+    (see :func:`empty_trash`).
 
     Raises:
         MaintenanceAborted: commits kept conflicting ``max_attempts`` times.
@@ -413,6 +438,7 @@ def expire(
     now = now or datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
     cutoff_ms = now_ms - int(policy.keep_hours * 3600 * 1000)
+    retention = retention_ms(lake.settings.pin_retention_days)
     report = ExpiryReport(table_name)
     started = time.perf_counter()
     for attempt in range(1, max_attempts + 1):
@@ -420,19 +446,20 @@ def expire(
         table = lake.table(table_name)
         metadata = table.metadata
         report.snapshots_before = len(metadata.snapshots)
-        pins = _run_out_pins(metadata, now_ms)
-        protected = {ref.snapshot_id for name, ref in metadata.refs.items() if name not in pins}
+        legacy = _legacy_pins(metadata)
+        protected = {ref.snapshot_id for name, ref in metadata.refs.items() if name not in legacy}
         protected |= _last_of_main(metadata, policy.keep_last)
         doomed = [s.snapshot_id for s in metadata.snapshots if s.timestamp_ms < cutoff_ms and s.snapshot_id not in protected]
-        report.pins_kept = sum(1 for name in metadata.refs if name.startswith(PIN_PREFIX) and name not in pins)
-        if not doomed and not pins:
+        removed = {name: ref for name, ref in legacy.items() if ref[0] in set(doomed)}
+        report.pins_kept = len(legacy) - len(removed)
+        if not doomed:
             report.snapshots_kept = len(metadata.snapshots)
             break
+        _convert_legacy_pins(lake, table, removed, now_ms, retention)
         expired_snapshots = [s for s in metadata.snapshots if s.snapshot_id in set(doomed)]
-        updates: list[Any] = [RemoveSnapshotRefUpdate(ref_name=name) for name in pins]  # type: ignore[call-arg]
-        if doomed:
-            updates.append(RemoveSnapshotsUpdate(snapshot_ids=doomed))  # type: ignore[call-arg]
-        requirement: Any = _AssertSafeToExpire(snapshot_ids=doomed, pins=pins)
+        updates: list[Any] = [RemoveSnapshotRefUpdate(ref_name=name) for name in removed]  # type: ignore[call-arg]
+        updates.append(RemoveSnapshotsUpdate(snapshot_ids=doomed))  # type: ignore[call-arg]
+        requirement: Any = _AssertSafeToExpire(snapshot_ids=doomed, pins=removed)
         check("before-commit:expiry")
         try:
             with table.transaction() as tx:
@@ -444,29 +471,42 @@ def expire(
             time.sleep(min(2.0, 0.05 * attempt))
             continue
         report.snapshots_expired = len(doomed)
-        report.pins_removed = sorted(pins)
+        report.pins_removed = sorted(removed)
         report.snapshots_kept = len(table.metadata.snapshots)
-        if delete_files and expired_snapshots:
-            report.files_deleted, report.bytes_deleted = _delete_unreferenced(lake.table(table_name), expired_snapshots)
+        if delete_files:
+            report.files_deferred, report.bytes_deferred = _defer_unreferenced(
+                lake, lake.table(table_name), expired_snapshots, now_ms)
         break
     else:
         raise MaintenanceAborted(f"expiry of {table_name} conflicted with other writers {max_attempts} times; run it again")
+    if delete_files:
+        emptied = empty_trash(lake, table_name, now=now)
+        report.trash_records_due, report.files_spared = emptied.records_due, emptied.files_spared
+        report.files_deleted, report.bytes_deleted = emptied.files_deleted, emptied.bytes_deleted
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _run_out_pins(metadata: TableMetadata, now_ms: int) -> dict[str, tuple[int, int | None]]:
-    """Pin tags past their age: ``now > snapshot time + max_ref_age_ms``. A pin without an age never runs out."""
-    out: dict[str, tuple[int, int | None]] = {}
-    for name, ref in metadata.refs.items():
-        if not name.startswith(PIN_PREFIX) or ref.snapshot_ref_type != SnapshotRefType.TAG:
+def _legacy_pins(metadata: TableMetadata) -> dict[str, tuple[int, int | None]]:
+    """Tags of the former pin form (``agentlake.pin.<id>``): name -> (snapshot id, max_ref_age_ms)."""
+    return {name: (ref.snapshot_id, ref.max_ref_age_ms) for name, ref in metadata.refs.items()
+            if name.startswith(LEGACY_TAG_PREFIX) and ref.snapshot_ref_type == SnapshotRefType.TAG}
+
+
+def _convert_legacy_pins(lake: Lake, table: Table, tags: dict[str, tuple[int, int | None]], now_ms: int,
+                         retention: int) -> None:
+    """A pin record for each such tag still in force, before the tag and its snapshot are removed."""
+    name = ".".join(table.name())
+    for snapshot_id, age in tags.values():
+        snapshot = table.metadata.snapshot_by_id(snapshot_id)
+        if snapshot is None:
             continue
-        snapshot = metadata.snapshot_by_id(ref.snapshot_id)
-        if ref.max_ref_age_ms is None or snapshot is None:
+        expires = snapshot.timestamp_ms + age if age is not None else now_ms + retention
+        if expires < now_ms:
             continue
-        if now_ms > snapshot.timestamp_ms + ref.max_ref_age_ms:
-            out[name] = (ref.snapshot_id, ref.max_ref_age_ms)
-    return out
+        write_pin(lake, Pin(table=name, snapshot_id=snapshot_id, metadata_location=table.metadata_location,
+                            created_ms=now_ms, expires_ms=expires, historical=True,
+                            table_uuid=str(table.metadata.table_uuid)))
 
 
 def _last_of_main(metadata: TableMetadata, keep_last: int) -> set[int]:
@@ -505,27 +545,104 @@ def _manifest_files(io: FileIO, manifest: ManifestFile, cache: dict[str, list[tu
     return cache[manifest.manifest_path]
 
 
-def _delete_unreferenced(table: Table, expired: list[Snapshot]) -> tuple[int, int]:
-    """Delete the files the expired snapshots referenced that no remaining snapshot references.
+def trash_prefix(table_name: str) -> str:
+    return f"{TRASH_PREFIX}/{table_name}/"
+
+
+def _record_trash(lake: Lake, table_name: str, files: dict[str, int], noticed_ms: int) -> str:
+    """A write-once trash record of files no snapshot in the table references any more."""
+    key = f"{trash_prefix(table_name)}{noticed_ms:015d}-{uuid.uuid4().hex[:12]}.json"
+    body = {"table": table_name, "noticed_ms": noticed_ms, "files": dict(sorted(files.items()))}
+    lake.store.put_once(key, orjson.dumps(body))
+    return key
+
+
+def _defer_unreferenced(lake: Lake, table: Table, expired: list[Snapshot], now_ms: int) -> tuple[int, int]:
+    """Record the files the expired snapshots referenced that no remaining snapshot references.
 
     ``table`` is loaded after the expiry commit. A writer committing meanwhile only adds new
-    files or reuses manifests of the head of ``main``, which is never expired, so a file
-    found unreferenced here is never needed again.
+    files or reuses manifests of the head of ``main``, which is never expired, so a file found
+    unreferenced here is never referenced by the table again.
     """
     cache: dict[str, list[tuple[str, int]]] = {}
     remaining = _referenced_files(table.io, table.metadata.snapshots, cache)
     candidates = _referenced_files(table.io, expired, cache)
-    files = bytes_ = 0
-    for path, size in candidates.items():
-        if path in remaining:
-            continue
+    files = {path: size for path, size in candidates.items() if path not in remaining}
+    if files:
+        _record_trash(lake, ".".join(table.name()), files, now_ms)
+    return len(files), sum(files.values())
+
+
+@dataclass
+class TrashReport:
+    """What one pass over a table's trash records did."""
+
+    records_due: int = 0
+    files_deleted: int = 0
+    bytes_deleted: int = 0
+    files_spared: int = 0
+
+
+def empty_trash(lake: Lake, table_name: str, *, now: datetime | None = None) -> TrashReport:
+    """Delete the files of the table's trash records noticed more than the pin retention ago.
+
+    A file that a historical pin made after the record (an as-of read of an older snapshot)
+    still reads is spared: recorded again as noticed now, so it goes once that pin has run out.
+    Each due record is removed after its files; a pass cut short is finished by the next one.
+    """
+    now_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
+    due_before = now_ms - retention_ms(lake.settings.pin_retention_days) - PIN_GRANULARITY_MS
+    report = TrashReport()
+    due = []
+    for info in lake.store.list(trash_prefix(table_name)):
+        stamp = info.key.rsplit("/", 1)[-1].split("-", 1)[0]
+        if stamp.isdigit() and int(stamp) <= due_before:
+            due.append((int(stamp), info.key))
+    if not due:
+        return report
+    table = lake.table(table_name)
+    later = [p for p in historical_pins(lake, table_name, min(n for n, _ in due)) if p.expires_ms > now_ms]
+    read_by: dict[tuple[str, int], dict[str, int]] = {}
+    for noticed_ms, key in sorted(due):
         try:
-            table.io.delete(path)
-        except FileNotFoundError:
-            continue
-        files += 1
-        bytes_ += size
-    return files, bytes_
+            record = orjson.loads(lake.store.get(key))
+        except ObjectNotFound:
+            continue  # another pass removed it meanwhile
+        files: dict[str, int] = record["files"]
+        spared: dict[str, int] = {}
+        for pin in later:
+            if pin.created_ms > noticed_ms:
+                pinned = read_by.get((pin.metadata_location, pin.snapshot_id))
+                if pinned is None:
+                    pinned = read_by[(pin.metadata_location, pin.snapshot_id)] = _pinned_files(table, pin)
+                spared.update({path: size for path, size in files.items() if path in pinned})
+        if spared:
+            _record_trash(lake, table_name, spared, now_ms)
+        for path, size in files.items():
+            if path in spared:
+                continue
+            try:
+                table.io.delete(path)
+            except FileNotFoundError:
+                continue
+            report.files_deleted += 1
+            report.bytes_deleted += size
+        try:
+            lake.store.delete(key)
+        except (FileNotFoundError, ObjectNotFound):
+            pass
+        report.records_due += 1
+        report.files_spared += len(spared)
+    return report
+
+
+def _pinned_files(table: Table, pin: Pin) -> dict[str, int]:
+    """Every file the pinned snapshot reads, from the metadata file its pin names."""
+    metadata = FromInputFile.table_metadata(table.io.new_input(pin.metadata_location))
+    snapshot = metadata.snapshot_by_id(pin.snapshot_id)
+    if snapshot is None:
+        return {}
+    return _referenced_files(table.io, [snapshot], {})
 
 
 # --- both, per table ----------------------------------------------------------------------------

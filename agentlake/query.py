@@ -6,16 +6,24 @@ checks that the tables are valid Iceberg. A query can also read the snapshots th
 current at an earlier time (``as_of_ms``: time travel) or exactly the snapshots a context
 artifact pinned; filters are pushed down into the scan, so data files whose column bounds
 exclude them are never opened.
+
+A snapshot is read through any metadata file that holds it: the table's current one while the
+snapshot is in it; after expiry removed it, the metadata file its pin record names
+(:mod:`agentlake.pins`), or for an as-of time the file that was current then (:mod:`agentlake.asof`).
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
 from pyiceberg.table import Table
 
+from agentlake.asof import holds_snapshot, read_metadata, snapshot_at
 from agentlake.errors import AgentLakeError
 from agentlake.lake import Lake
+from agentlake.pins import pin_in_force
 from agentlake.tables import ALL_TABLES, TABLES_BY_NAME
 
 
@@ -27,18 +35,21 @@ _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
 class SnapshotGone(QueryError):
-    """A pinned snapshot is no longer in its table's metadata (expired), so it cannot be read."""
+    """A snapshot can no longer be read: it expired from its table and no pin keeps it, or its pin ran out."""
 
-    def __init__(self, table: str, snapshot_id: int) -> None:
-        super().__init__(
-            f"snapshot {snapshot_id} of {table} is gone from the table's metadata (expired); a snapshot "
-            "pinned by a context artifact is kept for the pin retention (AGENTLAKE_PIN_RETENTION_DAYS)"
+    def __init__(self, table: str, snapshot_id: int, reason: str | None = None) -> None:
+        reason = reason or (
+            "it expired from the table's metadata and no context artifact pinned it; a snapshot pinned by an "
+            "artifact stays readable for the pin retention (AGENTLAKE_PIN_RETENTION_DAYS)"
         )
+        super().__init__(f"snapshot {snapshot_id} of {table} is gone: {reason}")
         self.table = table
         self.snapshot_id = snapshot_id
 
 
 Pins = dict[str, int | None]
+# Per table, a metadata file to read its pinned snapshot through (when not the table's current one).
+Locations = dict[str, str]
 
 
 def open_connection(lake: Lake) -> duckdb.DuckDBPyConnection:
@@ -61,27 +72,80 @@ def resolve_pins(lake: Lake, tables: list[str] | None = None, *, as_of_ms: int |
 
     A table with no snapshot (then) is pinned to None: it reads as empty.
     """
+    return resolve(lake, tables, as_of_ms=as_of_ms)[0]
+
+
+def resolve(
+    lake: Lake, tables: list[str] | None = None, *, as_of_ms: int | None = None,
+    handles: dict[str, Table] | None = None,
+) -> tuple[Pins, Locations]:
+    """Like :func:`resolve_pins`, with the metadata file to read each snapshot through when the
+    table's current metadata no longer holds it (an as-of time older than its live snapshots).
+
+    Args:
+        handles: tables already loaded (else each is loaded from the catalog).
+    """
     pins: Pins = {}
+    locations: Locations = {}
     for name in tables or [t.name for t in ALL_TABLES]:
-        table = lake.table(name)
+        table = (handles or {}).get(name) or lake.table(name)
         if as_of_ms is None:
             snapshot = table.current_snapshot()
-        else:
-            snapshot = table.snapshot_as_of_timestamp(as_of_ms)
-        pins[name] = snapshot.snapshot_id if snapshot else None
-    return pins
+            pins[name] = snapshot.snapshot_id if snapshot else None
+            continue
+        found = snapshot_at(lake, table, as_of_ms)
+        pins[name] = found.snapshot_id
+        if found.snapshot_id is not None and found.metadata_location != table.metadata_location:
+            assert found.metadata_location is not None
+            locations[name] = found.metadata_location
+    return pins, locations
+
+
+def snapshot_location(lake: Lake, table: Table, name: str, snapshot_id: int) -> str:
+    """A metadata file through which ``snapshot_id`` of ``table`` can be read.
+
+    The table's current metadata file while it holds the snapshot; else the one named by the
+    snapshot's pin record, as long as the snapshot's files are still there.
+
+    Raises:
+        SnapshotGone: the snapshot expired and was never pinned, or its pin ran out and its files are deleted.
+    """
+    if table.snapshot_by_id(snapshot_id) is not None:
+        return table.metadata_location
+    pin = pin_in_force(lake, name, snapshot_id)
+    if pin is None:
+        raise SnapshotGone(name, snapshot_id)
+    if pin.table_uuid and pin.table_uuid != str(table.metadata.table_uuid):
+        raise SnapshotGone(name, snapshot_id, "the table was dropped and created again since the snapshot was pinned")
+    return _readable(table, name, snapshot_id, pin.metadata_location, pin_expires_ms=pin.expires_ms)
+
+
+def _readable(table: Table, name: str, snapshot_id: int, location: str, *, pin_expires_ms: int | None = None) -> str:
+    """``location`` if it holds the snapshot and the snapshot's manifest list still exists."""
+    entry = holds_snapshot(read_metadata(table.io, location), snapshot_id)
+    if entry is None:
+        raise SnapshotGone(name, snapshot_id, f"the metadata file {location} its pin names does not hold it")
+    if not table.io.new_input(str(entry["manifest-list"])).exists():
+        ran_out = ""
+        if pin_expires_ms is not None:
+            ran_out = f"its pin ran out at {datetime.fromtimestamp(pin_expires_ms / 1000, UTC).isoformat()} and "
+        raise SnapshotGone(name, snapshot_id, f"{ran_out}table maintenance deleted its files after the pin retention "
+                           "(AGENTLAKE_PIN_RETENTION_DAYS)")
+    return location
 
 
 def attach(
-    con: duckdb.DuckDBPyConnection, lake: Lake, pins: Pins, tables: dict[str, Table] | None = None
+    con: duckdb.DuckDBPyConnection, lake: Lake, pins: Pins, tables: dict[str, Table] | None = None,
+    locations: Locations | None = None,
 ) -> None:
     """(Re)create a view per pinned table in ``con``, reading exactly its pinned snapshot.
 
     Args:
         tables: handles already loaded (else each table is loaded from the catalog).
+        locations: metadata files to read some snapshots through (see :func:`resolve`).
 
     Raises:
-        SnapshotGone: a pinned snapshot is no longer in its table's metadata.
+        SnapshotGone: a pinned snapshot can no longer be read.
     """
     for name, snapshot_id in pins.items():
         tdef = TABLES_BY_NAME[name]
@@ -92,19 +156,25 @@ def attach(
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {empty_name}")
             continue
         table = (tables or {}).get(name) or lake.table(name)
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {scan_expression(table, name, snapshot_id)}")
+        scan = scan_expression(lake, table, name, snapshot_id, (locations or {}).get(name))
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {scan}")
 
 
-def scan_expression(table: Table, name: str, snapshot_id: int) -> str:
+def scan_expression(lake: Lake, table: Table, name: str, snapshot_id: int, location: str | None = None) -> str:
     """DuckDB's Iceberg scan of exactly one snapshot of ``table``.
 
+    Args:
+        location: a metadata file known to hold the snapshot (else see :func:`snapshot_location`).
+
     Raises:
-        SnapshotGone: the snapshot is no longer in the table's metadata.
+        SnapshotGone: the snapshot can no longer be read.
     """
-    if table.snapshot_by_id(snapshot_id) is None:
-        raise SnapshotGone(name, snapshot_id)
-    location = table.metadata_location.replace("'", "''")
-    return f"iceberg_scan('{location}', snapshot_from_id => {int(snapshot_id)})"
+    if location is None or location == table.metadata_location:
+        location = snapshot_location(lake, table, name, snapshot_id)
+    else:
+        location = _readable(table, name, snapshot_id, location)
+    quoted = location.replace("'", "''")
+    return f"iceberg_scan('{quoted}', snapshot_from_id => {int(snapshot_id)})"
 
 
 def connect(
@@ -120,9 +190,11 @@ def connect(
         The connection, and the pins ``{table: snapshot_id}`` its views read.
     """
     con = open_connection(lake)
-    resolved = resolve_pins(lake, as_of_ms=as_of_ms)
+    resolved, locations = resolve(lake, as_of_ms=as_of_ms)
+    for name in pins or {}:
+        locations.pop(name, None)
     resolved.update(pins or {})
-    attach(con, lake, resolved)
+    attach(con, lake, resolved, locations=locations)
     return con, resolved
 
 

@@ -2,8 +2,9 @@
 
 At the pinned snapshots a replay is **reproducible** (same records hash) or it **differs**
 (rows added, removed or changed, per part and table, with their keys); with ``at_current`` it
-runs against today's snapshots to show what would change. It is **unreplayable** when a pinned
-snapshot is gone, and **tampered** when a file of the artifact no longer hashes to what was
+runs against today's snapshots to show what would change. A pinned snapshot that expired from
+its table is read through the metadata file its pin record names. It is **unreplayable** when a
+pinned snapshot is gone (never pinned, or its pin ran out and its files were deleted), and **tampered** when a file of the artifact no longer hashes to what was
 recorded (the file is named). A replay always reports; it never fails bare.
 """
 
@@ -157,20 +158,14 @@ def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: C
             pins[name] = snapshot.snapshot_id if snapshot else None
     else:
         pins = dict(artifact.pins)
-        gone = [f"pinned snapshot {sid} of {name} is gone from the table (expired); the artifact's records are "
-                "still readable, but the query can no longer be re-executed at that snapshot"
-                for name, sid in pins.items() if sid is not None and tables[name].snapshot_by_id(sid) is None]
-        if gone:
-            report.status = UNREPLAYABLE
-            report.problems += gone
-            report.seconds = time.perf_counter() - started
-            return report
     report.pins_replayed = pins
     try:
+        # A pinned snapshot expired from its table is read through the metadata file its pin names.
         records, _plans = engine.run(request, pins, tables, plan=False)
     except SnapshotGone as exc:
         report.status = UNREPLAYABLE
-        report.problems.append(str(exc))
+        report.problems.append(f"{exc}; the artifact's records are still readable, but the query can no longer be "
+                               "re-executed at that snapshot")
         report.seconds = time.perf_counter() - started
         return report
     except ContextError as exc:

@@ -32,8 +32,9 @@ _CHECKS = {
                                         "address matches its content."),
     "artifacts_hash_verified": ("hash_verified", "Every artifact's records files hash to what its manifest "
                                                  "recorded, and their records to its records hash."),
-    "artifact_pins_resolvable": ("pins_resolvable", "Every table snapshot an artifact pins is still in its table, "
-                                                    "so the artifact can be replayed."),
+    "artifact_pins_resolvable": ("pins_resolvable", "Every table snapshot an artifact pins can still be read (in "
+                                                    "its table, or through its pin record), so the artifact can be "
+                                                    "replayed."),
 }
 
 

@@ -29,8 +29,8 @@ from agentlake.facts import rebuild_facts
 from agentlake.ingest import IngestOptions, ingest_pending
 from agentlake.lake import Lake
 from agentlake.log import LogWriter
-from agentlake.pins import PIN_GRANULARITY_MS, pin_tag, pins_of
-from agentlake.query import query
+from agentlake.pins import PIN_GRANULARITY_MS, pin_in_force, pins_of
+from agentlake.query import SnapshotGone, connect, query
 from agentlake.replay import DIFFERS, REPRODUCIBLE, TAMPERED, UNREPLAYABLE, replay
 
 pytestmark = pytest.mark.integration
@@ -192,60 +192,91 @@ def test_artifact_is_write_once_and_tampering_is_detected_by_file(tmp_path: Path
     assert replay(lake, result.artifact.key)[0].status == TAMPERED
 
 
-def test_pins_protect_snapshots_from_expiry_and_unpinned_ones_expire(tmp_path: Path) -> None:
+def test_pins_keep_expired_snapshots_replayable_and_the_metadata_bounded(tmp_path: Path) -> None:
     maintenance = pytest.importorskip("agentlake.maintenance")
     lake = _lake(tmp_path)
     _ingest(lake, _run_events("r1", T0))
     created = datetime.now(UTC)
     result = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage", now=created)
     pinned = result.manifest["pins"]["raw.events"]
-    (pin,) = pins_of(lake.table("raw.events"))
+    events = lake.table("raw.events")
+    pin = pin_in_force(lake, "raw.events", pinned)
     retention = 400 * 24 * 3600 * 1000
     created_ms = int(created.timestamp() * 1000)
-    assert pin.tag == pin_tag(pinned)
+    assert pin is not None and not pin.historical and pin.metadata_location == events.metadata_location
     assert created_ms + retention <= pin.expires_ms < created_ms + retention + PIN_GRANULARITY_MS
+    assert not any(name.startswith("agentlake.pin.") for name in events.metadata.refs)  # no table commit
     # Re-pinning never shortens; a later artifact extends.
     assemble(lake, _spec("r1"), run_id="r1", agent_id="triage", now=created - timedelta(days=1))
-    assert pins_of(lake.table("raw.events"))[0].expires_ms == pin.expires_ms
+    assert pin_in_force(lake, "raw.events", pinned) == pin
     assemble(lake, _spec("r1"), run_id="r1", agent_id="triage", now=created + timedelta(days=2))
-    assert pins_of(lake.table("raw.events"))[0].expires_ms >= created_ms + retention + 2 * 86_400_000
+    extended = pin_in_force(lake, "raw.events", pinned)
+    assert extended is not None and extended.expires_ms >= created_ms + retention + 2 * 86_400_000
+    assert len(pins_of(lake, "raw.events", pinned)) == 3
 
     _ingest(lake, _run_events("r2", T0))
     unpinned = lake.table("raw.events").current_snapshot().snapshot_id
     _ingest(lake, _run_events("r3", T0))
     _ingest(lake, _run_events("r4", T0))
-    # Compaction rewrites the pinned snapshot's files out of main; expiry then deletes the files
-    # only expired snapshots used: the pinned snapshot's files must survive both.
+    # Compaction rewrites the pinned snapshot's files out of main; expiry with no retention then
+    # removes every snapshot but the head, the pinned one too: the table's metadata stays bounded.
     assert maintenance.compact(lake, "raw.events").files_rewritten >= 4
     policy = maintenance.RetentionPolicy(keep_hours=0, keep_last=1)
-    maintenance.expire(lake, "raw.events", now=datetime.now(UTC) + timedelta(minutes=1), policy=policy)
+    report = maintenance.expire(lake, "raw.events", now=datetime.now(UTC) + timedelta(minutes=1), policy=policy)
+    assert report.files_deferred > 0 and report.files_deleted == 0
     events = lake.table("raw.events")
-    assert events.snapshot_by_id(pinned) is not None
-    assert events.snapshot_by_id(unpinned) is None
+    assert len(events.metadata.snapshots) == 1 and events.snapshot_by_id(pinned) is None
+    # Read through the metadata file the pin names: still the same records.
     assert replay(lake, result.artifact.key)[0].status == REPRODUCIBLE
+    with pytest.raises(SnapshotGone, match="no context artifact pinned it"):
+        connect(lake, pins={"raw.events": unpinned})
 
-    # Once the pin has run out, expiry removes it and its snapshot; replay says why it cannot.
-    maintenance.expire(lake, "raw.events", now=created + timedelta(days=403), policy=policy)
-    assert lake.table("raw.events").snapshot_by_id(pinned) is None
-    (report,) = replay(lake, result.artifact.key)
-    assert report.status == UNREPLAYABLE and str(pinned) in report.text()
+    # Once the pin has run out and its files were deleted, replay says why it cannot.
+    report = maintenance.expire(lake, "raw.events", now=created + timedelta(days=403), policy=policy)
+    assert report.trash_records_due == 1 and report.files_deleted > 0
+    (gone,) = replay(lake, result.artifact.key)
+    assert gone.status == UNREPLAYABLE and str(pinned) in gone.text() and "pin ran out" in gone.text()
 
 
-def test_tags_protect_pinned_snapshots_from_pyiceberg_expiry(tmp_path: Path) -> None:
+def test_as_of_older_than_every_live_snapshot_reads_the_metadata_file_current_then(tmp_path: Path) -> None:
+    maintenance = pytest.importorskip("agentlake.maintenance")
     lake = _lake(tmp_path)
+    for name in ("raw.events", "facts.feedback"):
+        # Keep one previous metadata file in the metadata log: older times need the folder's listing.
+        with lake.table(name).transaction() as tx:
+            tx.set_properties({"write.metadata.previous-versions-max": "1"})
     _ingest(lake, _run_events("r1", T0))
-    result = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage")
-    pinned = result.manifest["pins"]["raw.events"]
-    _ingest(lake, _run_events("r2", T0))
-    unpinned = lake.table("raw.events").current_snapshot().snapshot_id
-    _ingest(lake, _run_events("r3", T0))
+    before_feedback = datetime.now(UTC)
+    time.sleep(0.01)
+    # Feedback about the run, with an event time before T, that arrived after T: a late fact.
+    _ingest(lake, [{"event_id": "r1-fb", "run_id": "r1", "agent_id": "triage", "type": "feedback",
+                    "ts": T0 + timedelta(seconds=10), "feedback_score": 1.0}])
+    for run in ("r2", "r3", "r4"):
+        _ingest(lake, _run_events(run, T0))
+    policy = maintenance.RetentionPolicy(keep_hours=0, keep_last=1)
+    for name in ("raw.events", "facts.feedback"):
+        maintenance.expire(lake, name, now=datetime.now(UTC) + timedelta(minutes=1), policy=policy)
     events = lake.table("raw.events")
-    with pytest.raises(ValueError, match="protected"):
-        events.maintenance.expire_snapshots().by_id(pinned).commit()
-    events.maintenance.expire_snapshots().older_than(datetime.now(UTC) + timedelta(seconds=1)).commit()
-    events = lake.table("raw.events")
-    assert events.snapshot_by_id(pinned) is not None and events.snapshot_by_id(unpinned) is None
-    assert replay(lake, "r1")[0].status == REPRODUCIBLE
+    assert len(events.metadata.snapshots) == 1 and len(events.metadata.metadata_log) == 1
+    assert events.metadata.snapshots[0].timestamp_ms > before_feedback.timestamp() * 1000
+
+    as_of_ms = int(before_feedback.timestamp() * 1000)
+    feedback = "SELECT count(*) AS n FROM facts.feedback WHERE run_id = 'r1'"
+    assert query(lake, feedback).column("n").to_pylist() == [1]
+    assert query(lake, feedback, as_of_ms=as_of_ms).column("n").to_pylist() == [0]
+    assert query(lake, "SELECT count(*) AS n FROM raw.events", as_of_ms=as_of_ms).column("n").to_pylist() == [5]
+    assert query(lake, "SELECT count(*) AS n FROM raw.events", as_of_ms=as_of_ms - 3_600_000).column(
+        "n").to_pylist() == [0]
+
+    # A context as of then pins a snapshot gone from the table: a historical pin, replayable.
+    request = ContextRequest.from_sql("SELECT event_id FROM raw.events ORDER BY event_id")
+    then = assemble(lake, request, run_id="audit", agent_id="auditor", as_of=before_feedback)
+    assert then.records["result"].num_rows == 5 and "r1-fb" not in then.records["result"].column(0).to_pylist()
+    pinned = then.manifest["pins"]["raw.events"]
+    assert events.snapshot_by_id(pinned) is None
+    pin = pin_in_force(lake, "raw.events", pinned)
+    assert pin is not None and pin.historical and pin.metadata_location != events.metadata_location
+    assert replay(lake, "audit")[0].status == REPRODUCIBLE
 
 
 def test_requests_are_validated_and_hashes_ignore_row_order() -> None:

@@ -25,7 +25,6 @@ from agentlake.lake import Lake
 from agentlake.ledger import LEDGER_PREFIX
 from agentlake.log import LogWriter
 from agentlake.maintenance import (
-    PIN_PREFIX,
     CompactionPolicy,
     RetentionPolicy,
     _AssertSafeToExpire,
@@ -34,8 +33,10 @@ from agentlake.maintenance import (
     footprint,
     maintain,
     maintained_tables,
+    trash_prefix,
 )
-from agentlake.query import connect, query
+from agentlake.pins import LEGACY_TAG_PREFIX
+from agentlake.query import SnapshotGone, connect, query, resolve
 from agentlake.reconcile import reconcile
 from agentlake.segments import SegmentInfo
 from agentlake.tables import ALL_TABLES, EVENTS, QUARANTINE, ensure_tables
@@ -116,9 +117,10 @@ def balanced_counts(lake: Lake) -> list[tuple[Any, ...]]:
     return out
 
 
-def pin(lake: Lake, table_name: str, snapshot_id: int, max_ref_age_ms: int | None, name: str | None = None) -> str:
+def tag(lake: Lake, table_name: str, snapshot_id: int, max_ref_age_ms: int | None, name: str | None = None) -> str:
+    """A tag on a snapshot; by default named like a pin of the former form (``agentlake.pin.<id>``)."""
     table = lake.table(table_name)
-    tag = name or f"{PIN_PREFIX}{snapshot_id}"
+    tag = name or f"{LEGACY_TAG_PREFIX}{snapshot_id}"
     table.manage_snapshots().create_tag(snapshot_id, tag, max_ref_age_ms=max_ref_age_ms).commit()
     return tag
 
@@ -129,25 +131,31 @@ def test_maintenance_changes_no_result_keeps_pins_and_exactly_once(tmp_path: Pat
     events = lake.table(EVENTS.name)
     history = [s.snapshot_id for s in events.metadata.snapshots]
     assert len(history) == 6 and footprint(events).data_files == 6
-    # A pin in force on an early snapshot, a run-out pin, a plain tag with no age, and a branch.
-    early, stale, tagged = history[1], history[2], history[3]
-    rows_at_early = events.scan(snapshot_id=early).to_arrow().num_rows
+    # A pin in force on an early snapshot, a pin tag of the former form in force and one run out,
+    # a plain tag with no age, and a branch.
+    first, early, stale, tagged = history[0], history[1], history[2], history[3]
+    rows_at = {sid: events.scan(snapshot_id=sid).to_arrow().num_rows for sid in (first, early)}
     now = datetime.now(UTC)
-    kept_pin = pin(lake, EVENTS.name, early, max_ref_age_ms=400 * 24 * HOUR)
-    stale_pin = pin(lake, EVENTS.name, stale, max_ref_age_ms=1)
-    pin(lake, EVENTS.name, tagged, max_ref_age_ms=None, name="audit-2025")
+    pins.pin_snapshots(lake, {EVENTS.name: early}, created_ms=int(now.timestamp() * 1000),
+                       retention=pins.retention_ms(400))
+    legacy_pin = tag(lake, EVENTS.name, first, max_ref_age_ms=400 * 24 * HOUR)
+    stale_pin = tag(lake, EVENTS.name, stale, max_ref_age_ms=1)
+    tag(lake, EVENTS.name, tagged, max_ref_age_ms=None, name="audit-2025")
     lake.table(EVENTS.name).manage_snapshots().create_branch(history[4], "staging").commit()
     before, counts, held = results(lake), balanced_counts(lake), ledgers(lake)
 
-    # Maintenance with a retention that keeps only the current snapshot (and the pinned ones).
+    # Maintenance with a retention that keeps only the current snapshot (and those refs hold).
     reports = maintain(lake, now=now + timedelta(hours=1), retention=RetentionPolicy(keep_hours=0.5, keep_last=1),
                        compaction=CompactionPolicy(min_files=2))
     by_table = {r.table: r for r in reports}
     ev = by_table[EVENTS.name]
     assert (ev.compaction.files_rewritten, ev.compaction.files_written, ev.compaction.partitions_compacted) == (6, 2, 2)
     assert ev.before.data_files == 6 and ev.after.data_files == 2 and ev.after.rows == ev.before.rows
-    assert ev.expiry.pins_removed == [stale_pin] and ev.expiry.pins_kept == 1
-    assert ev.expiry.files_deleted > 0 and ev.expiry.bytes_deleted > 0
+    # Pin tags of the former form protect nothing: removed with their snapshots (the one in force
+    # became a pin record). Files only expired snapshots used are kept for the pin retention.
+    assert ev.expiry.pins_removed == sorted([legacy_pin, stale_pin]) and ev.expiry.pins_kept == 0
+    assert ev.expiry.files_deferred > 0 and ev.expiry.bytes_deferred > 0 and ev.expiry.files_deleted == 0
+    assert lake.store.list(trash_prefix(EVENTS.name))
     for tdef in ALL_TABLES:  # every table was compacted and expired
         r = by_table[tdef.name]
         assert r.compaction.files_rewritten >= 2 and r.after.data_files == 2, tdef.name
@@ -157,11 +165,15 @@ def test_maintenance_changes_no_result_keeps_pins_and_exactly_once(tmp_path: Pat
     left = {s.snapshot_id for s in events.metadata.snapshots}
     current = events.current_snapshot()
     assert current is not None
-    assert left == {current.snapshot_id, early, tagged, history[4]}  # head, pin, tag, branch head
-    assert set(events.metadata.refs) == {"main", kept_pin, "audit-2025", "staging"}
-    # The pinned snapshot still reads as it was, though its files were compacted away from main.
-    assert events.scan(snapshot_id=early).to_arrow().num_rows == rows_at_early
-    assert events.scan().use_ref(kept_pin).to_arrow().num_rows == rows_at_early
+    assert left == {current.snapshot_id, tagged, history[4]}  # head, tag, branch head: no pinned snapshot
+    assert set(events.metadata.refs) == {"main", "audit-2025", "staging"}
+    # The pinned snapshots still read as they were, through their pin records, though they left
+    # the table's metadata and their files were compacted away from main.
+    assert pins.pin_in_force(lake, EVENTS.name, first) is not None
+    for sid, rows in rows_at.items():
+        con, _ = connect(lake, pins={EVENTS.name: sid})
+        assert con.execute("SELECT count(*) FROM raw.events").fetchone() == (rows,)
+        con.close()
 
     # Same query results, same reconciliation, same ledgers.
     after = results(lake)
@@ -181,8 +193,10 @@ def test_maintenance_changes_no_result_keeps_pins_and_exactly_once(tmp_path: Pat
     # Maintenance again: nothing small left to compact, and the pin still holds.
     second = maintain(lake, [EVENTS.name], now=now + timedelta(hours=2),
                       retention=RetentionPolicy(keep_hours=0.5, keep_last=1), compaction=CompactionPolicy(min_files=2))
-    assert second[0].compaction.files_rewritten == 0
-    assert early in {s.snapshot_id for s in lake.table(EVENTS.name).metadata.snapshots}
+    assert second[0].compaction.files_rewritten == 0 and second[0].expiry.files_deleted == 0
+    con, _ = connect(lake, pins={EVENTS.name: early})
+    assert con.execute("SELECT count(*) FROM raw.events").fetchone() == (rows_at[early],)
+    con.close()
 
 
 @pytest.mark.integration
@@ -228,7 +242,7 @@ def test_a_pin_made_while_expiry_commits_wins(tmp_path: Path) -> None:
 
     def pin_meanwhile(stage: str) -> None:
         if stage == "before-commit:expiry" and not made:
-            made.append(pin(lake, EVENTS.name, oldest, max_ref_age_ms=400 * 24 * HOUR))
+            made.append(tag(lake, EVENTS.name, oldest, max_ref_age_ms=None, name="audit-hold"))
 
     report = expire(lake, EVENTS.name, now=datetime.now(UTC) + timedelta(days=1),
                     policy=RetentionPolicy(keep_hours=0, keep_last=1), checkpoint=pin_meanwhile)
@@ -242,23 +256,84 @@ def test_a_pin_made_while_expiry_commits_wins(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_a_context_artifact_pin_holds_for_its_retention_then_runs_out(tmp_path: Path) -> None:
+def test_deferred_deletion_keeps_pinned_files_for_the_retention_and_spares_later_as_of_pins(tmp_path: Path) -> None:
     lake, _ = build_lake(tmp_path, per_day=2, facts=False)
-    read = lake.table(EVENTS.name).metadata.snapshots[0]
+    lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home"), "AGENTLAKE_PIN_RETENTION_DAYS": "1"}))
+    snapshots = lake.table(EVENTS.name).metadata.snapshots
+    read, later = snapshots[0], snapshots[1]
+    rows = {s.snapshot_id: lake.table(EVENTS.name).scan(snapshot_id=s.snapshot_id).to_arrow().num_rows
+            for s in (read, later)}
     created = datetime.now(UTC)
-    retention = pins.retention_ms(1)  # one day
+    day = pins.retention_ms(1)
     pins.pin_snapshots(lake, {EVENTS.name: read.snapshot_id}, created_ms=int(created.timestamp() * 1000),
-                       retention=retention)
+                       retention=day)
     policy = RetentionPolicy(keep_hours=0, keep_last=1)
-    # Half a day later every unpinned snapshot but the last is expired; the pinned one stays.
-    report = expire(lake, EVENTS.name, now=created + timedelta(hours=12), policy=policy)
-    assert report.snapshots_expired == 2 and report.pins_kept == 1 and not report.pins_removed
-    assert read.snapshot_id in {s.snapshot_id for s in lake.table(EVENTS.name).metadata.snapshots}
-    # Past the artifact's creation + retention (rounded up to the hour), the pin and its snapshot go.
+
+    def count(snapshot_id: int) -> int:
+        con, _ = connect(lake, pins={EVENTS.name: snapshot_id})
+        try:
+            return int(con.execute("SELECT count(*) FROM raw.events").fetchone()[0])  # type: ignore[index]
+        finally:
+            con.close()
+
+    # An hour later every snapshot but the head leaves the metadata; their files are only recorded.
+    report = expire(lake, EVENTS.name, now=created + timedelta(hours=1), policy=policy)
+    assert report.snapshots_expired == 3 and len(lake.table(EVENTS.name).metadata.snapshots) == 1
+    assert report.files_deferred > 0 and report.files_deleted == 0
+    assert count(read.snapshot_id) == rows[read.snapshot_id]
+    # Half a day later an as-of read pins an older snapshot, gone from the table: a historical pin.
+    as_of_ms = later.timestamp_ms
+    found = resolve(lake, [EVENTS.name], as_of_ms=as_of_ms)
+    assert found[0] == {EVENTS.name: later.snapshot_id} and EVENTS.name in found[1]
+    pins.pin_snapshots(lake, found[0], created_ms=int((created + timedelta(hours=12)).timestamp() * 1000),
+                       retention=day, locations=found[1])
+    historical = pins.pin_in_force(lake, EVENTS.name, later.snapshot_id)
+    assert historical is not None and historical.historical
+    # Not yet due: nothing deleted.
+    report = expire(lake, EVENTS.name, now=created + timedelta(hours=20), policy=policy)
+    assert report.trash_records_due == 0 and report.files_deleted == 0
+    # Past the pin retention (and its hour of rounding): the first pin's files go, the files the
+    # later as-of pin reads are spared and recorded again.
     report = expire(lake, EVENTS.name, now=created + timedelta(days=1, hours=2), policy=policy)
-    assert report.pins_removed == [pins.pin_tag(read.snapshot_id)] and report.snapshots_expired == 1
-    table = lake.table(EVENTS.name)
-    assert set(table.metadata.refs) == {"main"} and len(table.metadata.snapshots) == 1
+    assert report.trash_records_due == 1 and report.files_deleted > 0 and report.files_spared > 0
+    spared = report.files_spared
+    with pytest.raises(SnapshotGone, match="pin ran out"):
+        count(read.snapshot_id)
+    assert count(later.snapshot_id) == rows[later.snapshot_id]
+    assert len(lake.store.list(trash_prefix(EVENTS.name))) == 1
+    # Once that pin has run out too, its files go.
+    report = expire(lake, EVENTS.name, now=created + timedelta(days=2, hours=4), policy=policy)
+    assert report.trash_records_due == 1 and report.files_deleted == spared
+    with pytest.raises(SnapshotGone, match="deleted its files"):
+        count(later.snapshot_id)
+    assert not lake.store.list(trash_prefix(EVENTS.name))
+    # The current snapshot never lost a file.
+    assert lake.table(EVENTS.name).scan().to_arrow().num_rows == sum(r.rows for r in reconcile(lake))
+
+
+@pytest.mark.integration
+def test_table_metadata_stays_bounded_with_every_snapshot_pinned(tmp_path: Path) -> None:
+    from agentlake.context import ContextRequest, assemble
+    from agentlake.replay import REPRODUCIBLE, replay
+
+    lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home")}))
+    producer = Producer(lake)
+    policy = RetentionPolicy(keep_hours=0, keep_last=3)
+    request = ContextRequest.from_sql("SELECT count(*) AS n, max(event_id) AS last FROM raw.events")
+    artifacts, sizes = [], []
+    for n in range(12):
+        ingest(lake, [producer.segment(DAY1 + timedelta(minutes=n))], IngestOptions(run_id=f"tick-{n}", facts=False))
+        made = assemble(lake, request, run_id=f"run-{n}", agent_id="bounded")
+        artifacts.append(made.artifact.key)
+        expire(lake, EVENTS.name, now=datetime.now(UTC) + timedelta(minutes=1), policy=policy)
+        table = lake.table(EVENTS.name)
+        assert len(table.metadata.snapshots) <= policy.keep_last
+        assert set(table.metadata.refs) == {"main"}
+        sizes.append(footprint(table).metadata_json_bytes)
+    # Each commit adds one metadata-log entry (bounded by Iceberg's previous-versions-max), no snapshot.
+    assert sizes[-1] - sizes[3] < 8 * 1024, sizes
+    # Every artifact, its snapshot long expired from the table, still replays.
+    assert [r.status for key in artifacts for r in replay(lake, key)] == [REPRODUCIBLE] * len(artifacts)
 
 
 @pytest.mark.integration
