@@ -36,9 +36,9 @@ ENV_VARS: dict[str, str] = {
     "AGENTLAKE_QUALITY_FUTURE_SKEW_S": "quality gate: seconds an event's ts may be after its segment's arrival (default 3600)",
     "AGENTLAKE_QUALITY_FLEET_EPOCH": "quality gate: events with an earlier ts are quarantined (ISO 8601, default 2024-01-01T00:00:00Z)",
     "AGENTLAKE_STORE_RETRY_S": "seconds an ingest keeps retrying while the object store fails before it gives up (default 300)",
-    "AGENTLAKE_SNAPSHOT_RETENTION_HOURS": "table maintenance expires snapshots older than this many hours unless pinned (default 0.25)",
+    "AGENTLAKE_SNAPSHOT_RETENTION_HOURS": "table maintenance expires snapshots older than this many hours unless a branch or tag references them; pinned ones stay readable through their pin (default 0.25)",
     "AGENTLAKE_SNAPSHOTS_KEEP_LAST": "table maintenance always keeps this many latest snapshots of each table (default 10)",
-    "AGENTLAKE_PIN_RETENTION_DAYS": "days a snapshot read by a context artifact stays pinned (kept from expiry) after the artifact is made (default 400)",
+    "AGENTLAKE_PIN_RETENTION_DAYS": "days a snapshot read by a context artifact stays pinned (readable, its files kept from deletion) after the artifact is made (default 400)",
 }
 
 

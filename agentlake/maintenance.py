@@ -190,6 +190,7 @@ class MaintenanceReport:
             "snapshots_kept": self.expiry.snapshots_kept,
             "pins_removed": len(self.expiry.pins_removed),
             "pins_kept": self.expiry.pins_kept,
+            "files_deferred": self.expiry.files_deferred,
             "files_deleted": self.expiry.files_deleted,
             "bytes_deleted": self.expiry.bytes_deleted,
             "data_files_before": self.before.data_files,
@@ -618,7 +619,10 @@ def empty_trash(lake: Lake, table_name: str, *, now: datetime | None = None) -> 
                 spared.update({path: size for path, size in files.items() if path in pinned})
         if spared:
             _record_trash(lake, table_name, spared, now_ms)
-        for path, size in files.items():
+        # Manifest lists first: a reader finding a snapshot's manifest list can still read its files
+        # unless this pass is under way (see agentlake.query.snapshot_location).
+        for path in sorted(files, key=_deletion_order):
+            size = files[path]
             if path in spared:
                 continue
             try:
@@ -634,6 +638,11 @@ def empty_trash(lake: Lake, table_name: str, *, now: datetime | None = None) -> 
         report.records_due += 1
         report.files_spared += len(spared)
     return report
+
+
+def _deletion_order(path: str) -> tuple[int, str]:
+    name = path.rsplit("/", 1)[-1]
+    return (0 if name.startswith("snap-") else 1 if name.endswith(".avro") else 2, path)
 
 
 def _pinned_files(table: Table, pin: Pin) -> dict[str, int]:

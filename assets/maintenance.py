@@ -48,10 +48,11 @@ _COLUMNS = (
     ("files_rewritten", "int", "small data files compaction replaced"),
     ("files_written", "int", "data files compaction wrote instead"),
     ("snapshots_expired", "int", "snapshots removed by the retention policy"),
-    ("snapshots_kept", "int", "snapshots left, pinned ones included"),
-    ("pins_removed", "int", "agentlake.pin tags past their age, removed"),
-    ("pins_kept", "int", "agentlake.pin tags still in force"),
-    ("files_deleted", "int", "files only expired snapshots used, deleted"),
+    ("snapshots_kept", "int", "snapshots left (pinned ones are read through their pin records)"),
+    ("pins_removed", "int", "agentlake.pin tags (the former pin form) removed with their snapshots"),
+    ("pins_kept", "int", "agentlake.pin tags (the former pin form) left"),
+    ("files_deferred", "int", "files only expired snapshots used, kept for the pin retention"),
+    ("files_deleted", "int", "files noticed more than the pin retention ago, deleted"),
     ("bytes_deleted", "int", "bytes of those files"),
     ("data_files_before", "int", "live data files before"),
     ("data_files_after", "int", "live data files after"),
@@ -92,7 +93,7 @@ def metadata_of(reports: Sequence[MaintenanceReport], retention: RetentionPolicy
         schema=TableSchema(columns=[TableColumn(name, kind, description=doc) for name, kind, doc in _COLUMNS]),
     )
     meta["per_table"] = MetadataValue.json({row["table"]: row for row in rows})
-    meta["retention"] = f"newer than {retention.keep_hours:g} h, at least the last {retention.keep_last}; pinned always"
+    meta["retention"] = f"newer than {retention.keep_hours:g} h, at least the last {retention.keep_last}; pinned ones readable through their pin records"
     meta["seconds"] = round(sum(r.seconds for r in reports), 2)
     return meta
 
@@ -113,8 +114,8 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
             row = report.summary()
             context.log.info(
                 f"{report.table}: {row['files_rewritten']} files rewritten into {row['files_written']}, "
-                f"{row['snapshots_expired']} snapshots expired ({row['snapshots_kept']} kept, {row['pins_kept']} "
-                f"pinned), {row['bytes_before']:,} -> {row['bytes_after']:,} bytes in {report.seconds:.2f}s"
+                f"{row['snapshots_expired']} snapshots expired ({row['snapshots_kept']} kept, {row['files_deferred']} "
+                f"files deferred), {row['bytes_before']:,} -> {row['bytes_after']:,} bytes in {report.seconds:.2f}s"
             )
             context.log_event(AssetObservation(
                 asset_key=_asset_key(next(t for t in tables if t.name == report.table)),
@@ -133,8 +134,9 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
         group_name=MAINTENANCE_GROUP,
         kinds={"iceberg"},
         description="Compacts the small data files of raw.events and raw.quarantine and expires their snapshots "
-        "by the retention policy, never one that a branch or tag (a pin) references. Rows and query results "
-        "are unchanged.",
+        "by the retention policy, never one that a branch or tag references (pinned ones stay readable "
+        "through their pin records). Files only expired snapshots used are deleted after the pin retention. "
+        "Rows and query results are unchanged.",
     )
     def raw_tables(context: AssetExecutionContext, config: MaintenanceConfig, lake: LakeResource) -> Iterator[Any]:
         yield from run(context, config, lake, list(RAW_TABLES))
@@ -145,7 +147,8 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
         group_name=MAINTENANCE_GROUP,
         kinds={"iceberg"},
         description="Compacts the small data files of the fact tables and the context index and "
-        "expires their snapshots by the retention policy, never one that a branch or tag (a pin) references.",
+        "expires their snapshots by the retention policy, never one that a branch or tag references (pinned "
+        "ones stay readable through their pin records).",
     )
     def fact_tables(context: AssetExecutionContext, config: MaintenanceConfig, lake: LakeResource) -> Iterator[Any]:
         yield from run(context, config, lake, _other_tables())
