@@ -32,6 +32,7 @@ ROW = "row"
 BATCH = "batch"
 STATUSES = ("ok", "error", "cancelled", "timeout")
 SAMPLE_VALUES = 5
+PER_COLUMN_ROWS = 50_000  # from this many rows on, each column is validated on its own
 PARSE_RULES = ("parse", "schema", "conflict")  # rules the parser and dedup apply before the suite runs
 
 @dataclass(frozen=True)
@@ -305,8 +306,12 @@ def validate(
             figures = batch(result) if callable(batch) else batch
             table = pl.DataFrame([dict(figures or {})])
         rules = [r for r in suite.rules if r.on == on and _applies(r, table)]
-        # One validation per column, on that column alone: Great Expectations filters the whole
-        # frame for each expectation, so a narrow frame keeps the cost near the column's size.
+        # Large batches: one validation per column, on that column alone (Great Expectations filters
+        # the whole frame for each expectation, so a narrow frame keeps the cost near the column's
+        # size). Small ones: one validation of the whole frame (each validation has a fixed cost).
+        if table.height < PER_COLUMN_ROWS:
+            _run(gx, gxe, definition, f"{suite.name}.{on}", rules, table.to_pandas(), result)
+            continue
         groups: dict[str, list[Rule]] = {}
         for rule in rules:
             groups.setdefault(rule.kwargs.get("column") or table.columns[0], []).append(rule)

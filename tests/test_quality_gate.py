@@ -334,3 +334,37 @@ def test_sigkill_between_write_audit_and_publish(tmp_path: Path, stage: str) -> 
         "output_tokens_non_negative", "parse"]
     (day,) = reconcile(lake, seg.dt)
     assert day.balanced and (day.rows, day.quarantined) == (24, 2)
+
+
+@pytest.mark.unit
+def test_the_suite_finds_the_same_rows_validating_the_whole_frame_or_column_by_column(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import polars as pl
+
+    from agentlake import quality
+
+    arrival = datetime(2026, 11, 26, tzinfo=UTC)
+    n = 60
+    rows = pl.DataFrame({
+        "event_id": [f"e{i}" for i in range(n)], "run_id": ["r"] * n, "agent_id": ["a"] * n,
+        "type": ["llm_call"] * (n - 1) + ["warp"], "ts": [arrival] * (n - 2) + [datetime(2019, 1, 1, tzinfo=UTC)] * 2,
+        "status": ["ok"] * n, "input_tokens": [5] * 10 + [-1] + [5] * (n - 11), "output_tokens": [1] * n,
+        "latency_ms": [1.0] * n, "feedback_score": [None] * (n - 1) + [2.0],
+        "documents": [[{"id": "d", "score": 0.5}]] * n, "arrival": [arrival] * n,
+        "segment_key": ["k"] * n, "line_offset": list(range(n)),
+    }).with_columns(pl.col("ts").dt.cast_time_unit("us"), pl.col("arrival").dt.cast_time_unit("us"))
+    frame = quality.event_audit_frame(rows.to_arrow(), pl.Series(["e3"])).drop("segment_key", "line_offset")
+    suite = quality.events_suite(POLICY, expected_rows=n)
+    figures = {"quarantine_share": 0.1, "schema_breaking_changes": 0}
+    outcomes = []
+    for threshold in (10**9, 0):  # the whole frame at once; each column on its own
+        monkeypatch.setattr(quality, "PER_COLUMN_ROWS", threshold)
+        audit = quality.validate(suite, frame, figures)
+        outcomes.append(([(r.rule, r.passed, r.unexpected_count) for r in audit.results], audit.bad_rows))
+    assert outcomes[0] == outcomes[1]
+    results, bad_rows = outcomes[0]
+    assert bad_rows == {10: ["input_tokens_non_negative"], 58: ["ts_after_fleet_epoch"],
+                        59: ["type_allowed", "feedback_score_in_unit_interval", "ts_after_fleet_epoch"]}
+    failed = {rule for rule, passed, _ in results if not passed}
+    assert "event_id_new_to_main" in failed  # e3 is on main already: a batch rule
