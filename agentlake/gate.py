@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import polars as pl
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
@@ -220,10 +219,6 @@ def _drop_bad_rows(
         masks.append(pa.array(keep, pa.bool_()))
         start += size
     return drop_rows(table, staged, masks, rewrite, {**snapshot_properties, "agentlake.audit.dropped-rows": str(len(bad))})
-
-
-def audit_json(outcome: GateOutcome) -> str:
-    return orjson.dumps(outcome.as_dict(), default=str).decode()
 
 
 # --- fact tables --------------------------------------------------------------------------------

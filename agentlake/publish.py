@@ -36,7 +36,6 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import is_ancestor_of
 from pyiceberg.table.update.snapshot import ManageSnapshots
 
-from agentlake.errors import AgentLakeError
 from agentlake.store import ObjectStore
 
 STAGED_PREFIX = "agentlake.staged."
@@ -45,10 +44,6 @@ AUDIT_RECORDS = "audit/v1/publish/"
 PUBLISH_ATTEMPTS = 20
 
 Checkpoint = Callable[[str], None]
-
-
-class NothingStaged(AgentLakeError):
-    """The branch or day named holds no staged batch; list held batches with `agentlake publish --list`."""
 
 
 class AlreadyPublished(Exception):

@@ -33,7 +33,6 @@ BATCH = "batch"
 STATUSES = ("ok", "error", "cancelled", "timeout")
 SAMPLE_VALUES = 5
 PER_COLUMN_ROWS = 50_000  # from this many rows on, each column is validated on its own
-PARSE_RULES = ("parse", "schema", "conflict")  # rules the parser and dedup apply before the suite runs
 
 @dataclass(frozen=True)
 class QualityPolicy:
@@ -49,10 +48,6 @@ class QualityPolicy:
         return cls(fleet_epoch=datetime.fromisoformat(settings.quality_fleet_epoch),
                    future_skew_s=settings.quality_future_skew_s,
                    max_quarantine_share=settings.quality_max_quarantine_share)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"fleet_epoch": self.fleet_epoch.isoformat(), "future_skew_s": self.future_skew_s,
-                "max_quarantine_share": self.max_quarantine_share}
 
 @dataclass(frozen=True)
 class Rule:
