@@ -241,8 +241,8 @@ def cmd_maintain(ctx: Context, args: argparse.Namespace) -> int:
         row = r.summary()
         lines.append(
             f"{r.table}: {row['files_rewritten']} files rewritten into {row['files_written']}, "
-            f"{row['snapshots_expired']} snapshots expired ({row['snapshots_kept']} kept, {row['pins_kept']} pins), "
-            f"{row['files_deleted']} files deleted; data {row['bytes_before']:,} -> {row['bytes_after']:,} bytes"
+            f"{row['snapshots_expired']} snapshots expired ({row['snapshots_kept']} kept), "
+            f"{row['files_deferred']} files deferred, {row['files_deleted']} deleted; data {row['bytes_before']:,} -> {row['bytes_after']:,} bytes"
         )
     _out(args, {"tables": [r.summary() for r in reports]}, "\n".join(lines))
     return 0

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from agentlake.asof import snapshot_at
 from agentlake.config import S3Settings, Settings
 from agentlake.context import (
     ArtifactTampered,
@@ -261,6 +262,17 @@ def test_as_of_older_than_every_live_snapshot_reads_the_metadata_file_current_th
     assert events.metadata.snapshots[0].timestamp_ms > before_feedback.timestamp() * 1000
 
     as_of_ms = int(before_feedback.timestamp() * 1000)
+    # A commit that lost its race left a file with the same version as the one current then, which
+    # never was current: the answer comes from the files that were (the next version's log).
+    winner = snapshot_at(lake, events, as_of_ms)
+    assert winner.snapshot_id is not None and winner.metadata_location is not None
+    version = winner.metadata_location.rsplit("/", 1)[-1].split("-", 1)[0]
+    loser = orjson.loads(events.io.new_input(winner.metadata_location).open().read())
+    loser["current-snapshot-id"] = 12345
+    loser_location = winner.metadata_location.rsplit("/", 1)[0] + f"/{version}-{uuid.UUID(int=0)}.metadata.json"
+    with events.io.new_output(loser_location).create() as out:
+        out.write(orjson.dumps(loser))
+    assert snapshot_at(lake, events, as_of_ms) == winner
     feedback = "SELECT count(*) AS n FROM facts.feedback WHERE run_id = 'r1'"
     assert query(lake, feedback).column("n").to_pylist() == [1]
     assert query(lake, feedback, as_of_ms=as_of_ms).column("n").to_pylist() == [0]
@@ -307,6 +319,29 @@ def test_context_over_s3(tmp_path: Path, s3_settings: S3Settings) -> None:
     assert result.uri.startswith(f"s3://{s3_settings.bucket}/agentlake/artifacts/v1/")
     assert result.manifest["record_count"] == 8
     assert replay(lake, "r1")[0].status == REPRODUCIBLE
+
+
+def test_pins_and_as_of_through_metadata_files_over_s3(tmp_path: Path, s3_settings: S3Settings) -> None:
+    maintenance = pytest.importorskip("agentlake.maintenance")
+    lake = Lake(Settings(home=tmp_path / "home", store="s3", s3=s3_settings))
+    with lake.table("raw.events").transaction() as tx:
+        tx.set_properties({"write.metadata.previous-versions-max": "1"})
+    _ingest(lake, _run_events("r1", T0))
+    result = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage")
+    then = datetime.now(UTC)
+    time.sleep(0.01)
+    _ingest(lake, _run_events("r2", T0))
+    _ingest(lake, _run_events("r3", T0))
+    policy = maintenance.RetentionPolicy(keep_hours=0, keep_last=1)
+    report = maintenance.expire(lake, "raw.events", now=datetime.now(UTC) + timedelta(minutes=1), policy=policy)
+    assert report.snapshots_expired >= 2 and report.files_deferred > 0
+    assert lake.store.list(maintenance.trash_prefix("raw.events"))
+    assert lake.table("raw.events").snapshot_by_id(result.manifest["pins"]["raw.events"]) is None
+    assert replay(lake, "r1")[0].status == REPRODUCIBLE
+    # Older than the metadata log: the table's metadata folder is listed in the bucket.
+    sql = "SELECT count(DISTINCT run_id) AS n FROM raw.events WHERE run_id LIKE 'r_'"
+    assert query(lake, sql, as_of_ms=int(then.timestamp() * 1000)).column("n").to_pylist() == [1]
+    assert query(lake, sql).column("n").to_pylist() == [3]
 
 
 def test_context_artifacts_asset_indexes_the_day_with_checks(tmp_path: Path) -> None:
