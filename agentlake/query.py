@@ -122,13 +122,17 @@ def snapshot_location(lake: Lake, table: Table, name: str, snapshot_id: int) -> 
 
 def _readable(table: Table, name: str, snapshot_id: int, location: str, *, pin_expires_ms: int | None = None) -> str:
     """``location`` if it holds the snapshot and the snapshot's manifest list still exists."""
-    entry = holds_snapshot(read_metadata(table.io, location), snapshot_id)
+    try:
+        metadata = read_metadata(table.io, location)
+    except FileNotFoundError:
+        raise SnapshotGone(name, snapshot_id, f"the metadata file {location} that holds it is missing") from None
+    entry = holds_snapshot(metadata, snapshot_id)
     if entry is None:
-        raise SnapshotGone(name, snapshot_id, f"the metadata file {location} its pin names does not hold it")
+        raise SnapshotGone(name, snapshot_id, f"the metadata file {location} does not hold it")
     if not table.io.new_input(str(entry["manifest-list"])).exists():
         ran_out = ""
         if pin_expires_ms is not None:
-            ran_out = f"its pin ran out at {datetime.fromtimestamp(pin_expires_ms / 1000, UTC).isoformat()} and "
+            ran_out = f"its pin ran out (it held until {datetime.fromtimestamp(pin_expires_ms / 1000, UTC).isoformat()}) and "
         raise SnapshotGone(name, snapshot_id, f"{ran_out}table maintenance deleted its files after the pin retention "
                            "(AGENTLAKE_PIN_RETENTION_DAYS)")
     return location
