@@ -483,8 +483,8 @@ def _updated_ledger(
 
 
 def _gate_batches(lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions) -> list[list[SegmentInfo]]:
-    """Segments held back by an earlier audit are retried as a batch of their own, after the others,
-    so that a batch that still fails never holds back new segments."""
+    """Segments held back by an earlier audit are retried after the others, each as a batch of its
+    own: one that still fails never holds back new segments, nor the good segments it was held with."""
     if options.quality is None:
         return [segments]
     from agentlake.publish import held
@@ -495,7 +495,7 @@ def _gate_batches(lake: Lake, day: str, segments: list[SegmentInfo], options: In
     was_held = held(lake.table(EVENTS.name).properties, day)
     fresh = [s for s in segments if s.key not in was_held]
     retried = [s for s in segments if s.key in was_held]
-    return [b for b in (fresh, retried) if b]
+    return ([fresh] if fresh else []) + [[s] for s in retried]
 
 
 def _gate(

@@ -368,3 +368,21 @@ def test_the_suite_finds_the_same_rows_validating_the_whole_frame_or_column_by_c
                         59: ["type_allowed", "feedback_score_in_unit_interval", "ts_after_fleet_epoch"]}
     failed = {rule for rule, passed, _ in results if not passed}
     assert "event_id_new_to_main" in failed  # e3 is on main already: a batch rule
+
+
+def test_a_retry_releases_the_good_segments_a_failed_batch_held_back(tmp_path: Path) -> None:
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    good = log.segment([event(i, "g") for i in range(10)])
+    bad = log.segment([event(i, "b") for i in range(2)] + [b"{"] * 18, minutes=1)
+    # Together: 18 of 30 lines quarantined, above the 30 % threshold: the whole batch is held.
+    report = ingest(lake, [good, bad], gated("together"))
+    assert report.segments_held == 2 and main_ids(lake) == []
+    # The retry takes the held segments one by one: the good one publishes, the bad one stays held.
+    report = ingest(lake, [good, bad], gated("retry"))
+    assert report.rows == 10 and report.segments_held == 1
+    assert main_ids(lake) == sorted(f"g{i}" for i in range(10))
+    assert list(held(lake.table(EVENTS.name).properties, good.dt)) == [bad.key]
+    assert len(staged_branches(lake.table(EVENTS.name))) == 1  # superseded branches are removed
+    (day,) = reconcile(lake, good.dt)
+    assert day.balanced and day.segments_held == 1
