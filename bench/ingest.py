@@ -21,7 +21,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -153,6 +152,19 @@ def stage_peer(home: Path) -> dict[str, float]:
     return {"seconds": seconds}
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory (VmHWM).
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that over from the parent through fork and
+    exec, so a stage started by a parent holding a big generated segment would report the
+    parent's memory, not its own.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status: peak memory is measured on Linux only")
+
+
 def run_stage(stage: str, home: Path, *extra: str) -> dict[str, float]:
     """Run one measurement in a fresh process; returns its figures plus its peak RSS."""
     proc = subprocess.run(
@@ -181,7 +193,7 @@ def main() -> int:
             "peer": lambda: stage_peer(home),
         }
         figures = stages[args.stage]()
-        figures["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        figures["max_rss_mb"] = peak_rss_mb()
         print(json.dumps(figures))
         return 0
 
