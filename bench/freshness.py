@@ -7,7 +7,8 @@ Starts the platform as `make run` does (dagster dev: webserver + daemon, the sen
 every 2 s), waits for one warm-up segment to be ingested (the first run also starts the run
 launcher's forkserver), then writes one segment a second through the producer SDK and watches
 raw.events' ledger for each segment's arrival on `main`. The ceiling is the same segment ingested
-in-process with `agentlake.ingest.ingest` (no orchestrator), measured first.
+in-process with `agentlake.ingest.ingest` through the same quality gate (no orchestrator),
+measured first.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from agentlake.ingest import IngestOptions, ingest  # noqa: E402
 from agentlake.lake import Lake  # noqa: E402
 from agentlake.ledger import read_ledger  # noqa: E402
 from agentlake.log import LogWriter  # noqa: E402
+from agentlake.quality import QualityPolicy  # noqa: E402
 from agentlake.segments import SegmentInfo  # noqa: E402
 from agentlake.tables import EVENTS  # noqa: E402
 
@@ -49,8 +51,11 @@ def ceiling(lines: list[bytes], rounds: int = 10) -> list[float]:
     """Latency of ingesting one segment in-process, no orchestrator."""
     home = Path(tempfile.mkdtemp(prefix="agentlake-fresh-ceiling-"))
     try:
-        lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
+        settings = Settings.from_env({"AGENTLAKE_HOME": str(home)})
+        lake = Lake(settings)
         _ = lake.catalog
+        # As the platform ingests: through the quality gate (write, audit, publish).
+        options = IngestOptions(facts=False, quality=QualityPolicy.from_settings(settings))
         writer = LogWriter(lake.store, "ceiling", background_flush=False)
         latencies = []
         for r in range(rounds):
@@ -59,7 +64,7 @@ def ceiling(lines: list[bytes], rounds: int = 10) -> list[float]:
             started = time.perf_counter()
             seg = writer.flush()
             assert seg is not None
-            ingest(lake, [seg], IngestOptions(facts=False))
+            ingest(lake, [seg], options)
             latencies.append(time.perf_counter() - started)
         return latencies
     finally:
