@@ -524,7 +524,7 @@ class ContextEngine:
         """Handles on the tables as they are now.
 
         A handle is reused while the catalog still points at its metadata file (one indexed
-        lookup): parsing metadata.json is what costs, and it grows with the pinned snapshots.
+        lookup): parsing metadata.json is what costs.
         """
         out = {}
         for name in names:
