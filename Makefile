@@ -10,8 +10,10 @@ $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv
 
+# Bytecode is compiled once at install: with PYTHONDONTWRITEBYTECODE set, every process (each
+# Dagster run, each test) would otherwise compile Dagster, pyiceberg and Great Expectations again.
 install: $(if $(filter $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 
 # Chromium from Debian's packages, for the browser tests (skipped where it cannot be installed).
 system-deps:

@@ -46,10 +46,21 @@ def build_lake_resource(settings: Settings) -> LakeResource:
     )
 
 
-# The libraries every run imports, in the order a run needs them: Dagster's run entry point, the
-# table and dataframe stack, the quality gate's Great Expectations, the query engine.
+# The libraries every run imports, in the order a run needs them: Dagster's run entry point and
+# instance, the table and dataframe stack, the quality gate's Great Expectations, the query engine.
 RUN_PRELOAD = (
     "dagster._cli.api",
+    # What loading the instance in a run imports: its SQLite storages and their migrations.
+    "dagster._cli.utils",
+    "dagster._core.storage.sqlite_storage",
+    "dagster._core.storage.runs.sqlite.sqlite_run_storage",
+    "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+    "dagster._core.storage.schedules.sqlite.sqlite_schedule_storage",
+    "dagster._core.storage.local_compute_log_manager",
+    "dagster._core.run_coordinator.queued_run_coordinator",
+    "dagster._core.scheduler",
+    "alembic.command",
+    "upath",
     "pyarrow.parquet",
     "pyarrow.json",
     "pyarrow.dataset",
