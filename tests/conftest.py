@@ -107,3 +107,21 @@ def open_store(spec: dict[str, object]) -> ObjectStore:
 @pytest.fixture
 def store(store_spec: dict[str, object]) -> ObjectStore:
     return open_store(store_spec)
+
+
+@pytest.fixture(scope="module")
+def browser_path() -> str:
+    """Debian's Chromium for the browser tests: required in CI, skipped where it is not installed."""
+    path = chromium_path()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing in CI: .ci/run installs Debian's chromium package")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    return path
+
+
+def chromium_path() -> str | None:
+    for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.path.exists(candidate):
+            return candidate
+    return None

@@ -60,13 +60,6 @@ def running_platform(home: Path, *, demo_rate: float = 2.0, timeout: float = 120
         log.close()
 
 
-def chromium_path() -> str | None:
-    for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if os.path.exists(candidate):
-            return candidate
-    return None
-
-
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.platform import CHROMIUM_ARGS, chromium_path, running_platform
+from tests.platform import CHROMIUM_ARGS, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(500)]
-
-
-@pytest.fixture(scope="module")
-def browser_path() -> str:
-    path = chromium_path()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing in CI: .ci/run installs Debian's chromium package")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    return path
 
 
 def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
