@@ -7,8 +7,10 @@
 - **Publish**: a guarded fast-forward, in one transaction: ``main`` is set to the branch head only if
   ``main``'s head is an ancestor of it (pyiceberg 0.12 does not check: setting ``main`` to another
   ref silently drops whatever landed on ``main`` meanwhile), the branch is removed and the table
-  properties (the ledger) are set. If ``main`` moved, the branch's data files are appended onto
-  ``main`` instead, after the caller re-checked its ledger. A stale update fails with
+  properties (the ledger) are set. If ``main`` moved (another writer published meanwhile), the
+  branch is dropped and ``MainMoved`` (a ``CommitFailedException``) starts the stage again from
+  fresh table state: its deduplication and audit must see the other writer's rows, or an event
+  in both batches would land on ``main`` twice. A stale update fails with
   ``CommitFailedException`` and is retried from a fresh read.
 
 A batch whose audit failed is **held**: its segments are recorded in ``agentlake.held.<day>`` (a
@@ -44,6 +46,10 @@ AUDIT_RECORDS = "audit/v1/publish/"
 PUBLISH_ATTEMPTS = 20
 
 Checkpoint = Callable[[str], None]
+
+
+class MainMoved(CommitFailedException):
+    """``main`` moved after the batch was staged: the stage starts again, deduplicating against it."""
 
 
 class AlreadyPublished(Exception):
@@ -139,7 +145,7 @@ def publish(
     table: Table, staged: Staged, properties: Callable[[Table], tuple[dict[str, str], tuple[str, ...]]],
     snapshot_properties: dict[str, str], check: Checkpoint, still_wanted: Callable[[Table], bool],
 ) -> int:
-    """Move ``main`` to the staged batch: a guarded fast-forward, or an append if ``main`` moved meanwhile.
+    """Move ``main`` to the staged batch by a guarded fast-forward (an append onto an empty ``main``).
 
     Args:
         properties: table properties to set and to remove in the same transaction (the ledger, the
@@ -151,6 +157,7 @@ def publish(
 
     Raises:
         AlreadyPublished: ``still_wanted`` said no; the branch has been removed.
+        MainMoved: another writer published after the batch was staged; the branch has been removed.
         CommitFailedException: every attempt conflicted with another writer.
     """
     name = table.name()[-1]
@@ -165,6 +172,14 @@ def publish(
         head = table.metadata.refs[staged.branch].snapshot_id
         to_set, to_remove = properties(table)
         fast_forward = main is not None and is_ancestor_of(head, main, table.metadata)
+        if main is not None and not fast_forward:
+            # Another writer's rows landed on main after this batch was deduplicated and audited
+            # against it: appending now could put an event_id on main twice. Stage it again.
+            discard(table, staged.branch)
+            raise MainMoved(
+                f"{'.'.join(table.name())}: main moved while {staged.branch} was audited; staging the batch "
+                "again from fresh table state"
+            )
         check(f"before-commit:{name}")
         try:
             with table.transaction() as tx:

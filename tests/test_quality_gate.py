@@ -171,6 +171,36 @@ def test_a_commit_that_lands_on_main_while_the_audit_runs_is_not_lost(tmp_path: 
     assert day.balanced and day.rows == 17
 
 
+def test_an_event_in_two_concurrent_batches_lands_on_main_once(tmp_path: Path) -> None:
+    """A producer's retried event in two segments ingested by two runs at once: while A's batch is
+    audited, B publishes the event; A's publish must not add it again (it stages afresh instead)."""
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    first = log.segment([event(i, "a") for i in range(10)])
+    other = log.segment([event(i, "a") for i in range(3)] + [event(i, "o") for i in range(4)], minutes=1)
+    audited, other_done = threading.Event(), threading.Event()
+
+    def pause(stage: str) -> None:
+        if stage == "after-audit:events" and not audited.is_set():
+            audited.set()
+            assert other_done.wait(timeout=120)
+
+    result: dict[str, IngestReport] = {}
+    writer = threading.Thread(target=lambda: result.setdefault("a", ingest(
+        new_lake(tmp_path), [first], gated("a", checkpoint=pause))))
+    writer.start()
+    assert audited.wait(timeout=120)
+    ingest(new_lake(tmp_path), [other], gated("b"))
+    other_done.set()
+    writer.join(timeout=120)
+    ids = main_ids(lake)
+    assert len(ids) == len(set(ids)) == 14
+    assert sorted(ids) == sorted([f"a{i}" for i in range(10)] + [f"o{i}" for i in range(4)])
+    assert not staged_branches(lake.table(EVENTS.name))
+    (day,) = reconcile(lake, first.dt)
+    assert day.balanced and day.rows == 14 and day.duplicates == 3
+
+
 # The gate's own steps are killed for real (SIGKILL) in test_sigkill_between_write_audit_and_publish.
 @pytest.mark.parametrize("stage", ["after-data-files", "before-commit:quarantine"])
 def test_a_crash_at_each_step_of_the_gate_never_publishes_part_and_the_rerun_adds_nothing_twice(
