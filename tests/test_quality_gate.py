@@ -142,11 +142,8 @@ def test_bad_rows_are_quarantined_with_their_rule_and_the_rest_publishes(tmp_pat
     assert again.rows == 0 and again.segments_skipped == 1 and len(main_ids(lake)) == 35
 
 
-def test_a_commit_that_lands_on_main_while_the_audit_runs_is_not_lost(tmp_path: Path) -> None:
-    lake = new_lake(tmp_path)
-    log = Log(lake)
-    first = log.segment([event(i, "a") for i in range(10)])
-    other = log.segment([event(i, "o") for i in range(7)], minutes=1)
+def ingest_while_another_publishes(tmp_path: Path, first: SegmentInfo, other: SegmentInfo) -> IngestReport:
+    """Writer A ingests ``first``; while its batch is audited, writer B ingests and publishes ``other``."""
     audited, other_done = threading.Event(), threading.Event()
 
     def pause(stage: str) -> None:
@@ -159,11 +156,18 @@ def test_a_commit_that_lands_on_main_while_the_audit_runs_is_not_lost(tmp_path: 
         new_lake(tmp_path), [first], gated("a", checkpoint=pause))))
     writer.start()
     assert audited.wait(timeout=120)
-    # A second writer publishes another segment while A's batch is audited: main moves.
-    ingest(new_lake(tmp_path), [other], gated("b"))
+    ingest(new_lake(tmp_path), [other], gated("b"))  # main moves while A's batch is audited
     other_done.set()
     writer.join(timeout=120)
-    assert result["a"].rows == 10
+    return result["a"]
+
+
+def test_a_commit_that_lands_on_main_while_the_audit_runs_is_not_lost(tmp_path: Path) -> None:
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    first = log.segment([event(i, "a") for i in range(10)])
+    other = log.segment([event(i, "o") for i in range(7)], minutes=1)
+    assert ingest_while_another_publishes(tmp_path, first, other).rows == 10
     assert main_ids(lake) == sorted([f"a{i}" for i in range(10)] + [f"o{i}" for i in range(7)])
     events = lake.table(EVENTS.name)
     assert not staged_branches(events)
@@ -178,21 +182,7 @@ def test_an_event_in_two_concurrent_batches_lands_on_main_once(tmp_path: Path) -
     log = Log(lake)
     first = log.segment([event(i, "a") for i in range(10)])
     other = log.segment([event(i, "a") for i in range(3)] + [event(i, "o") for i in range(4)], minutes=1)
-    audited, other_done = threading.Event(), threading.Event()
-
-    def pause(stage: str) -> None:
-        if stage == "after-audit:events" and not audited.is_set():
-            audited.set()
-            assert other_done.wait(timeout=120)
-
-    result: dict[str, IngestReport] = {}
-    writer = threading.Thread(target=lambda: result.setdefault("a", ingest(
-        new_lake(tmp_path), [first], gated("a", checkpoint=pause))))
-    writer.start()
-    assert audited.wait(timeout=120)
-    ingest(new_lake(tmp_path), [other], gated("b"))
-    other_done.set()
-    writer.join(timeout=120)
+    ingest_while_another_publishes(tmp_path, first, other)
     ids = main_ids(lake)
     assert len(ids) == len(set(ids)) == 14
     assert sorted(ids) == sorted([f"a{i}" for i in range(10)] + [f"o{i}" for i in range(4)])
