@@ -31,6 +31,7 @@ test: install system-deps
 lint: install
 	$(VENV)/bin/ruff check agentlake platform_defs assets sensors tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench-quick: install
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b --quick || exit 1; done

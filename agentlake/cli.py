@@ -15,8 +15,9 @@ import orjson
 
 from agentlake.config import Settings
 from agentlake.errors import AgentLakeError
-from agentlake.log import LogReader, LogWriter, new_producer_id
-from agentlake.store import ObjectStore
+from agentlake.log.reader import LogReader
+from agentlake.log.writer import LogWriter, new_producer_id
+from agentlake.storage.store import ObjectStore
 
 
 class Context:
@@ -98,7 +99,7 @@ def cmd_log_cat(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake import demo
+    from agentlake.sources import demo
 
     seed = args.seed if args.seed is not None else int.from_bytes(__import__("os").urandom(4), "big")
     config = demo.FleetConfig(seed=seed, bad_share=args.bad_share)
@@ -122,7 +123,7 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake import otlp
+    from agentlake.sources import otlp
 
     with ctx.writer("otlp") as writer:
         report = otlp.import_otlp([Path(p) for p in args.paths], writer)
@@ -137,12 +138,13 @@ def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake.ingest import IngestOptions, ingest_pending
-    from agentlake.lake import Lake
-    from agentlake.quality import QualityPolicy
+    from agentlake.gate.suites import QualityPolicy
+    from agentlake.pipeline.flow import ingest_pending_then_facts
+    from agentlake.pipeline.stage import IngestOptions
+    from agentlake.tables.lake import Lake
 
     options = IngestOptions(quality=QualityPolicy.from_settings(ctx.settings))
-    report = ingest_pending(Lake(ctx.settings, store=ctx.store), options, day=args.date)
+    report = ingest_pending_then_facts(Lake(ctx.settings, store=ctx.store), options, day=args.date)
     data = report.as_dict()
     _out(args, data, (
         f"ingested {report.segments} segment(s), {report.lines} lines: {report.rows} rows, "
@@ -154,12 +156,13 @@ def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
     """List held batches, or publish them as they are (an emergency override, recorded)."""
-    from agentlake.ingest import IngestOptions, ingest
-    from agentlake.lake import Lake
-    from agentlake.publish import held, held_days, write_audit_record
-    from agentlake.quality import QualityPolicy
-    from agentlake.segments import SegmentInfo
-    from agentlake.tables import EVENTS
+    from agentlake.gate.publish import held, held_days, write_audit_record
+    from agentlake.gate.suites import QualityPolicy
+    from agentlake.log.segments import SegmentInfo
+    from agentlake.pipeline.flow import ingest_then_facts
+    from agentlake.pipeline.stage import IngestOptions
+    from agentlake.tables.lake import Lake
+    from agentlake.tables.schemas import EVENTS
 
     lake = Lake(ctx.settings, store=ctx.store)
     properties = lake.table(EVENTS.name).properties
@@ -184,8 +187,8 @@ def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
         "branches": sorted({v["branch"] for keys in chosen.values() for v in keys.values()}),
         "failed": sorted({f for keys in chosen.values() for v in keys.values() for f in v["failed"]}),
     })
-    options = IngestOptions(quality=QualityPolicy.from_settings(ctx.settings), override=args.reason, facts=True)
-    report = ingest(lake, segments, options)
+    options = IngestOptions(quality=QualityPolicy.from_settings(ctx.settings), override=args.reason)
+    report = ingest_then_facts(lake, segments, options)
     data = {"segments": len(segments), "rows": report.rows, "quarantined": report.quarantined,
             "audit_record": record, "snapshots": report.snapshots}
     _out(args, data, f"published {len(segments)} held segment(s) by override: {report.rows} rows; "
@@ -194,12 +197,12 @@ def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_query(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake.lake import Lake
-    from agentlake.query import query
+    from agentlake.context.query import query
+    from agentlake.tables.lake import Lake
 
     as_of_ms = None
     if args.as_of:
-        from agentlake.context import parse_time, to_ms
+        from agentlake.context.assembly import parse_time, to_ms
 
         as_of_ms = to_ms(parse_time(args.as_of))
     table = query(Lake(ctx.settings, store=ctx.store), args.sql, as_of_ms=as_of_ms)
@@ -215,8 +218,8 @@ def cmd_query(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake.lake import Lake
-    from agentlake.reconcile import reconcile
+    from agentlake.pipeline.reconcile import reconcile
+    from agentlake.tables.lake import Lake
 
     results = reconcile(Lake(ctx.settings, store=ctx.store), args.date)
     lines = []
@@ -232,8 +235,8 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_maintain(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake.lake import Lake
-    from agentlake.maintenance import maintain
+    from agentlake.maintenance.maintain import maintain
+    from agentlake.tables.lake import Lake
 
     reports = maintain(Lake(ctx.settings, store=ctx.store), args.table or None)
     lines = []
@@ -249,8 +252,8 @@ def cmd_maintain(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_context_build(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake.context import ContextRequest, InvalidRequest, assemble, parse_time
-    from agentlake.lake import Lake
+    from agentlake.context.assembly import ContextRequest, InvalidRequest, assemble, parse_time
+    from agentlake.tables.lake import Lake
 
     if args.spec:
         try:
@@ -275,8 +278,8 @@ def cmd_context_build(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake.lake import Lake
-    from agentlake.replay import replay
+    from agentlake.context.replay import replay
+    from agentlake.tables.lake import Lake
 
     reports = replay(Lake(ctx.settings, store=ctx.store), args.ref, at_current=args.at_current)
     _out(args, {"replays": [r.as_dict() for r in reports]}, "\n".join(r.text() for r in reports))

@@ -45,6 +45,10 @@ class CorruptSegment(StoreError):
     """A segment's bytes do not match the checksum its key carries."""
 
 
+class StageAborted(AgentLakeError):
+    """A stage gave up after repeated commit conflicts; run it again (nothing was lost or doubled)."""
+
+
 class InvalidSegmentKey(AgentLakeError):
     """An object under the log prefix does not have the shape of a segment key."""
 

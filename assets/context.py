@@ -19,10 +19,10 @@ from dagster import (
     asset,
 )
 
-from agentlake.context_index import CONTEXT_ARTIFACTS, DayIndex, index_day
-from agentlake.lake import Lake
-from agentlake.layout import cluster_day
-from agentlake.tables import EVENTS, RETRIEVALS
+from agentlake.context.index import CONTEXT_ARTIFACTS, DayIndex, index_day
+from agentlake.maintenance.clustering import cluster_day
+from agentlake.tables.lake import Lake
+from agentlake.tables.schemas import EVENTS, RETRIEVALS
 from assets.ingest import ARRIVAL_DAYS, table_key
 from platform_defs.resources import LakeResource
 

@@ -20,13 +20,14 @@ from dagster import (
     multi_asset,
 )
 
-from agentlake.facts import rebuild_facts, update_facts
-from agentlake.ingest import IngestOptions, IngestReport, ingest
-from agentlake.lake import Lake
-from agentlake.quality import QualityPolicy
-from agentlake.reconcile import reconcile
-from agentlake.segments import SegmentInfo
-from agentlake.tables import EVENTS, FACT_TABLES, QUARANTINE, TableDef
+from agentlake.gate.suites import QualityPolicy
+from agentlake.log.segments import SegmentInfo
+from agentlake.pipeline.facts import rebuild_facts, update_facts
+from agentlake.pipeline.ingest import ingest
+from agentlake.pipeline.reconcile import reconcile
+from agentlake.pipeline.stage import IngestOptions, IngestReport
+from agentlake.tables.lake import Lake
+from agentlake.tables.schemas import EVENTS, FACT_TABLES, QUARANTINE, TableDef
 from assets.quality import (
     GATE_CHECKS,
     STAGED_EVENTS,
@@ -88,7 +89,6 @@ def _options(context: AssetExecutionContext, lake: LakeResource) -> IngestOption
         run_id=context.run.run_id,
         partition=context.partition_key,
         dedup_window_days=lake.settings().dedup_window_days,
-        facts=False,
         quality=QualityPolicy.from_settings(lake.settings()),
     )
 

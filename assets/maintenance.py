@@ -1,7 +1,7 @@
 """Table maintenance assets: compaction and snapshot expiry of the Iceberg tables, in their own lane.
 
 Two assets, one per table set (the raw tables; the fact tables and the context index), each a
-thin wrapper over :func:`agentlake.maintenance.maintain`. A schedule runs them every 10 minutes
+thin wrapper over :func:`agentlake.maintenance.maintain.maintain`. A schedule runs them every 10 minutes
 in the ``maintenance`` lane (one run at a time, apart from ingestion). Each materialization
 shows, per table, the files rewritten, the snapshots expired and the bytes before and after;
 each table's own page gets an observation with its figures.
@@ -16,25 +16,21 @@ from dagster import (
     AssetObservation,
     AssetsDefinition,
     Config,
-    DefaultScheduleStatus,
     MaterializeResult,
     MetadataValue,
-    ScheduleDefinition,
     TableColumn,
     TableRecord,
     TableSchema,
     asset,
-    define_asset_job,
-    in_process_executor,
 )
 
 from agentlake.config import Settings
-from agentlake.context_index import CONTEXT_ARTIFACTS
-from agentlake.lake import Lake
-from agentlake.maintenance import CompactionPolicy, MaintenanceReport, RetentionPolicy, maintain
-from agentlake.tables import ALL_TABLES, RAW_TABLES, TableDef
+from agentlake.context.index import CONTEXT_ARTIFACTS
+from agentlake.maintenance.maintain import CompactionPolicy, MaintenanceReport, RetentionPolicy, maintain
+from agentlake.tables.lake import Lake
+from agentlake.tables.schemas import ALL_TABLES, RAW_TABLES, TableDef
 from assets.context import CONTEXT_ARTIFACTS_KEY
-from assets.ingest import INGEST_LANE_TAG, table_key
+from assets.ingest import table_key
 from platform_defs.resources import LakeResource
 
 MAINTENANCE_LANE = "maintenance"
@@ -156,20 +152,3 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
     return [raw_tables, fact_tables]
 
 
-maintenance_job = define_asset_job(
-    "maintenance",
-    selection=[RAW_MAINTENANCE, OTHER_MAINTENANCE],
-    executor_def=in_process_executor,
-    tags={INGEST_LANE_TAG: MAINTENANCE_LANE},
-    description="Table maintenance of every table: compaction, then snapshot expiry (its own lane, one run at a time).",
-)
-
-maintenance_schedule = ScheduleDefinition(
-    name="table_maintenance_schedule",
-    job=maintenance_job,
-    cron_schedule=MAINTENANCE_CRON,
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    tags={INGEST_LANE_TAG: MAINTENANCE_LANE},
-    description="Runs table maintenance every 10 minutes, apart from ingestion, in the maintenance lane.",
-)

@@ -1,9 +1,9 @@
 """The quality gate in the asset graph: the staged batch of raw.events and its Great Expectations checks.
 
 ``raw/events_staged`` is the batch an ingest run wrote to its staging branch; every rule of the
-events suite (:mod:`agentlake.quality`) is an asset check on it, carrying the expectation's
+events suite (:mod:`agentlake.gate.suites`) is an asset check on it, carrying the expectation's
 outcome (unexpected count, a few sample values). Batch rules are blocking checks: when one fails,
-the Iceberg publish (the gate itself, in :mod:`agentlake.gate`) did not move ``main``, and the
+the Iceberg publish (the gate itself, in :mod:`agentlake.gate.batch`) did not move ``main``, and the
 published ``raw/events`` does not materialize. Row rules only warn: their rows are quarantined
 with the rule's name and the rest of the batch publishes.
 """
@@ -20,8 +20,8 @@ from dagster import (
     MaterializeResult,
 )
 
-from agentlake.ingest import IngestReport
-from agentlake.quality import BATCH, QualityPolicy, events_suite
+from agentlake.gate.suites import BATCH, QualityPolicy, events_suite
+from agentlake.pipeline.ingest import IngestReport
 from assets.raw_log import RAW_EVENT_LOG
 
 STAGED_EVENTS_KEY = AssetKey(["raw", "events_staged"])

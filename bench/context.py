@@ -35,13 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agentlake.config import Settings  # noqa: E402
-from agentlake.context import ContextEngine, ContextRequest, assemble  # noqa: E402
-from agentlake.demo import FleetConfig, generate_runs  # noqa: E402
-from agentlake.ingest import IngestOptions, ingest  # noqa: E402
-from agentlake.lake import Lake  # noqa: E402
-from agentlake.layout import cluster_day  # noqa: E402
-from agentlake.log import LogWriter  # noqa: E402
-from agentlake.replay import REPRODUCIBLE, replay_artifact  # noqa: E402
+from agentlake.context.assembly import ContextEngine, ContextRequest, assemble  # noqa: E402
+from agentlake.context.replay import REPRODUCIBLE, replay_artifact  # noqa: E402
+from agentlake.log.writer import LogWriter  # noqa: E402
+from agentlake.maintenance.clustering import cluster_day  # noqa: E402
+from agentlake.pipeline.flow import ingest_then_facts  # noqa: E402
+from agentlake.pipeline.stage import IngestOptions  # noqa: E402
+from agentlake.sources.demo import FleetConfig, generate_runs  # noqa: E402
+from agentlake.tables.lake import Lake  # noqa: E402
 
 _IDS = re.compile(rb'"(run_id|event_id)":"([^"]*)"')
 
@@ -92,7 +93,7 @@ def main() -> int:
         started = time.perf_counter()
         generate(lake, events)
         segments = lake.log.list_all()
-        ingest(lake, segments, IngestOptions())
+        ingest_then_facts(lake, segments, IngestOptions())
         build_s = time.perf_counter() - started
         day = segments[0].dt
         rng = random.Random(7)

@@ -7,7 +7,7 @@ Starts the platform as `make run` does (dagster dev: webserver + daemon, the sen
 every 2 s), waits for one warm-up segment to be ingested (the first run also starts the run
 launcher's forkserver), then writes one segment a second through the producer SDK and watches
 raw.events' ledger for each segment's arrival on `main`. The ceiling is the same segment ingested
-in-process with `agentlake.ingest.ingest` through the same quality gate (no orchestrator),
+in-process with `agentlake.pipeline.ingest.ingest` through the same quality gate (no orchestrator),
 measured first.
 """
 
@@ -29,14 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agentlake.config import Settings  # noqa: E402
-from agentlake.demo import FleetConfig, generate_runs  # noqa: E402
-from agentlake.ingest import IngestOptions, ingest  # noqa: E402
-from agentlake.lake import Lake  # noqa: E402
-from agentlake.ledger import read_ledger  # noqa: E402
-from agentlake.log import LogWriter  # noqa: E402
-from agentlake.quality import QualityPolicy  # noqa: E402
-from agentlake.segments import SegmentInfo  # noqa: E402
-from agentlake.tables import EVENTS  # noqa: E402
+from agentlake.gate.suites import QualityPolicy  # noqa: E402
+from agentlake.log.segments import SegmentInfo  # noqa: E402
+from agentlake.log.writer import LogWriter  # noqa: E402
+from agentlake.pipeline.ingest import ingest  # noqa: E402
+from agentlake.pipeline.stage import IngestOptions  # noqa: E402
+from agentlake.sources.demo import FleetConfig, generate_runs  # noqa: E402
+from agentlake.tables.lake import Lake  # noqa: E402
+from agentlake.tables.ledger import read_ledger  # noqa: E402
+from agentlake.tables.schemas import EVENTS  # noqa: E402
 
 SENSOR_INTERVAL_S = 2
 EVENTS_PER_SEGMENT = 200
@@ -55,7 +56,7 @@ def ceiling(lines: list[bytes], rounds: int = 10) -> list[float]:
         lake = Lake(settings)
         _ = lake.catalog
         # As the platform ingests: through the quality gate (write, audit, publish).
-        options = IngestOptions(facts=False, quality=QualityPolicy.from_settings(settings))
+        options = IngestOptions(quality=QualityPolicy.from_settings(settings))
         writer = LogWriter(lake.store, "ceiling", background_flush=False)
         latencies = []
         for r in range(rounds):

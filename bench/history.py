@@ -6,9 +6,9 @@
     python bench/history.py --quality  # each ingest through the write-audit-publish gate (about 1 s more each)
 
 Each commit is the real ingest path: a small segment (20 demo events) written by
-``agentlake.log.LogWriter`` and ingested by ``agentlake.ingest.ingest`` into raw.events and
+``agentlake.log.writer.LogWriter`` and ingested by ``agentlake.pipeline.ingest.ingest`` into raw.events and
 raw.quarantine (parse, dedup window, data files, ledger, commit). Table maintenance
-(``agentlake.maintenance.maintain``: compaction, then expiry) runs every ``--cadence`` commits,
+(``agentlake.maintenance.maintain.maintain``: compaction, then expiry) runs every ``--cadence`` commits,
 as the maintenance schedule (every 10 minutes) does at one ingest commit a minute. Snapshot
 timestamps are wall-clock time here, so the retention is given as a count: keep the last
 ``--keep`` snapshots (15: what the default 15-minute retention keeps at one commit a minute).
@@ -37,13 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agentlake.config import Settings  # noqa: E402
-from agentlake.demo import FleetConfig, generate_runs  # noqa: E402
-from agentlake.ingest import IngestOptions, ingest  # noqa: E402
-from agentlake.lake import Lake  # noqa: E402
-from agentlake.log import LogWriter  # noqa: E402
-from agentlake.maintenance import CompactionPolicy, RetentionPolicy, footprint, maintain  # noqa: E402
-from agentlake.quality import QualityPolicy  # noqa: E402
-from agentlake.tables import EVENTS, QUARANTINE  # noqa: E402
+from agentlake.gate.suites import QualityPolicy  # noqa: E402
+from agentlake.log.writer import LogWriter  # noqa: E402
+from agentlake.maintenance.maintain import CompactionPolicy, RetentionPolicy, footprint, maintain  # noqa: E402
+from agentlake.pipeline.ingest import ingest  # noqa: E402
+from agentlake.pipeline.stage import IngestOptions  # noqa: E402
+from agentlake.sources.demo import FleetConfig, generate_runs  # noqa: E402
+from agentlake.tables.lake import Lake  # noqa: E402
+from agentlake.tables.schemas import EVENTS, QUARANTINE  # noqa: E402
 
 EVENTS_PER_SEGMENT = 20
 RAW = [EVENTS.name, QUARANTINE.name]
@@ -74,7 +75,7 @@ def run_series(
         segment = writer.flush()
         assert segment is not None
         began = time.perf_counter()
-        ingest(lake, [segment], IngestOptions(run_id=f"bench-{n}", facts=False, quality=gate))
+        ingest(lake, [segment], IngestOptions(run_id=f"bench-{n}", quality=gate))
         times.append(time.perf_counter() - began)
         if n in points:
             table = lake.table(EVENTS.name)

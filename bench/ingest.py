@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 def generate(home: Path, events: int, segment_events: int) -> dict[str, float]:
     """Write ``events`` demo events into the log under ``home``; returns sizes."""
     from agentlake.config import Settings
-    from agentlake.demo import FleetConfig, generate_runs
-    from agentlake.log import LogWriter
-    from agentlake.store import ObjectStore
+    from agentlake.log.writer import LogWriter
+    from agentlake.sources.demo import FleetConfig, generate_runs
+    from agentlake.storage.store import ObjectStore
 
     settings = Settings.from_env({"AGENTLAKE_HOME": str(home)})
     base = list(generate_runs(FleetConfig(seed=11), 4000, datetime.now(UTC)))
@@ -66,10 +66,11 @@ def generate(home: Path, events: int, segment_events: int) -> dict[str, float]:
 
 def stage_agentlake(home: Path, facts: bool, gated: bool = False) -> dict[str, float]:
     from agentlake.config import Settings
-    from agentlake.facts import update_facts
-    from agentlake.ingest import IngestOptions, ingest
-    from agentlake.lake import Lake
-    from agentlake.quality import QualityPolicy, warm_up
+    from agentlake.gate.suites import QualityPolicy, warm_up
+    from agentlake.pipeline.facts import update_facts
+    from agentlake.pipeline.ingest import ingest
+    from agentlake.pipeline.stage import IngestOptions
+    from agentlake.tables.lake import Lake
 
     lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
     segments = lake.log.list_all()
@@ -80,7 +81,7 @@ def stage_agentlake(home: Path, facts: bool, gated: bool = False) -> dict[str, f
         warm_up().join()
         import_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    report = ingest(lake, segments, IngestOptions(facts=False, quality=QualityPolicy() if gated else None))
+    report = ingest(lake, segments, IngestOptions(quality=QualityPolicy() if gated else None))
     seconds = time.perf_counter() - started
     out = {"seconds": seconds, "rows": report.rows, "quarantined": report.quarantined,
            "fast_lines": report.fast_lines, "slow_lines": report.slow_lines}
@@ -101,9 +102,9 @@ def stage_ceiling(home: Path) -> dict[str, float]:
     import pyarrow.parquet as pq
 
     from agentlake.config import Settings
-    from agentlake.log import LogReader
-    from agentlake.parse import WIRE_SCHEMA
-    from agentlake.store import ObjectStore
+    from agentlake.log.parse import WIRE_SCHEMA
+    from agentlake.log.reader import LogReader
+    from agentlake.storage.store import ObjectStore
 
     reader = LogReader(ObjectStore.from_settings(Settings.from_env({"AGENTLAKE_HOME": str(home)})))
     out_dir = Path(tempfile.mkdtemp(dir=home))
@@ -124,8 +125,8 @@ def stage_peer(home: Path) -> dict[str, float]:
     import orjson
 
     from agentlake.config import Settings
-    from agentlake.log import LogReader
-    from agentlake.store import ObjectStore
+    from agentlake.log.reader import LogReader
+    from agentlake.storage.store import ObjectStore
 
     reader = LogReader(ObjectStore.from_settings(Settings.from_env({"AGENTLAKE_HOME": str(home)})))
     segments = reader.list_all()

@@ -61,15 +61,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson  # noqa: E402
 import zstandard  # noqa: E402
 
-from agentlake.log import (  # noqa: E402
-    DEFAULT_MAX_SEGMENT_BYTES,
-    DEFAULT_MAX_SEGMENT_EVENTS,
-    LogWriter,
-)
-from agentlake.store import ObjectStore  # noqa: E402
+from agentlake.log.writer import DEFAULT_MAX_SEGMENT_BYTES, DEFAULT_MAX_SEGMENT_EVENTS, LogWriter  # noqa: E402
+from agentlake.storage.store import ObjectStore  # noqa: E402
 
 GOAL_SDK_VS_CEILING = 0.6
-CEILING_ZSTD_LEVEL = 3  # the SDK's level (agentlake.log.ZSTD_LEVEL)
+CEILING_ZSTD_LEVEL = 3  # the SDK's level (agentlake.log.writer.ZSTD_LEVEL)
 PEER_GZIP_LEVEL = 9  # gzip.compress's default: what a producer gets without choosing
 MB = 1_000_000
 
@@ -293,7 +289,7 @@ def sdk_serialiser(events: list[dict[str, Any]], segments: list[bytes]) -> tuple
     SDK's own encoder when it has one, whichever reproduces the SDK's first lines."""
     candidates: list[tuple[str, Callable[[Any], bytes]]] = []
     try:
-        from agentlake.events import encode_event
+        from agentlake.log.events import encode_event
 
         candidates.append(("agentlake.events.encode_event", encode_event))
     except ImportError:

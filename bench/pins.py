@@ -53,16 +53,17 @@ import orjson  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from agentlake.config import Settings  # noqa: E402
-from agentlake.context import ContextEngine, ContextRequest, assemble  # noqa: E402
-from agentlake.demo import FleetConfig, emit_runs  # noqa: E402
-from agentlake.ingest import IngestOptions, ingest  # noqa: E402
-from agentlake.lake import Lake  # noqa: E402
-from agentlake.log import LogWriter  # noqa: E402
-from agentlake.maintenance import RetentionPolicy, expire, trash_prefix  # noqa: E402
-from agentlake.pins import Pin, historical_key, pin_expiry, pin_snapshots, retention_ms  # noqa: E402
-from agentlake.query import query  # noqa: E402
-from agentlake.replay import REPRODUCIBLE, replay  # noqa: E402
-from agentlake.tables import EVENTS  # noqa: E402
+from agentlake.context.assembly import ContextEngine, ContextRequest, assemble  # noqa: E402
+from agentlake.context.pins import Pin, historical_key, pin_expiry, pin_snapshots, retention_ms  # noqa: E402
+from agentlake.context.query import query  # noqa: E402
+from agentlake.context.replay import REPRODUCIBLE, replay  # noqa: E402
+from agentlake.log.writer import LogWriter  # noqa: E402
+from agentlake.maintenance.maintain import RetentionPolicy, expire, trash_prefix  # noqa: E402
+from agentlake.pipeline.ingest import ingest  # noqa: E402
+from agentlake.pipeline.stage import IngestOptions  # noqa: E402
+from agentlake.sources.demo import FleetConfig, emit_runs  # noqa: E402
+from agentlake.tables.lake import Lake  # noqa: E402
+from agentlake.tables.schemas import EVENTS  # noqa: E402
 
 TICK_MS = 60_000
 MAINTENANCE_EVERY = 10  # ticks
@@ -81,7 +82,7 @@ def base_table(lake: Lake) -> None:
         emit_runs(writer, FleetConfig(seed=5), runs=120, start=datetime.now(UTC))
     segments = lake.log.list_all()
     for i in range(0, min(len(segments), 4 * SEGMENTS_PER_COMMIT), SEGMENTS_PER_COMMIT):
-        ingest(lake, segments[i:i + SEGMENTS_PER_COMMIT], IngestOptions(facts=False))
+        ingest(lake, segments[i:i + SEGMENTS_PER_COMMIT], IngestOptions())
 
 
 def simulate_history(lake: Lake, template: Lake, days: int) -> dict[str, Any]:
@@ -233,7 +234,7 @@ def warm_contexts(lakes: dict[str, Lake], samples: int = 9) -> dict[str, float]:
 
 def as_of(lake: Lake, as_of_ms: int, expected: int | None) -> float:
     """One as-of query at ``as_of_ms``; checks it read the snapshot current then."""
-    from agentlake.query import resolve
+    from agentlake.context.query import resolve
 
     started = time.perf_counter()
     query(lake, "SELECT count(*) FROM raw.events", as_of_ms=as_of_ms)

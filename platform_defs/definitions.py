@@ -6,10 +6,11 @@ from dagster import Definitions
 
 from assets.context import context_artifacts, context_layout
 from assets.ingest import build_facts, ingest_log
-from assets.maintenance import build_maintenance_assets, maintenance_job, maintenance_schedule
+from assets.maintenance import build_maintenance_assets
 from assets.raw_log import raw_event_log
 from platform_defs.environment import build_lake_resource, resolve_settings
-from sensors.log_sensor import build_facts_sensor, build_log_sensor, facts_job, ingest_job
+from platform_defs.jobs import facts_job, ingest_job, maintenance_job, maintenance_schedule
+from sensors.log_sensor import build_facts_sensor, build_log_sensor
 
 
 def build_definitions() -> Definitions:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from agentlake.catalog import open_catalog
+from agentlake.storage.catalog import open_catalog
 from platform_defs.environment import instance_yaml, resolve_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

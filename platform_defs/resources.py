@@ -8,10 +8,10 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pyiceberg.catalog.sql import SqlCatalog
 
-from agentlake.catalog import open_catalog
 from agentlake.config import S3Settings, Settings
-from agentlake.log import LogReader
-from agentlake.store import ObjectStore
+from agentlake.log.reader import LogReader
+from agentlake.storage.catalog import open_catalog
+from agentlake.storage.store import ObjectStore
 
 
 class LakeResource(ConfigurableResource):

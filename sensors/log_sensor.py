@@ -15,16 +15,15 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
-    define_asset_job,
-    in_process_executor,
     run_status_sensor,
     sensor,
 )
 
-from agentlake.log import LogCursor
-from agentlake.segments import SegmentInfo
-from assets.ingest import ARRIVAL_DAYS, INGEST_LANE_TAG, build_facts, ingest_log
+from agentlake.log.reader import LogCursor
+from agentlake.log.segments import SegmentInfo
+from assets.ingest import INGEST_LANE_TAG
 from assets.raw_log import RAW_EVENT_LOG
+from platform_defs.jobs import facts_job, ingest_job
 from platform_defs.resources import LakeResource
 
 MAX_SEGMENTS_PER_RUN = 500
@@ -32,23 +31,6 @@ MAX_SEGMENTS_PER_RUN = 500
 # next run's process start while the previous one commits; their commits never double a row
 # (each re-checks the ledger), and at the default cadence of one tick a minute only one runs.
 MAX_INGEST_RUNS_IN_FLIGHT = 2
-
-ingest_job = define_asset_job(
-    "ingest",
-    selection=[ingest_log],
-    partitions_def=ARRIVAL_DAYS,
-    # The step runs in the run's own process: no second process start, fresher tables.
-    executor_def=in_process_executor,
-    description="Ingest log segments of one arrival day into raw.events and raw.quarantine.",
-)
-
-facts_job = define_asset_job(
-    "facts",
-    selection=[build_facts],
-    partitions_def=ARRIVAL_DAYS,
-    executor_def=in_process_executor,
-    description="Bring one arrival day's fact tables up to date with raw.events (launched after each ingest).",
-)
 
 _IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
               DagsterRunStatus.STARTED]

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from agentlake.config import Settings
-from agentlake.ingest import IngestOptions, ingest_pending
-from agentlake.lake import Lake
+from agentlake.pipeline.flow import ingest_pending_then_facts
+from agentlake.pipeline.stage import IngestOptions
+from agentlake.tables.lake import Lake
 
 
 def ingest_in_process(home: str, run_id: str, barrier: Any, results: Any) -> None:
@@ -16,7 +17,7 @@ def ingest_in_process(home: str, run_id: str, barrier: Any, results: Any) -> Non
         lake = Lake(Settings(home=Path(home)))
         lake.catalog  # noqa: B018 - open (and create) the catalog before the start line
         barrier.wait(timeout=120)
-        report = ingest_pending(lake, IngestOptions(run_id=run_id))
+        report = ingest_pending_then_facts(lake, IngestOptions(run_id=run_id))
         results.put((run_id, "ok", report.as_dict()))
     except BaseException as exc:  # report anything, so that the parent never waits for nothing
         barrier.abort()  # and the other worker does not wait for this one

@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from agentlake.config import S3Settings
-from agentlake.store import ObjectStore
+from agentlake.storage.store import ObjectStore
 
 S3_KEY = "agentlake-test"
 S3_SECRET = "agentlake-test-secret"

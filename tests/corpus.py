@@ -21,8 +21,8 @@ import orjson
 import pyarrow as pa
 
 from agentlake.errors import InvalidEvent
-from agentlake.events import encode_event, parse_event_line
-from agentlake.parse import ParsedRun
+from agentlake.log.events import encode_event, parse_event_line
+from agentlake.log.parse import ParsedRun
 
 TS = "2026-11-26T07:00:00Z"
 BIG = 5 * 1024 * 1024  # a "huge" line is larger than this
@@ -256,7 +256,7 @@ def run_bytes(lines: list[bytes]) -> bytes:
 
 
 def demo_lines(seed: int, runs: int, start: datetime | None = None) -> list[bytes]:
-    from agentlake.demo import FleetConfig, generate_runs
+    from agentlake.sources.demo import FleetConfig, generate_runs
 
     return list(generate_runs(FleetConfig(seed=seed, feedback_share=0.5), runs, start or datetime(2026, 11, 26, tzinfo=UTC)))
 

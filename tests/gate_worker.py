@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 from agentlake.config import Settings
-from agentlake.ingest import IngestOptions, ingest_pending
-from agentlake.lake import Lake
-from agentlake.quality import QualityPolicy
+from agentlake.gate.suites import QualityPolicy
+from agentlake.pipeline.ingest import ingest_pending
+from agentlake.pipeline.stage import IngestOptions
+from agentlake.tables.lake import Lake
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             os.kill(os.getpid(), signal.SIGKILL)
 
     lake = Lake(Settings(home=args.home.resolve()))
-    options = IngestOptions(run_id=f"gate-worker-{os.getpid()}", checkpoint=checkpoint, facts=False,
+    options = IngestOptions(run_id=f"gate-worker-{os.getpid()}", checkpoint=checkpoint,
                             quality=QualityPolicy(max_quarantine_share=args.max_quarantine_share))
     ingest_pending(lake, options)
     return 0

@@ -22,9 +22,10 @@ from pathlib import Path
 import orjson
 
 from agentlake.config import Settings
-from agentlake.facts import rebuild_facts
-from agentlake.ingest import IngestOptions, IngestReport, ingest_pending
-from agentlake.lake import Lake
+from agentlake.pipeline.facts import rebuild_facts
+from agentlake.pipeline.flow import ingest_pending_then_facts
+from agentlake.pipeline.stage import IngestOptions, IngestReport
+from agentlake.tables.lake import Lake
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     options = IngestOptions(run_id=f"worker-{os.getpid()}", checkpoint=checkpoint)
     report = IngestReport()
     if args.action == "ingest":
-        report = ingest_pending(lake, options)
+        report = ingest_pending_then_facts(lake, options)
     else:
         for day in args.day:
             report.merge(rebuild_facts(lake, day, options))

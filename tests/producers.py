@@ -6,8 +6,8 @@ import random
 import time
 from datetime import UTC, datetime
 
-from agentlake.log import LogWriter
-from agentlake.store import ObjectStore
+from agentlake.log.writer import LogWriter
+from agentlake.storage.store import ObjectStore
 from tests.conftest import open_store
 
 

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agentlake.asof import snapshot_at
 from agentlake.config import S3Settings, Settings
-from agentlake.context import (
+from agentlake.context.asof import snapshot_at
+from agentlake.context.assembly import (
     ArtifactTampered,
     ContextRequest,
     InvalidRequest,
@@ -25,14 +25,15 @@ from agentlake.context import (
     records_hash,
     write_artifact,
 )
+from agentlake.context.pins import PIN_GRANULARITY_MS, pin_in_force, pins_of
+from agentlake.context.query import SnapshotGone, connect, query
+from agentlake.context.replay import DIFFERS, REPRODUCIBLE, TAMPERED, UNREPLAYABLE, replay
 from agentlake.errors import AlreadyExists
-from agentlake.facts import rebuild_facts
-from agentlake.ingest import IngestOptions, ingest_pending
-from agentlake.lake import Lake
-from agentlake.log import LogWriter
-from agentlake.pins import PIN_GRANULARITY_MS, pin_in_force, pins_of
-from agentlake.query import SnapshotGone, connect, query
-from agentlake.replay import DIFFERS, REPRODUCIBLE, TAMPERED, UNREPLAYABLE, replay
+from agentlake.log.writer import LogWriter
+from agentlake.pipeline.facts import rebuild_facts
+from agentlake.pipeline.flow import ingest_pending_then_facts
+from agentlake.pipeline.stage import IngestOptions
+from agentlake.tables.lake import Lake
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
@@ -67,7 +68,7 @@ def _emit(lake: Lake, events: list[dict[str, Any]]) -> None:
 
 def _ingest(lake: Lake, events: list[dict[str, Any]]) -> None:
     _emit(lake, events)
-    ingest_pending(lake)
+    ingest_pending_then_facts(lake)
 
 
 def _spec(run_id: str) -> ContextRequest:
@@ -103,7 +104,7 @@ def test_round_trip_reproduces_and_at_current_shows_exact_differences(tmp_path: 
     assert result.uri == lake.store.uri(result.artifact.key)
     # The log reader never sees artifacts, and the run's audit trail names its artifact.
     assert all(s.key.startswith("log/v1/") for s in lake.log.list_all())
-    ingest_pending(lake)
+    ingest_pending_then_facts(lake)
     trail = query(lake, "SELECT attributes FROM raw.events WHERE type = 'context_assembled' AND run_id = 'r1'")
     assert orjson.loads(trail.column("attributes")[0].as_py())["artifact_key"] == result.artifact.key
 
@@ -194,7 +195,7 @@ def test_artifact_is_write_once_and_tampering_is_detected_by_file(tmp_path: Path
 
 
 def test_pins_keep_expired_snapshots_replayable_and_the_metadata_bounded(tmp_path: Path) -> None:
-    maintenance = pytest.importorskip("agentlake.maintenance")
+    maintenance = pytest.importorskip("agentlake.maintenance.maintain")
     lake = _lake(tmp_path)
     _ingest(lake, _run_events("r1", T0))
     created = datetime.now(UTC)
@@ -240,7 +241,7 @@ def test_pins_keep_expired_snapshots_replayable_and_the_metadata_bounded(tmp_pat
 
 
 def test_as_of_older_than_every_live_snapshot_reads_the_metadata_file_current_then(tmp_path: Path) -> None:
-    maintenance = pytest.importorskip("agentlake.maintenance")
+    maintenance = pytest.importorskip("agentlake.maintenance.maintain")
     lake = _lake(tmp_path)
     for name in ("raw.events", "facts.feedback"):
         # Keep one previous metadata file in the metadata log: older times need the folder's listing.
@@ -322,7 +323,7 @@ def test_context_over_s3(tmp_path: Path, s3_settings: S3Settings) -> None:
 
 
 def test_pins_and_as_of_through_metadata_files_over_s3(tmp_path: Path, s3_settings: S3Settings) -> None:
-    maintenance = pytest.importorskip("agentlake.maintenance")
+    maintenance = pytest.importorskip("agentlake.maintenance.maintain")
     lake = Lake(Settings(home=tmp_path / "home", store="s3", s3=s3_settings))
     with lake.table("raw.events").transaction() as tx:
         tx.set_properties({"write.metadata.previous-versions-max": "1"})
@@ -396,7 +397,7 @@ def test_cli_context_build_and_replay(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_clustering_by_run_keeps_rows_and_pinned_artifacts(tmp_path: Path) -> None:
-    from agentlake.layout import cluster_day
+    from agentlake.maintenance.clustering import cluster_day
 
     lake = _lake(tmp_path)
     for n in range(4):  # four commits, each file spanning every run id of its commit
@@ -434,9 +435,9 @@ def test_context_layout_asset_clusters_a_day(tmp_path: Path) -> None:
 
 
 def test_context_reads_only_published_data(tmp_path: Path) -> None:
-    from agentlake.publish import branch_name, stage
-    from agentlake.tableio import write_files
-    from agentlake.tables import EVENTS
+    from agentlake.gate.publish import branch_name, stage
+    from agentlake.tables.files import write_files
+    from agentlake.tables.schemas import EVENTS
 
     lake = _lake(tmp_path)
     _ingest(lake, _run_events("r1", T0))

@@ -27,15 +27,16 @@ from dagster import (
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from agentlake.errors import InvalidEvent
-from agentlake.events import parse_event_line
-from agentlake.lake import Lake
-from agentlake.log import LogWriter
-from agentlake.segments import SegmentInfo
-from agentlake.tables import EVENTS, FACT_TABLES, QUARANTINE, TableDef
+from agentlake.log.events import parse_event_line
+from agentlake.log.segments import SegmentInfo
+from agentlake.log.writer import LogWriter
+from agentlake.tables.lake import Lake
+from agentlake.tables.schemas import EVENTS, FACT_TABLES, QUARANTINE, TableDef
 from assets.ingest import INGEST_LANE_TAG, build_facts, ingest_log
 from assets.raw_log import RAW_EVENT_LOG, raw_event_log
+from platform_defs.jobs import ingest_job
 from platform_defs.resources import LakeResource
-from sensors.log_sensor import build_facts_sensor, build_log_sensor, ingest_job, run_requests
+from sensors.log_sensor import build_facts_sensor, build_log_sensor, run_requests
 from tests.corpus import demo_lines
 
 # Partitions exist up to tomorrow: use yesterday and today, whenever the tests run.

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from agentlake.demo import AGENT_KINDS, FleetConfig, emit_runs, generate_runs, run_forever
 from agentlake.errors import InvalidEvent
-from agentlake.events import parse_event_line
-from agentlake.log import LogReader, LogWriter
-from agentlake.store import ObjectStore
+from agentlake.log.events import parse_event_line
+from agentlake.log.reader import LogReader
+from agentlake.log.writer import LogWriter
+from agentlake.sources.demo import AGENT_KINDS, FleetConfig, emit_runs, generate_runs, run_forever
+from agentlake.storage.store import ObjectStore
 
 START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -19,16 +19,19 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
 from agentlake.config import S3Settings, Settings
+from agentlake.context.query import query
 from agentlake.errors import InvalidEvent
-from agentlake.events import encode_event, parse_event_line
-from agentlake.facts import rebuild_facts
-from agentlake.ingest import IngestOptions, IngestReport, ingest, ingest_pending
-from agentlake.lake import Lake
-from agentlake.log import LogReader, LogWriter
-from agentlake.query import query
-from agentlake.reconcile import reconcile
-from agentlake.segments import SegmentInfo
-from agentlake.tables import AGENT_RUNS, ALL_TABLES, EVENTS, FACT_TABLES, QUARANTINE
+from agentlake.log.events import encode_event, parse_event_line
+from agentlake.log.reader import LogReader
+from agentlake.log.segments import SegmentInfo
+from agentlake.log.writer import LogWriter
+from agentlake.pipeline.facts import rebuild_facts
+from agentlake.pipeline.flow import ingest_pending_then_facts, ingest_then_facts
+from agentlake.pipeline.ingest import ingest_pending
+from agentlake.pipeline.reconcile import reconcile
+from agentlake.pipeline.stage import IngestOptions, IngestReport
+from agentlake.tables.lake import Lake
+from agentlake.tables.schemas import AGENT_RUNS, ALL_TABLES, EVENTS, FACT_TABLES, QUARANTINE
 from tests.concurrent_ingest import ingest_in_process
 from tests.corpus import (
     IMPOSSIBLE_TIMESTAMPS,
@@ -161,7 +164,7 @@ def test_hostile_corpus_end_to_end(tmp_path: Path) -> None:
     written = write(lake, hostile_mixture(corpus, runs=200, seed=3), producer="hostile",
                     clock=ticking_clock(DAY0 + timedelta(hours=9), timedelta(seconds=1)), max_events=397)
     assert len(written.segments) >= 8
-    report = ingest_pending(lake, IngestOptions(run_id="hostile"))
+    report = ingest_pending_then_facts(lake, IngestOptions(run_id="hostile"))
     assert report.lines == len(written.lines)
     assert (report.rows, report.quarantined, report.duplicates, report.conflicts) == (
         written.valid, written.bad, 0, 0)
@@ -231,13 +234,13 @@ def test_identical_repeats_are_counted_and_dropped_conflicts_quarantined(tmp_pat
     s1 = log.segment(day0, ev("a"), ev("b"), ev("c"), ev("a", ts="2026-11-20T09:00:00+02:00"), ev("b", status="x"))
     # Across segments of the same ingest run: a again; d is new.
     s2 = log.segment(day0 + timedelta(hours=1), ev("a"), ev("d"))
-    first = ingest_pending(lake, IngestOptions(run_id="first"))
+    first = ingest_pending_then_facts(lake, IngestOptions(run_id="first"))
     assert (first.rows, first.duplicates, first.conflicts, first.quarantined) == (4, 2, 1, 1)
 
     # Later ingest runs: repeats and conflicts against raw.events, the same day and the previous day.
     s3 = log.segment(day0 + timedelta(hours=2), ev("c"), ev("d", **{"gen_ai.request.model": "m2"}), ev("e"))
     s4 = log.segment(day1, ev("b"), ev("c", payload={"changed": True}), ev("f"))
-    second = ingest_pending(lake, IngestOptions(run_id="second", dedup_window_days=1))
+    second = ingest_pending_then_facts(lake, IngestOptions(run_id="second", dedup_window_days=1))
     assert (second.rows, second.duplicates, second.conflicts, second.quarantined) == (2, 2, 2, 2)
 
     events = by_id(lake)
@@ -272,9 +275,9 @@ def test_dedup_window_is_the_configured_reach(tmp_path: Path, window: int) -> No
     lake = new_lake(tmp_path)
     log = Log(lake)
     log.segment(DAY0 + timedelta(hours=8), ev("x"), ev("y"))
-    ingest_pending(lake, IngestOptions(dedup_window_days=window))
+    ingest_pending_then_facts(lake, IngestOptions(dedup_window_days=window))
     log.segment(DAY0 + timedelta(days=3, hours=8), ev("x"), ev("y", status="changed"))
-    report = ingest_pending(lake, IngestOptions(dedup_window_days=window))
+    report = ingest_pending_then_facts(lake, IngestOptions(dedup_window_days=window))
     events = by_id(lake)
     if window == 1:
         assert (report.rows, report.duplicates, report.conflicts) == (2, 0, 0)
@@ -291,7 +294,7 @@ def test_conflict_quarantine_keeps_the_original_line(tmp_path: Path) -> None:
     log = Log(lake)
     conflicting = ev("k", status="second")
     log.segment(DAY0 + timedelta(hours=8), ev("k"), conflicting)
-    ingest_pending(lake)
+    ingest_pending_then_facts(lake)
     (row,) = rows_of(lake, QUARANTINE.name).to_pylist()
     assert row["line"] == conflicting
 
@@ -301,10 +304,10 @@ def test_identical_repeat_without_documents_in_a_later_ingest_is_a_duplicate(tmp
     lake = new_lake(tmp_path)
     log = Log(lake)
     log.segment(DAY0 + timedelta(hours=8), plain("p1"), plain("p2"))
-    ingest_pending(lake)
+    ingest_pending_then_facts(lake)
     log.segment(DAY0 + timedelta(hours=9), plain("p1"))  # the producer re-sent it after a timeout
     log.segment(DAY0 + timedelta(days=1, hours=9), plain("p2"))
-    report = ingest_pending(lake)
+    report = ingest_pending_then_facts(lake)
     assert (report.duplicates, report.conflicts, report.quarantined) == (2, 0, 0)
 
 
@@ -318,7 +321,7 @@ def test_identical_repeat_without_documents_in_a_later_ingest_is_a_duplicate(tmp
 def test_bug_absent_documents_stored_as_empty_list(tmp_path: Path) -> None:
     lake = new_lake(tmp_path)
     Log(lake).segment(DAY0 + timedelta(hours=8), plain("n1"))
-    ingest_pending(lake)
+    ingest_pending_then_facts(lake)
     assert rows_of(lake, EVENTS.name).column("documents").to_pylist() == [None]
 
 
@@ -328,8 +331,8 @@ def test_repeat_across_midnight_ingested_out_of_order_is_deduplicated(tmp_path: 
     log = Log(lake)
     before = log.segment(DAY0 + timedelta(hours=23, minutes=59, seconds=59), ev("m"))
     after = log.segment(DAY0 + timedelta(days=1, seconds=1), ev("m"))  # the producer's retry, after midnight
-    ingest(lake, [after], IngestOptions(dedup_window_days=1))  # the later day's run happens to go first
-    ingest(lake, [before], IngestOptions(dedup_window_days=1))
+    ingest_then_facts(lake, [after], IngestOptions(dedup_window_days=1))  # the later day's run happens to go first
+    ingest_then_facts(lake, [before], IngestOptions(dedup_window_days=1))
     assert_balanced(lake, days=2)
     assert len(by_id(lake)["m"]) == 1
 
@@ -341,7 +344,7 @@ def demo_over_two_days(lake: Lake, *, runs: int, bad_share: float, max_events: i
                        start: datetime | None = None) -> Written:
     """Demo lines (bad ones included) in small segments, 10 s apart: by default half of them arrive
     before midnight, half after (two arrival days, runs crossing the boundary)."""
-    from agentlake.demo import FleetConfig, generate_runs
+    from agentlake.sources.demo import FleetConfig, generate_runs
 
     midnight = DAY0 + timedelta(days=1)
     lines = []
@@ -362,14 +365,14 @@ def test_rerunning_ingest_adds_nothing(tmp_path: Path) -> None:
     lake = new_lake(tmp_path)
     written = demo_over_two_days(lake, runs=60, bad_share=0.05, max_events=40)
     assert len({s.dt for s in written.segments}) == 2
-    first = ingest_pending(lake, IngestOptions(run_id="first"))
+    first = ingest_pending_then_facts(lake, IngestOptions(run_id="first"))
     assert first.rows == written.valid and first.quarantined == written.bad
     before = snapshot_ids(lake)
     assert all(before.values())
     for again in (
-        ingest_pending(lake, IngestOptions(run_id="again")),
-        ingest(lake, written.segments, IngestOptions(run_id="explicit")),
-        ingest_pending(lake, IngestOptions(run_id="one-day"), day=written.segments[0].dt),
+        ingest_pending_then_facts(lake, IngestOptions(run_id="again")),
+        ingest_then_facts(lake, written.segments, IngestOptions(run_id="explicit")),
+        ingest_pending_then_facts(lake, IngestOptions(run_id="one-day"), day=written.segments[0].dt),
     ):
         assert (again.segments, again.rows, again.quarantined, again.duplicates, again.snapshots) == (0, 0, 0, 0, {})
         assert again.segments_skipped in (len(written.segments), sum(s.dt == written.segments[0].dt
@@ -413,7 +416,7 @@ def test_two_threads_ingesting_the_same_segments(tmp_path: Path) -> None:
             mine = new_lake(tmp_path)
             mine.catalog  # noqa: B018
             barrier.wait(timeout=60)
-            reports[name] = ingest_pending(mine, IngestOptions(run_id=name))
+            reports[name] = ingest_pending_then_facts(mine, IngestOptions(run_id=name))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -449,14 +452,14 @@ def test_a_writer_that_loses_the_commit_race_starts_over_and_adds_nothing(tmp_pa
 
     def run_a() -> None:
         try:
-            result["a"] = ingest_pending(new_lake(tmp_path), IngestOptions(run_id="a", checkpoint=pause_once))
+            result["a"] = ingest_pending_then_facts(new_lake(tmp_path), IngestOptions(run_id="a", checkpoint=pause_once))
         except BaseException as exc:
             result["error"] = exc
 
     a = threading.Thread(target=run_a)
     a.start()
     assert a_ready.wait(timeout=120)
-    b = ingest_pending(new_lake(tmp_path), IngestOptions(run_id="b"))
+    b = ingest_pending_then_facts(new_lake(tmp_path), IngestOptions(run_id="b"))
     b_done.set()
     a.join(timeout=120)
     assert "error" not in result, result
@@ -482,10 +485,10 @@ def test_report_keeps_commits_of_an_attempt_that_later_conflicted(tmp_path: Path
 
     result: dict[str, Any] = {}
     a = threading.Thread(target=lambda: result.setdefault(
-        "a", ingest_pending(new_lake(tmp_path), IngestOptions(run_id="a", checkpoint=pause_once, facts=False))))
+        "a", ingest_pending(new_lake(tmp_path), IngestOptions(run_id="a", checkpoint=pause_once))))
     a.start()
     assert a_ready.wait(timeout=120)
-    b = ingest_pending(new_lake(tmp_path), IngestOptions(run_id="b", facts=False))
+    b = ingest_pending(new_lake(tmp_path), IngestOptions(run_id="b"))
     b_done.set()
     a.join(timeout=120)
     assert b.rows == 0 and QUARANTINE.name in b.snapshots  # B only committed the quarantine
@@ -571,7 +574,7 @@ def test_incremental_facts_equal_rebuilt_facts(tmp_path: Path) -> None:
 
     calls = 0
     for i in range(0, len(segments), 3):  # several ingest runs, a few segments each
-        ingest(lake, segments[i : i + 3], IngestOptions(run_id=f"inc-{i}"))
+        ingest_then_facts(lake, segments[i : i + 3], IngestOptions(run_id=f"inc-{i}"))
         calls += 1
     assert calls >= 7
     incremental = {t.name: sort_all(rows_of(lake, t.name)) for t in FACT_TABLES}
@@ -613,7 +616,7 @@ def check_duckdb_agrees(lake: Lake) -> None:
 def test_duckdb_reads_every_table_and_agrees_with_pyiceberg(tmp_path: Path) -> None:
     lake = new_lake(tmp_path)
     demo_over_two_days(lake, runs=40, bad_share=0.05, max_events=100)
-    ingest_pending(lake)
+    ingest_pending_then_facts(lake)
     for tdef in ALL_TABLES:
         assert rows_of(lake, tdef.name).num_rows > 0, tdef.name
     check_duckdb_agrees(lake)
@@ -631,14 +634,14 @@ def test_ingest_on_s3_compatible_store(tmp_path: Path, s3_settings: S3Settings) 
                     clock=ticking_clock(DAY0 + timedelta(hours=9), timedelta(seconds=1)), max_events=80)
     assert LogReader(lake.store).list_all() == sorted(
         SegmentInfo.from_key(s.key, size=s.size) for s in written.segments)
-    report = ingest_pending(lake)
+    report = ingest_pending_then_facts(lake)
     assert (report.rows, report.quarantined) == (written.valid, written.bad)
     assert_balanced(lake, days=1)
     check_quarantine_and_events(lake, written)
     assert lake.table(EVENTS.name).location().startswith(f"s3://{s3_settings.bucket}/")
     check_duckdb_agrees(lake)  # DuckDB reads the tables over S3 (httpfs)
     before = snapshot_ids(lake)
-    assert ingest_pending(lake).rows == 0 and snapshot_ids(lake) == before
+    assert ingest_pending_then_facts(lake).rows == 0 and snapshot_ids(lake) == before
 
 
 # --- bugs found: one bad line blocks its whole arrival day ----------------------------------------------
@@ -659,6 +662,6 @@ def test_one_bad_line_never_blocks_the_day(tmp_path: Path, kind: str) -> None:
     lines = [(line, True) for line in demo_lines(4, 10, DAY0)]
     lines.insert(40, (POISON[kind], False))
     written = write(lake, lines, producer="poison", clock=ticking_clock(DAY0 + timedelta(hours=9)), max_events=1000)
-    report = ingest_pending(lake)
+    report = ingest_pending_then_facts(lake)
     assert report.quarantined == 1 and report.rows == written.valid
     assert_balanced(lake, days=1)

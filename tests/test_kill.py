@@ -15,7 +15,7 @@ without any kill and checks:
 * ``raw.events`` holds no event_id twice;
 * every table's full content (ingest_run_id aside) equals the reference ingest's, row for row;
 * every table's ledger holds every segment, with the reference's counters;
-* every table is readable through ``agentlake.query.query`` (DuckDB's Iceberg reader).
+* every table is readable through ``agentlake.context.query.query`` (DuckDB's Iceberg reader).
 
 Before the re-run, each table must hold each day's segments wholly or not at all, with exactly
 the reference's rows for that day or none (a commit is data plus ledger, atomically). The
@@ -46,20 +46,21 @@ import orjson
 import pytest
 
 from agentlake.config import Settings
-from agentlake.demo import FleetConfig, generate_runs
+from agentlake.context.query import query
 from agentlake.errors import InvalidEvent
-from agentlake.events import parse_event_line
-from agentlake.facts import rebuild_facts
-from agentlake.ingest import IngestOptions, ingest_pending
-from agentlake.lake import Lake
-from agentlake.ledger import DayLedger, read_ledger
-from agentlake.log import LogWriter
-from agentlake.query import query
-from agentlake.reconcile import reconcile
-from agentlake.segments import SegmentInfo
-from agentlake.store import ObjectStore
-from agentlake.tableio import day_bounds
-from agentlake.tables import ALL_TABLES, EVENTS, FACT_TABLES, QUARANTINE
+from agentlake.log.events import parse_event_line
+from agentlake.log.segments import SegmentInfo
+from agentlake.log.writer import LogWriter
+from agentlake.pipeline.facts import rebuild_facts
+from agentlake.pipeline.flow import ingest_pending_then_facts
+from agentlake.pipeline.reconcile import reconcile
+from agentlake.pipeline.stage import IngestOptions
+from agentlake.sources.demo import FleetConfig, generate_runs
+from agentlake.storage.store import ObjectStore
+from agentlake.tables.files import day_bounds
+from agentlake.tables.lake import Lake
+from agentlake.tables.ledger import DayLedger, read_ledger
+from agentlake.tables.schemas import ALL_TABLES, EVENTS, FACT_TABLES, QUARANTINE
 
 pytestmark = pytest.mark.integration
 
@@ -511,7 +512,7 @@ def test_kill_at_every_checkpoint_then_rerun(ref: Reference, tmp_path: Path) -> 
         try:
             held = check_whole_or_nothing(lake, ref)
             assert held == expected_holdings(ref, position)
-            ingest_pending(lake, IngestOptions(run_id=f"rerun-{position}"))
+            ingest_pending_then_facts(lake, IngestOptions(run_id=f"rerun-{position}"))
             check_like_reference(lake, ref)
         finally:
             close_lake(lake)
@@ -547,7 +548,7 @@ def test_random_kills_during_ingest_then_rerun(ref: Reference, tmp_path: Path) -
         try:
             with explained(outcome):
                 held = check_whole_or_nothing(lake, ref)
-                ingest_pending(lake, IngestOptions(run_id=f"rerun-{index}"))
+                ingest_pending_then_facts(lake, IngestOptions(run_id=f"rerun-{index}"))
                 check_like_reference(lake, ref)
         finally:
             close_lake(lake)
@@ -575,7 +576,7 @@ def test_random_kills_during_rebuild_facts_then_rerun(ref: Reference, tmp_path: 
         shutil.copytree(ref.log_home, home)
         lake = open_lake(home)
         try:
-            ingest_pending(lake, IngestOptions(run_id=f"lane-{lane}"))
+            ingest_pending_then_facts(lake, IngestOptions(run_id=f"lane-{lane}"))
         finally:
             close_lake(lake)
         saved = tmp_path / f"lane-{lane}" / "saved"
@@ -624,7 +625,7 @@ def test_random_kills_during_rebuild_facts_then_rerun(ref: Reference, tmp_path: 
                 )
                 for day in DAYS:
                     rebuild_facts(lake, day, IngestOptions(run_id=f"rerun-{index}"))
-                ingest_pending(lake, IngestOptions(run_id=f"rerun-{index}"))
+                ingest_pending_then_facts(lake, IngestOptions(run_id=f"rerun-{index}"))
                 check_like_reference(lake, ref)
         finally:
             close_lake(lake)
@@ -653,10 +654,10 @@ def test_an_identical_repeat_in_a_later_batch_is_a_duplicate_not_a_conflict(tmp_
     try:
         writer.append_line(line)
         writer.flush()
-        first = ingest_pending(lake, IngestOptions(run_id="first"))
+        first = ingest_pending_then_facts(lake, IngestOptions(run_id="first"))
         writer.append_line(line)
         writer.flush()
-        second = ingest_pending(lake, IngestOptions(run_id="second"))
+        second = ingest_pending_then_facts(lake, IngestOptions(run_id="second"))
         assert (first.rows, second.rows) == (1, 0)
         assert (second.duplicates, second.conflicts, second.quarantined) == (1, 0, 0), second.as_dict()
         assert all(day.balanced for day in reconcile(lake))

@@ -14,9 +14,10 @@ import pytest
 import zstandard
 
 from agentlake.errors import CorruptSegment, InvalidSegmentKey
-from agentlake.log import LogCursor, LogReader, LogWriter
-from agentlake.segments import SegmentInfo, checksum, segment_key
-from agentlake.store import ObjectStore
+from agentlake.log.reader import LogCursor, LogReader
+from agentlake.log.segments import SegmentInfo, checksum, segment_key
+from agentlake.log.writer import LogWriter
+from agentlake.storage.store import ObjectStore
 from tests.producers import produce
 
 

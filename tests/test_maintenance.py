@@ -15,16 +15,16 @@ import pytest
 from dagster import DagsterInstance, Definitions, materialize
 from pyiceberg.exceptions import CommitFailedException
 
-from agentlake import cli, pins
+from agentlake import cli
 from agentlake.config import Settings
-from agentlake.context_index import CONTEXT_ARTIFACTS
+from agentlake.context import pins
+from agentlake.context.index import CONTEXT_ARTIFACTS
+from agentlake.context.pins import LEGACY_TAG_PREFIX
+from agentlake.context.query import SnapshotGone, connect, query, resolve
 from agentlake.errors import ConfigError
-from agentlake.facts import rebuild_facts
-from agentlake.ingest import IngestOptions, ingest, ingest_pending
-from agentlake.lake import Lake
-from agentlake.ledger import LEDGER_PREFIX
-from agentlake.log import LogWriter
-from agentlake.maintenance import (
+from agentlake.log.segments import SegmentInfo
+from agentlake.log.writer import LogWriter
+from agentlake.maintenance.maintain import (
     CompactionPolicy,
     RetentionPolicy,
     _AssertSafeToExpire,
@@ -35,21 +35,23 @@ from agentlake.maintenance import (
     maintained_tables,
     trash_prefix,
 )
-from agentlake.pins import LEGACY_TAG_PREFIX
-from agentlake.query import SnapshotGone, connect, query, resolve
-from agentlake.reconcile import reconcile
-from agentlake.segments import SegmentInfo
-from agentlake.tables import ALL_TABLES, EVENTS, QUARANTINE, ensure_tables
+from agentlake.pipeline.facts import rebuild_facts
+from agentlake.pipeline.flow import ingest_pending_then_facts, ingest_then_facts
+from agentlake.pipeline.ingest import ingest
+from agentlake.pipeline.reconcile import reconcile
+from agentlake.pipeline.stage import IngestOptions
+from agentlake.tables.lake import Lake
+from agentlake.tables.ledger import LEDGER_PREFIX
+from agentlake.tables.schemas import ALL_TABLES, EVENTS, QUARANTINE, ensure_tables
 from assets.ingest import INGEST_LANE_TAG, table_key
 from assets.maintenance import (
     MAINTENANCE_LANE,
     OTHER_MAINTENANCE,
     RAW_MAINTENANCE,
     build_maintenance_assets,
-    maintenance_job,
-    maintenance_schedule,
 )
 from platform_defs.environment import instance_yaml
+from platform_defs.jobs import maintenance_job, maintenance_schedule
 from platform_defs.resources import LakeResource
 from tests.corpus import demo_lines
 
@@ -91,7 +93,7 @@ def build_lake(tmp_path: Path, per_day: int = 5, facts: bool = True) -> tuple[La
     for day in (DAY1, DAY2):
         for n in range(per_day):
             seg = producer.segment(day + timedelta(hours=1, minutes=n))
-            ingest(lake, [seg], IngestOptions(run_id=f"r-{day.day}-{n}", facts=facts))
+            (ingest_then_facts if facts else ingest)(lake, [seg], IngestOptions(run_id=f"r-{day.day}-{n}"))
     return lake, producer
 
 
@@ -182,7 +184,7 @@ def test_maintenance_changes_no_result_keeps_pins_and_exactly_once(tmp_path: Pat
     assert balanced_counts(lake) == counts and ledgers(lake) == held
 
     # A year later: re-ingest and rebuild the old days. Nothing is added twice.
-    again = ingest_pending(lake, IngestOptions(run_id="year-later"))
+    again = ingest_pending_then_facts(lake, IngestOptions(run_id="year-later"))
     assert again.rows == 0 and again.quarantined == 0 and again.segments == 0
     for day in (DAY1, DAY2):
         rebuild_facts(lake, day.date().isoformat(), IngestOptions(run_id="rebuild"))
@@ -313,8 +315,8 @@ def test_deferred_deletion_keeps_pinned_files_for_the_retention_and_spares_later
 
 @pytest.mark.integration
 def test_table_metadata_stays_bounded_with_every_snapshot_pinned(tmp_path: Path) -> None:
-    from agentlake.context import ContextRequest, assemble
-    from agentlake.replay import REPRODUCIBLE, replay
+    from agentlake.context.assembly import ContextRequest, assemble
+    from agentlake.context.replay import REPRODUCIBLE, replay
 
     lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home")}))
     producer = Producer(lake)
@@ -322,7 +324,7 @@ def test_table_metadata_stays_bounded_with_every_snapshot_pinned(tmp_path: Path)
     request = ContextRequest.from_sql("SELECT count(*) AS n, max(event_id) AS last FROM raw.events")
     artifacts, sizes = [], []
     for n in range(12):
-        ingest(lake, [producer.segment(DAY1 + timedelta(minutes=n))], IngestOptions(run_id=f"tick-{n}", facts=False))
+        ingest(lake, [producer.segment(DAY1 + timedelta(minutes=n))], IngestOptions(run_id=f"tick-{n}"))
         made = assemble(lake, request, run_id=f"run-{n}", agent_id="bounded")
         artifacts.append(made.artifact.key)
         expire(lake, EVENTS.name, now=datetime.now(UTC) + timedelta(minutes=1), policy=policy)
@@ -345,7 +347,7 @@ def test_compaction_survives_a_concurrent_ingest_and_a_concurrent_rebuild(tmp_pa
     def ingest_meanwhile(stage: str) -> None:
         if stage == "before-commit:compaction" and not late:
             late.append(producer.segment(DAY1 + timedelta(hours=5)))
-            ingest(lake, late, IngestOptions(run_id="concurrent", facts=False))
+            ingest(lake, late, IngestOptions(run_id="concurrent"))
 
     # raw.events: the concurrent commit only added a file; the rewritten files are committed on retry.
     report = compact(lake, EVENTS.name, day, policy=CompactionPolicy(min_files=2), checkpoint=ingest_meanwhile)

@@ -14,16 +14,17 @@ import pytest
 import zstandard
 
 from agentlake.errors import OtlpFormatError
-from agentlake.events import normalize_event, parse_event_line
-from agentlake.log import LogReader, LogWriter
-from agentlake.otlp import (
+from agentlake.log.events import normalize_event, parse_event_line
+from agentlake.log.reader import LogReader
+from agentlake.log.writer import LogWriter
+from agentlake.sources.otlp import (
     OtlpImportReport,
     find_otlp_files,
     import_otlp,
     read_otlp_file,
     spans_to_events,
 )
-from agentlake.store import ObjectStore
+from agentlake.storage.store import ObjectStore
 from tests.otlp_collector import (
     DOCUMENTS_JSON,
     AgentRun,

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from agentlake.errors import InvalidEvent
-from agentlake.events import parse_event_line
-from agentlake.parse import ParsedRun, parse_run
+from agentlake.log.events import parse_event_line
+from agentlake.log.parse import ParsedRun, parse_run
 from tests.corpus import (
     BIG,
     DEEP,

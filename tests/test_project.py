@@ -46,3 +46,32 @@ def test_lint() -> None:
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    lint = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=root,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+
+
+def test_the_core_keeps_its_layers_and_has_no_import_cycles() -> None:
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 kept, 0 broken" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(("module", "planted", "contract"), [
+    ("storage/store.py", "import agentlake.sources.demo", "The core's layers"),  # a lower layer reaching up
+    ("log/events.py", "import agentlake.log.writer", "No import cycles"),  # a cycle inside a sub-package
+    ("tables/schemas.py", "import dagster", "The core imports no orchestrator"),
+])
+def test_the_layering_check_fails_on_a_planted_violation(tmp_path: Path, module: str, planted: str,
+                                                          contract: str) -> None:
+    import shutil
+
+    shutil.copytree(ROOT / "agentlake", tmp_path / "agentlake", ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "agentlake" / module
+    target.write_text(target.read_text() + f"\n{planted}  # planted by the test\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0, result.stdout
+    assert contract in result.stdout.split("Broken contracts", 1)[1], result.stdout

@@ -12,15 +12,17 @@ import pyarrow.compute as pc
 import pytest
 
 from agentlake.config import Settings
-from agentlake.events import encode_event
-from agentlake.ingest import IngestOptions, IngestReport, ingest
-from agentlake.lake import Lake
-from agentlake.log import LogWriter
-from agentlake.publish import audit_records, held, staged_branches
-from agentlake.quality import QualityPolicy
-from agentlake.reconcile import reconcile
-from agentlake.segments import SegmentInfo
-from agentlake.tables import EVENTS, QUARANTINE
+from agentlake.gate.publish import audit_records, held, staged_branches
+from agentlake.gate.suites import QualityPolicy
+from agentlake.log.events import encode_event
+from agentlake.log.segments import SegmentInfo
+from agentlake.log.writer import LogWriter
+from agentlake.pipeline.flow import ingest_then_facts
+from agentlake.pipeline.ingest import ingest
+from agentlake.pipeline.reconcile import reconcile
+from agentlake.pipeline.stage import IngestOptions, IngestReport
+from agentlake.tables.lake import Lake
+from agentlake.tables.schemas import EVENTS, QUARANTINE
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +59,7 @@ class Log:
 
 
 def gated(run_id: str = "gate", **kw: Any) -> IngestOptions:
-    return IngestOptions(run_id=run_id, facts=False, quality=POLICY, **kw)
+    return IngestOptions(run_id=run_id, quality=POLICY, **kw)
 
 
 def main_ids(lake: Lake) -> list[str]:
@@ -101,7 +103,7 @@ def test_batch_rule_failure_publishes_nothing_and_keeps_the_batch_inspectable(tm
     assert report.rows == 5 and report.segments_held == 1
     assert len(main_ids(lake)) == 25
     # Fixed (the threshold raised), the re-run publishes it.
-    report = ingest(lake, [bad, newer], IngestOptions(run_id="fix", facts=False,
+    report = ingest(lake, [bad, newer], IngestOptions(run_id="fix",
                                                       quality=QualityPolicy(max_quarantine_share=0.6)))
     assert report.rows == 10 and report.segments_held == 0
     assert len(main_ids(lake)) == 35 and held(lake.table(EVENTS.name).properties, good.dt) == {}
@@ -297,16 +299,16 @@ def test_dagster_shows_the_gate_staged_asset_blocking_checks_and_published_asset
 def test_facts_are_audited_and_an_orphan_fact_batch_is_held(tmp_path: Path) -> None:
     import polars as pl
 
-    from agentlake.facts import update_facts
-    from agentlake.gate import audit_fact_batch
-    from agentlake.tableio import write_files
-    from agentlake.tables import AGENT_RUNS, LLM_CALLS
+    from agentlake.gate.batch import audit_fact_batch
+    from agentlake.pipeline.facts import update_facts
+    from agentlake.tables.files import write_files
+    from agentlake.tables.schemas import AGENT_RUNS, LLM_CALLS
 
     lake = new_lake(tmp_path)
     log = Log(lake)
     lines = [event(i, type="run_started" if i % 5 == 0 else "llm_call") for i in range(20)]
     seg = log.segment(lines)
-    report = ingest(lake, [seg], IngestOptions(run_id="with-facts", quality=POLICY))  # facts too, audited
+    report = ingest_then_facts(lake, [seg], IngestOptions(run_id="with-facts", quality=POLICY))  # facts too, audited
     assert report.segments_held == 0 and LLM_CALLS.name in report.snapshots
     assert lake.table(LLM_CALLS.name).scan().to_arrow().num_rows == 16
     # An llm_calls batch whose run is nowhere (not in facts.agent_runs, not among the batch's events)
@@ -362,7 +364,7 @@ def test_the_suite_finds_the_same_rows_validating_the_whole_frame_or_column_by_c
 ) -> None:
     import polars as pl
 
-    from agentlake import quality
+    from agentlake.gate import suites as quality
 
     arrival = datetime(2026, 11, 26, tzinfo=UTC)
     n = 60

@@ -8,10 +8,10 @@ import pytest
 from obstore.exceptions import GenericError, NotFoundError, PermissionDeniedError
 from pyiceberg.io.pyarrow import _import_retry_strategy
 
-from agentlake.catalog import S3_MAX_ATTEMPTS, StoreRetryStrategy, catalog_properties
 from agentlake.config import S3Settings, Settings
 from agentlake.errors import ConfigError, CorruptSegment, ObjectNotFound, StoreUnavailable
-from agentlake.retry import CORRUPT_REREADS, StoreRetry, describe_s3, is_transient, retrying
+from agentlake.storage.catalog import S3_MAX_ATTEMPTS, StoreRetryStrategy, catalog_properties
+from agentlake.storage.retry import CORRUPT_REREADS, StoreRetry, describe_s3, is_transient, retrying
 
 pytestmark = pytest.mark.unit
 
@@ -88,7 +88,7 @@ def test_progress_restarts_the_budget_and_other_errors_pass_through(tmp_path: Pa
 
 
 def test_retrying_returns_once_the_store_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agentlake.retry.time.sleep", lambda _s: None)
+    monkeypatch.setattr("agentlake.storage.retry.time.sleep", lambda _s: None)
     calls = iter([GenericError("reset"), OSError("AWS Error NETWORK_CONNECTION"), "listed"])
 
     def attempt() -> str:

@@ -20,15 +20,18 @@ import pytest
 
 from agentlake.config import S3Settings, Settings
 from agentlake.errors import AlreadyExists, StoreUnavailable
-from agentlake.ingest import IngestOptions, IngestReport, ingest
-from agentlake.lake import Lake
-from agentlake.ledger import read_ledger
-from agentlake.log import LogReader, LogWriter, ReadAhead
-from agentlake.reconcile import reconcile
-from agentlake.retry import is_transient
-from agentlake.segments import SegmentInfo
-from agentlake.store import ObjectStore
-from agentlake.tables import ALL_TABLES, EVENTS
+from agentlake.log.reader import LogReader, ReadAhead
+from agentlake.log.segments import SegmentInfo
+from agentlake.log.writer import LogWriter
+from agentlake.pipeline.flow import ingest_then_facts
+from agentlake.pipeline.ingest import ingest
+from agentlake.pipeline.reconcile import reconcile
+from agentlake.pipeline.stage import IngestOptions, IngestReport
+from agentlake.storage.retry import is_transient
+from agentlake.storage.store import ObjectStore
+from agentlake.tables.lake import Lake
+from agentlake.tables.ledger import read_ledger
+from agentlake.tables.schemas import ALL_TABLES, EVENTS
 from tests.corpus import demo_lines, ticking_clock
 from tests.faulty_s3 import FAULTS, FaultyS3Proxy
 
@@ -110,7 +113,7 @@ def test_ingest_through_a_faulty_store(
     lake = lake_via(tmp_path, s3_settings, proxy.url)
     segments = write_segments(lake.store, corpus, producers=4)
     assert len({s.key for s in segments}) == 100
-    report = ingest(lake, lake.log.list_day(DAY), IngestOptions(run_id="faulty", facts=False))
+    report = ingest(lake, lake.log.list_day(DAY), IngestOptions(run_id="faulty"))
     faults = dict(proxy.outcomes)
     proxy.set_faults(0.0, 0.0)
     direct = lake_via(tmp_path, s3_settings, s3_settings.endpoint or "")
@@ -122,7 +125,7 @@ def test_ingest_through_a_faulty_store(
     for client in ("obstore", "pyarrow"):
         assert sum(n for k, n in proxy.by_client.items() if k.startswith(client) and k.split()[1] in FAULTS) > 0
     # A second ingest has nothing left to do.
-    again = ingest(direct, direct.log.list_day(DAY), IngestOptions(run_id="again", facts=False))
+    again = ingest(direct, direct.log.list_day(DAY), IngestOptions(run_id="again"))
     assert again.segments == 0 and again.rows == 0
 
 
@@ -136,7 +139,7 @@ def test_ingest_resumes_after_the_store_is_down_for_30s(
     middle = segments[20].key
     proxy.down_on(lambda method, path: method == "GET" and path.endswith(middle), 30.0)
     started = time.monotonic()
-    report = ingest(lake, segments, IngestOptions(run_id="outage", facts=False))
+    report = ingest(lake, segments, IngestOptions(run_id="outage"))
     took = time.monotonic() - started
     assert proxy.outcomes["outages"] == 1 and proxy.outcomes["down"] > 0
     assert 30.0 <= took < 30.0 + 25.0, took  # waited out the outage, then resumed within seconds
@@ -155,14 +158,14 @@ def test_giving_up_names_the_store_and_leaves_the_tables_untouched(
     lake = lake_via(tmp_path, s3_settings, proxy.url, store_retry_s=1.0)
     proxy.down_for(600.0)
     with pytest.raises(StoreUnavailable) as failure:
-        ingest(lake, segments, IngestOptions(run_id="gives-up"))
+        ingest_then_facts(lake, segments, IngestOptions(run_id="gives-up"))
     message = str(failure.value)
     assert f"bucket {s3_settings.bucket!r} at {proxy.url}" in message
     assert "AGENTLAKE_STORE_RETRY_S" in message and "run it again" in message
     assert s3_settings.secret_access_key and s3_settings.secret_access_key not in message
     assert {t.name: direct.table(t.name).current_snapshot() for t in ALL_TABLES} == before
     proxy.down_for(0.0)
-    report = ingest(lake, segments, IngestOptions(run_id="back", facts=False))
+    report = ingest(lake, segments, IngestOptions(run_id="back"))
     assert report.segments == 5
     assert_exact(direct, corpus[:5], report)
 
@@ -179,7 +182,7 @@ def test_outages_between_commits(
     lake.table(EVENTS.name)  # the tables exist before the traps are set
     proxy.down_on(lambda method, path: "/quarantine/data/" in path, 2.0)
     proxy.down_on(lambda method, path: "/agent_runs/data/" in path, 2.0)
-    report = ingest(lake, segments, IngestOptions(run_id="between"))
+    report = ingest_then_facts(lake, segments, IngestOptions(run_id="between"))
     assert proxy.outcomes["outages"] == 2
     assert report.store_retries > 0 and report.attempts > 1
     assert_exact(direct, corpus[:12], report)

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from agentlake.errors import AlreadyExists, ObjectNotFound
-from agentlake.store import ObjectStore
+from agentlake.storage.store import ObjectStore
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,253 @@
+"""Read-only SQL over the published tables, by name (``raw.events``, ``facts.tool_calls``, ...).
+
+DuckDB's own Iceberg reader scans the tables at the snapshot current when the query starts,
+so a query sees one consistent version of each table, and another engine than pyiceberg
+checks that the tables are valid Iceberg. A query can also read the snapshots that were
+current at an earlier time (``as_of_ms``: time travel) or exactly the snapshots a context
+artifact pinned; filters are pushed down into the scan, so data files whose column bounds
+exclude them are never opened.
+
+A snapshot is read through any metadata file that holds it: the table's current one while the
+snapshot is in it; after expiry removed it, the metadata file its pin record names
+(:mod:`agentlake.context.pins`), or for an as-of time the file that was current then (:mod:`agentlake.context.asof`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+from pyiceberg.table import Table
+
+from agentlake.context.asof import holds_snapshot, read_metadata, snapshot_at
+from agentlake.context.pins import pin_in_force
+from agentlake.errors import AgentLakeError
+from agentlake.tables.lake import Lake
+from agentlake.tables.schemas import ALL_TABLES, TABLES_BY_NAME
+
+
+class QueryError(AgentLakeError):
+    """A query was refused or failed; the message says why."""
+
+
+_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+class SnapshotGone(QueryError):
+    """A snapshot can no longer be read: it expired from its table and no pin keeps it, or its pin ran out."""
+
+    def __init__(self, table: str, snapshot_id: int, reason: str | None = None) -> None:
+        reason = reason or (
+            "it expired from the table's metadata and no context artifact pinned it; a snapshot pinned by an "
+            "artifact stays readable for the pin retention (AGENTLAKE_PIN_RETENTION_DAYS)"
+        )
+        super().__init__(f"snapshot {snapshot_id} of {table} is gone: {reason}")
+        self.table = table
+        self.snapshot_id = snapshot_id
+
+
+Pins = dict[str, int | None]
+# Per table, a metadata file to read its pinned snapshot through (when not the table's current one).
+Locations = dict[str, str]
+
+
+def open_connection(lake: Lake) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the Iceberg reader loaded (and S3 access when the store is S3)."""
+    import duckdb_extensions
+
+    con = duckdb.connect()
+    for extension in ("avro", "iceberg"):
+        duckdb_extensions.import_extension(extension, con=con)
+    if lake.settings.s3 is not None:
+        duckdb_extensions.import_extension("httpfs", con=con)
+        _s3_secret(con, lake)
+    # Parquet footers are immutable (Iceberg never rewrites a file): caching them is safe.
+    con.execute("SET parquet_metadata_cache = true")
+    return con
+
+
+def resolve_pins(lake: Lake, tables: list[str] | None = None, *, as_of_ms: int | None = None) -> Pins:
+    """The snapshot of ``main`` of each table now, or the one that was current at ``as_of_ms``.
+
+    A table with no snapshot (then) is pinned to None: it reads as empty.
+    """
+    return resolve(lake, tables, as_of_ms=as_of_ms)[0]
+
+
+def resolve(
+    lake: Lake, tables: list[str] | None = None, *, as_of_ms: int | None = None,
+    handles: dict[str, Table] | None = None,
+) -> tuple[Pins, Locations]:
+    """Like :func:`resolve_pins`, with the metadata file to read each snapshot through when the
+    table's current metadata no longer holds it (an as-of time older than its live snapshots).
+
+    Args:
+        handles: tables already loaded (else each is loaded from the catalog).
+    """
+    pins: Pins = {}
+    locations: Locations = {}
+    for name in tables or [t.name for t in ALL_TABLES]:
+        table = (handles or {}).get(name) or lake.table(name)
+        if as_of_ms is None:
+            snapshot = table.current_snapshot()
+            pins[name] = snapshot.snapshot_id if snapshot else None
+            continue
+        found = snapshot_at(lake, table, as_of_ms)
+        pins[name] = found.snapshot_id
+        if found.snapshot_id is not None and found.metadata_location != table.metadata_location:
+            assert found.metadata_location is not None
+            locations[name] = found.metadata_location
+    return pins, locations
+
+
+def snapshot_location(lake: Lake, table: Table, name: str, snapshot_id: int) -> str:
+    """A metadata file through which ``snapshot_id`` of ``table`` can be read.
+
+    The table's current metadata file while it holds the snapshot; else the one named by the
+    snapshot's pin record, as long as the snapshot's files are still there.
+
+    Raises:
+        SnapshotGone: the snapshot expired and was never pinned, or its pin ran out and its files are deleted.
+    """
+    if table.snapshot_by_id(snapshot_id) is not None:
+        return table.metadata_location
+    pin = pin_in_force(lake, name, snapshot_id)
+    if pin is None:
+        raise SnapshotGone(name, snapshot_id)
+    if pin.table_uuid and pin.table_uuid != str(table.metadata.table_uuid):
+        raise SnapshotGone(name, snapshot_id, "the table was dropped and created again since the snapshot was pinned")
+    return _readable(table, name, snapshot_id, pin.metadata_location, pin_expires_ms=pin.expires_ms)
+
+
+def _readable(table: Table, name: str, snapshot_id: int, location: str, *, pin_expires_ms: int | None = None) -> str:
+    """``location`` if it holds the snapshot and the snapshot's manifest list still exists."""
+    try:
+        metadata = read_metadata(table.io, location)
+    except FileNotFoundError:
+        raise SnapshotGone(name, snapshot_id, f"the metadata file {location} that holds it is missing") from None
+    entry = holds_snapshot(metadata, snapshot_id)
+    if entry is None:
+        raise SnapshotGone(name, snapshot_id, f"the metadata file {location} does not hold it")
+    if not table.io.new_input(str(entry["manifest-list"])).exists():
+        ran_out = ""
+        if pin_expires_ms is not None:
+            ran_out = f"its pin ran out (it held until {datetime.fromtimestamp(pin_expires_ms / 1000, UTC).isoformat()}) and "
+        raise SnapshotGone(name, snapshot_id, f"{ran_out}table maintenance deleted its files after the pin retention "
+                           "(AGENTLAKE_PIN_RETENTION_DAYS)")
+    return location
+
+
+def attach(
+    con: duckdb.DuckDBPyConnection, lake: Lake, pins: Pins, tables: dict[str, Table] | None = None,
+    locations: Locations | None = None,
+) -> None:
+    """(Re)create a view per pinned table in ``con``, reading exactly its pinned snapshot.
+
+    Args:
+        tables: handles already loaded (else each table is loaded from the catalog).
+        locations: metadata files to read some snapshots through (see :func:`resolve`).
+
+    Raises:
+        SnapshotGone: a pinned snapshot can no longer be read.
+    """
+    for name, snapshot_id in pins.items():
+        tdef = TABLES_BY_NAME[name]
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {tdef.namespace}")
+        if snapshot_id is None:  # a table never written (then): an empty relation with its columns
+            empty_name = f"empty_{name.replace('.', '_')}"
+            con.register(empty_name, tdef.arrow_schema().empty_table())
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {empty_name}")
+            continue
+        table = (tables or {}).get(name) or lake.table(name)
+        scan = scan_expression(lake, table, name, snapshot_id, (locations or {}).get(name))
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {scan}")
+
+
+def scan_expression(lake: Lake, table: Table, name: str, snapshot_id: int, location: str | None = None) -> str:
+    """DuckDB's Iceberg scan of exactly one snapshot of ``table``.
+
+    Args:
+        location: a metadata file known to hold the snapshot (else see :func:`snapshot_location`).
+
+    Raises:
+        SnapshotGone: the snapshot can no longer be read.
+    """
+    if location is None or location == table.metadata_location:
+        location = snapshot_location(lake, table, name, snapshot_id)
+    else:
+        location = _readable(table, name, snapshot_id, location)
+    quoted = location.replace("'", "''")
+    return f"iceberg_scan('{quoted}', snapshot_from_id => {int(snapshot_id)})"
+
+
+def connect(
+    lake: Lake, *, as_of_ms: int | None = None, pins: Pins | None = None
+) -> tuple[duckdb.DuckDBPyConnection, Pins]:
+    """A DuckDB connection with a view per table, pinned to a snapshot of each table.
+
+    Args:
+        as_of_ms: read the snapshots that were current at this time (ms since the epoch).
+        pins: read exactly these snapshots ``{table: snapshot_id}`` (other tables: current).
+
+    Returns:
+        The connection, and the pins ``{table: snapshot_id}`` its views read.
+    """
+    con = open_connection(lake)
+    resolved, locations = resolve(lake, as_of_ms=as_of_ms)
+    for name in pins or {}:
+        locations.pop(name, None)
+    resolved.update(pins or {})
+    attach(con, lake, resolved, locations=locations)
+    return con, resolved
+
+
+def _s3_secret(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    s3 = lake.settings.s3
+    assert s3 is not None
+    parts = ["TYPE s3", f"REGION '{s3.region}'"]
+    if s3.access_key_id:
+        parts.append(f"KEY_ID '{s3.access_key_id}'")
+    if s3.secret_access_key:
+        parts.append(f"SECRET '{s3.secret_access_key}'")
+    if s3.endpoint:
+        scheme, _, host = s3.endpoint.partition("://")
+        parts += [f"ENDPOINT '{host}'", "URL_STYLE 'path'", f"USE_SSL {'true' if scheme == 'https' else 'false'}"]
+    con.execute(f"CREATE OR REPLACE SECRET agentlake_s3 ({', '.join(parts)})")
+
+
+def query(lake: Lake, sql: str, *, as_of_ms: int | None = None) -> pa.Table:
+    """Run one read-only SQL statement over the tables (as they were at ``as_of_ms``, if given).
+
+    Raises:
+        QueryError: the statement is not a query, or DuckDB rejected it.
+    """
+    con, _pins = connect(lake, as_of_ms=as_of_ms)
+    return run_read_only(con, sql)
+
+
+def run_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """Run ``sql`` on ``con`` if it is exactly one read-only statement.
+
+    Raises:
+        QueryError: the statement is not a query, or DuckDB rejected it.
+    """
+    check_read_only(con, sql)
+    try:
+        return con.execute(sql).fetch_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(f"{exc}; tables are {', '.join(t.name for t in ALL_TABLES)}") from None
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but exactly one read-only statement.
+
+    Raises:
+        QueryError: the statement is not a query, or cannot be parsed.
+    """
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"cannot parse the query: {exc}") from None
+    if len(statements) != 1 or statements[0].type not in _READ_ONLY:
+        raise QueryError("agentlake query runs exactly one read-only statement (SELECT, WITH ... SELECT, EXPLAIN)")

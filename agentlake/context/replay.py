@@ -1,0 +1,242 @@
+"""Replay: re-execute a context artifact's request and say whether it still returns the same records.
+
+At the pinned snapshots a replay is **reproducible** (same records hash) or it **differs**
+(rows added, removed or changed, per part and table, with their keys); with ``at_current`` it
+runs against today's snapshots to show what would change. A pinned snapshot that expired from
+its table is read through the metadata file its pin record names. It is **unreplayable** when a
+pinned snapshot is gone (never pinned, or its pin ran out and its files were deleted), and **tampered** when a file of the artifact no longer hashes to what was
+recorded (the file is named). A replay always reports; it never fails bare.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.exceptions import NoSuchTableError
+
+from agentlake.context.assembly import (
+    ArtifactTampered,
+    ContextEngine,
+    ContextError,
+    artifact_keys,
+    combined_hash,
+    load_artifact,
+    records_hash,
+    row_digests,
+)
+from agentlake.context.query import Pins, SnapshotGone
+from agentlake.tables.lake import Lake
+
+MAX_KEYS_LISTED = 50
+
+REPRODUCIBLE = "reproducible"
+DIFFERS = "differs"
+UNREPLAYABLE = "unreplayable"
+TAMPERED = "tampered"
+
+
+@dataclass
+class PartDiff:
+    """How one part of the result changed: counts, and (up to 50 of each) the keys of the rows."""
+
+    part: str
+    tables: list[str]
+    keys: list[str]
+    rows_then: int
+    rows_now: int
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    added_keys: list[Any] = field(default_factory=list)
+    removed_keys: list[Any] = field(default_factory=list)
+    changed_keys: list[Any] = field(default_factory=list)
+
+    @property
+    def same(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+
+@dataclass
+class ReplayReport:
+    """The outcome of replaying one artifact."""
+
+    artifact_key: str
+    artifact_uri: str
+    run_id: str
+    status: str
+    at_current: bool
+    pins: dict[str, int | None]
+    pins_replayed: dict[str, int | None]
+    expected_hash: str
+    actual_hash: str | None = None
+    record_count: int = 0
+    diffs: list[PartDiff] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == REPRODUCIBLE or (self.at_current and self.status == DIFFERS)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        where = "current snapshots" if self.at_current else "pinned snapshots"
+        pins = ", ".join(f"{t}@{s}" for t, s in sorted(self.pins_replayed.items()))
+        head = f"{self.artifact_uri} (run {self.run_id}): {self.status.upper()} at {where} [{pins}]"
+        lines = [head]
+        if self.status == REPRODUCIBLE:
+            lines.append(f"  {self.record_count} records, hash {self.expected_hash[:16]}… as recorded")
+        for problem in self.problems:
+            lines.append(f"  {problem}")
+        for diff in self.diffs:
+            if diff.same:
+                continue
+            lines.append(f"  {diff.part} ({', '.join(diff.tables)}): +{diff.added} added, -{diff.removed} removed, "
+                         f"~{diff.changed} changed (rows {diff.rows_then} -> {diff.rows_now}; key {', '.join(diff.keys)})")
+            for label, keys in (("added", diff.added_keys), ("removed", diff.removed_keys),
+                                ("changed", diff.changed_keys)):
+                if keys:
+                    lines.append(f"    {label}: {', '.join(str(k) for k in keys)}")
+        changed_pins = [f"{t} {self.pins.get(t)} -> {s}" for t, s in sorted(self.pins_replayed.items())
+                        if self.pins.get(t) != s]
+        if changed_pins and self.at_current:
+            lines.append(f"  snapshots since the artifact: {'; '.join(changed_pins)}")
+        return "\n".join(lines)
+
+
+def replay(lake: Lake, ref: str, *, at_current: bool = False, engine: ContextEngine | None = None) -> list[ReplayReport]:
+    """Replay every artifact ``ref`` names (an artifact's URI or key, or a run id).
+
+    Raises:
+        ArtifactNotFound: ``ref`` names no artifact.
+    """
+    owned = engine is None
+    engine = engine or ContextEngine(lake)
+    try:
+        return [replay_artifact(lake, key, at_current=at_current, engine=engine)
+                for key in artifact_keys(lake.store, ref)]
+    finally:
+        if owned:
+            engine.close()
+
+
+def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: ContextEngine) -> ReplayReport:
+    """Replay one artifact by its manifest key.
+
+    Raises:
+        ArtifactNotFound: no manifest at ``key``.
+    """
+    started = time.perf_counter()
+    try:
+        artifact = load_artifact(lake.store, key)
+    except ArtifactTampered as exc:
+        return ReplayReport(key, lake.store.uri(key), "?", TAMPERED, at_current, {}, {}, exc.expected,
+                            problems=[str(exc)], seconds=time.perf_counter() - started)
+    manifest = artifact.manifest
+    report = ReplayReport(
+        artifact_key=key, artifact_uri=artifact.ref.uri, run_id=manifest["run_id"], status=REPRODUCIBLE,
+        at_current=at_current, pins=artifact.pins, pins_replayed={}, expected_hash=manifest["records_hash"],
+        problems=list(artifact.problems),
+    )
+    try:
+        request = artifact.request
+        tables = engine.tables(list(artifact.pins))
+    except (ContextError, NoSuchTableError) as exc:
+        report.status = UNREPLAYABLE
+        report.problems.append(f"the request can no longer be resolved: {exc}")
+        report.seconds = time.perf_counter() - started
+        return report
+    if at_current:
+        pins: Pins = {}
+        for name, table in tables.items():
+            snapshot = table.current_snapshot()
+            pins[name] = snapshot.snapshot_id if snapshot else None
+    else:
+        pins = dict(artifact.pins)
+    report.pins_replayed = pins
+    try:
+        # A pinned snapshot expired from its table is read through the metadata file its pin names.
+        records, _plans = engine.run(request, pins, tables, plan=False)
+    except SnapshotGone as exc:
+        report.status = UNREPLAYABLE
+        report.problems.append(f"{exc}; the artifact's records are still readable, but the query can no longer be "
+                               "re-executed at that snapshot")
+        report.seconds = time.perf_counter() - started
+        return report
+    except ContextError as exc:
+        report.status = UNREPLAYABLE
+        report.problems.append(f"the request no longer runs: {exc}")
+        report.seconds = time.perf_counter() - started
+        return report
+    hashes = {name: records_hash(table) for name, table in records.items()}
+    report.actual_hash = combined_hash(hashes)
+    report.record_count = sum(t.num_rows for t in records.values())
+    for name, table in records.items():
+        part = manifest["parts"].get(name, {})
+        then = artifact.records.get(name)
+        tables_of = _tables_of(request, name, list(pins))
+        if then is None:
+            continue  # altered or missing file: already a problem; nothing to compare against
+        report.diffs.append(_diff(name, tables_of, part.get("keys") or list(table.column_names), then, table))
+    if artifact.problems:
+        report.status = TAMPERED
+        if report.actual_hash == report.expected_hash:
+            report.problems.append("re-executed at the pinned snapshots, the request still gives the recorded "
+                                   "records hash: the tables are intact, the artifact's file is not")
+    elif report.actual_hash != report.expected_hash:
+        report.status = DIFFERS
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _tables_of(request: Any, part: str, default: list[str]) -> list[str]:
+    if request.sql is not None:
+        return sorted(default)
+    return [s.table for s in request.sources if s.part == part]
+
+
+def _diff(part: str, tables: list[str], keys: list[str], then: pa.Table, now: pa.Table) -> PartDiff:
+    diff = PartDiff(part=part, tables=tables, keys=keys, rows_then=then.num_rows, rows_now=now.num_rows)
+    if not all(k in then.column_names and k in now.column_names for k in keys):
+        keys = diff.keys = [c for c in then.column_names if c in now.column_names]
+    old, new = _keyed(then, keys), _keyed(now, keys)
+    if old is None or new is None:  # keys not unique: compare whole rows
+        diff.keys = ["<whole row>"]
+        old_rows, new_rows = _multiset(then), _multiset(now)
+        diff.added = sum((new_rows - old_rows).values())
+        diff.removed = sum((old_rows - new_rows).values())
+        return diff
+    added = [k for k in new if k not in old]
+    removed = [k for k in old if k not in new]
+    changed = [k for k in new if k in old and new[k] != old[k]]
+    diff.added, diff.removed, diff.changed = len(added), len(removed), len(changed)
+    diff.added_keys = [_key_json(k) for k in sorted(added, key=str)[:MAX_KEYS_LISTED]]
+    diff.removed_keys = [_key_json(k) for k in sorted(removed, key=str)[:MAX_KEYS_LISTED]]
+    diff.changed_keys = [_key_json(k) for k in sorted(changed, key=str)[:MAX_KEYS_LISTED]]
+    return diff
+
+
+def _keyed(table: pa.Table, keys: list[str]) -> dict[tuple[Any, ...], bytes] | None:
+    key_columns = [table.column(k).to_pylist() for k in keys]
+    out: dict[tuple[Any, ...], bytes] = {}
+    for key, digest in zip(zip(*key_columns, strict=True), row_digests(table), strict=True):
+        if key in out:
+            return None
+        out[key] = digest
+    return out
+
+
+def _multiset(table: pa.Table) -> Any:
+    from collections import Counter
+
+    return Counter(row_digests(table))
+
+
+def _key_json(key: tuple[Any, ...]) -> Any:
+    values = [v if isinstance(v, str | int | float) or v is None else str(v) for v in key]
+    return values[0] if len(values) == 1 else values

@@ -1,0 +1,268 @@
+"""The quality gate of ``raw.events``: stage a batch on a branch, audit it, publish it or hold it back.
+
+Called by ingestion (:mod:`agentlake.pipeline.ingest`) in place of a direct commit to ``main``:
+
+1. the batch's data files are committed to a staging branch (:func:`agentlake.gate.publish.stage`);
+2. the events suite (:mod:`agentlake.gate.suites`) runs on exactly the rows the branch adds;
+3. a broken **batch** rule holds the batch: nothing publishes, the branch stays for inspection and
+   the segments are recorded as held (not in the ledger, so a later run can take them);
+4. otherwise rows that broke a **row** rule are dropped from the branch (they go to quarantine with
+   the rule's name) and ``main`` moves to the branch with the updated ledger, in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
+
+from agentlake.gate.publish import (
+    AlreadyPublished,
+    Staged,
+    branch_name,
+    discard,
+    held,
+    hold,
+    publish,
+    read_files,
+    stage,
+    without_held,
+)
+from agentlake.gate.suites import (
+    EVENT_AUDIT_COLUMNS,
+    AuditResult,
+    QualityPolicy,
+    Suite,
+    describe_failure,
+    event_audit_frame,
+    events_suite,
+    schema_breaking_changes,
+    validate,
+)
+from agentlake.log.segments import SegmentInfo
+from agentlake.tables.ledger import DayLedger, read_ledger
+from agentlake.tables.schemas import EVENTS
+
+Checkpoint = Callable[[str], None]
+
+
+@dataclass
+class BadRow:
+    """A staged row that broke row rules: it goes to quarantine instead of ``main``."""
+
+    segment_key: str
+    line_offset: int
+    event_id: str | None
+    rules: list[str]
+    reason: str
+
+
+@dataclass
+class GateOutcome:
+    """What the gate did with one batch."""
+
+    branch: str
+    staged_snapshot_id: int
+    audit: AuditResult
+    published_snapshot_id: int | None = None
+    held: bool = False
+    override: str | None = None
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": EVENTS.name, "branch": self.branch, "staged_snapshot_id": self.staged_snapshot_id,
+                "published_snapshot_id": self.published_snapshot_id, "held": self.held, "override": self.override,
+                "audit": self.audit.as_dict()}
+
+
+def gate_events(
+    table: Table,
+    day: str,
+    segments: list[SegmentInfo],
+    files: list[DataFile],
+    counts: dict[str, dict[str, int]],
+    ids_on_main: pl.Series,
+    *,
+    policy: QualityPolicy,
+    run_id: str,
+    snapshot_properties: dict[str, str],
+    make_ledger: Callable[[DayLedger], DayLedger],
+    check: Checkpoint,
+    rewrite: Callable[[list[pa.Table]], list[DataFile]],
+    override: str | None = None,
+) -> GateOutcome:
+    """Write, audit and publish (or hold) one day's batch of ``raw.events`` rows.
+
+    Args:
+        counts: per segment key, the batch's rows, quarantined lines and duplicates; rows that
+            break a row rule are moved from ``rows`` to ``quarantined`` here.
+        make_ledger: the day's ledger with the batch's segments added (from ``counts``), given
+            the ledger ``main`` holds now.
+        override: publish even if a batch rule failed, for this recorded reason.
+
+    Raises:
+        CommitFailedException: another writer published these segments first; start the day again.
+    """
+    base_schema = table.schema() if table.current_snapshot() is not None else None
+    stage_properties = {**snapshot_properties, "agentlake.staged": "true"}
+    if override is not None:
+        stage_properties["agentlake.override-reason"] = override
+    staged = stage(table, files, branch_name(run_id, day), stage_properties)
+    check("after-stage:events")
+    # File by file, keeping only the audited and derived columns: memory stays near the frame's size.
+    frames, sizes = [], []
+    for data_file in staged.files:
+        (part,) = read_files(table, [data_file], list(EVENT_AUDIT_COLUMNS))
+        frames.append(event_audit_frame(part, ids_on_main))
+        sizes.append(part.num_rows)
+        del part
+    empty = EVENTS.arrow_schema().empty_table().select(list(EVENT_AUDIT_COLUMNS))
+    frame = pl.concat(frames) if frames else event_audit_frame(empty, ids_on_main)
+    del frames
+    keys = {s.key for s in segments}
+    lines = sum(s.lines for s in segments)
+    expected = sum(counts[k]["rows"] for k in keys)
+    already_quarantined = sum(counts[k]["quarantined"] for k in keys)
+    staged_schema = table.schemas().get(table.metadata.snapshot_by_id(staged.snapshot_id).schema_id or 0)  # type: ignore[union-attr]
+    breaking = schema_breaking_changes(base_schema, staged_schema or table.schema())
+
+    def batch_figures(partial: AuditResult) -> dict[str, Any]:
+        quarantined = already_quarantined + len(partial.bad_rows)
+        return {"lines": lines, "rows": expected - len(partial.bad_rows), "quarantined": quarantined,
+                "quarantine_share": quarantined / lines if lines else 0.0,
+                "schema_breaking_changes": len(breaking)}
+
+    suite = events_suite(policy, expected_rows=expected)
+    audit = validate(suite, frame.drop("segment_key", "line_offset"), batch_figures)
+    check("after-audit:events")
+    outcome = GateOutcome(staged.branch, staged.snapshot_id, audit, override=override)
+    if not audit.passed and override is None:
+        hold(table, day, staged, sorted(keys), {
+            "run_id": run_id, "failed": audit.batch_failures, "rows": frame.height,
+            "audit": [r.as_dict() for r in audit.results if not r.passed],
+        })
+        outcome.held = True
+        return outcome
+    if audit.bad_rows:
+        outcome.bad_rows = _bad_rows(frame, audit, suite)
+        staged = _drop_bad_rows(table, staged, sizes, audit, rewrite, snapshot_properties)
+        for bad in outcome.bad_rows:
+            counts[bad.segment_key]["rows"] -= 1
+            counts[bad.segment_key]["quarantined"] += 1
+    quality = {
+        "agentlake.audit.suite": audit.suite,
+        "agentlake.audit.passed": str(audit.passed).lower(),
+        "agentlake.audit.rows-quarantined": str(len(outcome.bad_rows)),
+        "agentlake.audit.failed": ",".join(r.rule for r in audit.results if not r.passed),
+        "agentlake.staged-branch": staged.branch,
+        "agentlake.rows-added": str(sum(counts[k]["rows"] for k in keys)),
+    }
+    if override is not None:
+        quality["agentlake.override-reason"] = override
+
+    def still_wanted(fresh: Table) -> bool:
+        ledger = read_ledger(fresh.properties, day)
+        return not any(ledger.holds(s) for s in segments)
+
+    earlier = {v["branch"] for k, v in held(table.properties, day).items() if k in keys}
+    try:
+        outcome.published_snapshot_id = publish(
+            table, staged, lambda fresh: _publish_properties(fresh, day, sorted(keys), make_ledger),
+            snapshot_properties={**snapshot_properties, **quality}, check=check, still_wanted=still_wanted,
+        )
+    except AlreadyPublished as exc:
+        raise CommitFailedException(str(exc)) from exc
+    # Branches of earlier, held attempts at these segments: published now, no longer needed.
+    still_held = {v["branch"] for v in held(table.properties, day).values()}
+    for branch in sorted(earlier - still_held):
+        discard(table, branch)
+    return outcome
+
+
+def _publish_properties(
+    table: Table, day: str, keys: list[str], make_ledger: Callable[[DayLedger], DayLedger]
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    ledger = make_ledger(read_ledger(table.properties, day))
+    props, remove = without_held(table.properties, day, keys)
+    return {ledger.property_name: ledger.to_json(), **props}, remove
+
+
+def _bad_rows(frame: pl.DataFrame, audit: AuditResult, suite: Suite) -> list[BadRow]:
+    out = []
+    for index, rules in sorted(audit.bad_rows.items()):
+        row = frame.row(index, named=True)
+        out.append(BadRow(str(row["segment_key"]), row["line_offset"], row["event_id"], rules,
+                          describe_failure(rules, suite)))
+    return out
+
+
+def _drop_bad_rows(
+    table: Table, staged: Staged, sizes: list[int], audit: AuditResult,
+    rewrite: Callable[[list[pa.Table]], list[DataFile]], snapshot_properties: dict[str, str],
+) -> Staged:
+    from agentlake.gate.publish import drop_rows
+
+    masks = []
+    start = 0
+    bad = sorted(audit.bad_rows)
+    for size in sizes:
+        keep = [True] * size
+        for index in bad:
+            if start <= index < start + size:
+                keep[index - start] = False
+        masks.append(pa.array(keep, pa.bool_()))
+        start += size
+    return drop_rows(table, staged, masks, rewrite, {**snapshot_properties, "agentlake.audit.dropped-rows": str(len(bad))})
+
+
+# --- fact tables --------------------------------------------------------------------------------
+
+
+def audit_fact_batch(
+    table: Table,
+    day: str,
+    segments: list[SegmentInfo],
+    files: list[DataFile],
+    batch_runs: pl.Series,
+    agent_runs: Table,
+    *,
+    run_id: str,
+    snapshot_properties: dict[str, str],
+) -> GateOutcome | None:
+    """Audit a fact table's batch (written, not committed: readers cannot see it) before its commit.
+
+    Returns:
+        None if the batch may be committed; otherwise the outcome of holding it: its files are
+        committed to a staging branch for inspection and its segments recorded as held, so the
+        table's ledger does not take them and the next facts run tries them again.
+    """
+    from agentlake.gate.suites import fact_audit_frame, facts_suite
+    from agentlake.tables.files import one_of
+
+    name = ".".join(table.name())
+    suite = facts_suite(name)
+    parts = read_files(table, files)
+    rows = pa.concat_tables(parts) if parts else None
+    if rows is None or rows.num_rows == 0:
+        return None
+    ids = pl.Series("run_id", rows.column("run_id").combine_chunks()).cast(pl.String)
+    known = batch_runs.cast(pl.String)
+    missing = ids.filter(~ids.is_in(known.implode())).unique().to_list()
+    if missing and agent_runs.current_snapshot() is not None:
+        found = agent_runs.scan(row_filter=one_of("run_id", missing), selected_fields=("run_id",)).to_arrow()
+        known = pl.concat([known, pl.Series("run_id", found.column("run_id").combine_chunks()).cast(pl.String)])
+    audit = validate(suite, fact_audit_frame(name, rows, known))
+    if audit.passed:
+        return None
+    staged = stage(table, files, branch_name(run_id, day), {**snapshot_properties, "agentlake.staged": "true"})
+    hold(table, day, staged, sorted(s.key for s in segments), {
+        "run_id": run_id, "failed": audit.batch_failures, "rows": rows.num_rows,
+        "audit": [r.as_dict() for r in audit.results if not r.passed],
+    })
+    return GateOutcome(staged.branch, staged.snapshot_id, audit, held=True)

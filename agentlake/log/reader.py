@@ -1,0 +1,268 @@
+"""The log reader: lists the segments that arrived after a cursor, and reads them.
+
+A slow producer's upload can land after a faster one's with an earlier arrival time in its
+key, so the cursor re-lists a lookback window and remembers which keys in that window it has
+already handed out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import zstandard
+
+from agentlake.errors import CorruptSegment, InvalidSegmentKey
+from agentlake.log.segments import LOG_PREFIX, SEGMENT_SUFFIX, SegmentInfo, day_prefix, key_floor
+from agentlake.storage.store import ObjectStore
+
+DEFAULT_LOOKBACK_S = 600.0
+
+LINE_BATCH_SCHEMA = pa.schema(
+    [pa.field("line_offset", pa.int64(), nullable=False), pa.field("line", pa.large_binary(), nullable=False)]
+)
+
+
+@dataclass(frozen=True)
+class LogCursor:
+    """Where a reader is in the log: the newest arrival seen, and the keys already seen near it."""
+
+    watermark: datetime | None = None
+    seen: frozenset[str] = frozenset()
+
+    def to_json(self) -> str:
+        return orjson.dumps(
+            {"watermark": self.watermark.isoformat() if self.watermark else None, "seen": sorted(self.seen)}
+        ).decode()
+
+    @classmethod
+    def from_json(cls, text: str | None) -> LogCursor:
+        if not text:
+            return cls()
+        data = orjson.loads(text)
+        mark = data.get("watermark")
+        return cls(
+            watermark=datetime.fromisoformat(mark) if mark else None,
+            seen=frozenset(data.get("seen") or ()),
+        )
+
+
+class LogReader:
+    """Lists and reads log segments.
+
+    Args:
+        store: the object store holding the log.
+        lookback_s: how far behind the newest arrival a late upload may land and still be
+            found by ``poll``; it must exceed the writers' upload lag (default 600 s vs 300 s).
+    """
+
+    def __init__(self, store: ObjectStore, *, prefix: str = LOG_PREFIX, lookback_s: float = DEFAULT_LOOKBACK_S) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.lookback = timedelta(seconds=lookback_s)
+
+    def _segments(self, prefix: str, after: str | None = None) -> list[SegmentInfo]:
+        found = []
+        for obj in self.store.list(prefix, after=after):
+            if obj.key.endswith(SEGMENT_SUFFIX):
+                found.append(SegmentInfo.from_key(obj.key, size=obj.size))
+        return found
+
+    def list_all(self) -> list[SegmentInfo]:
+        """Every segment in the log, in key (arrival) order."""
+        return self._segments(self.prefix + "/")
+
+    def list_day(self, day: str) -> list[SegmentInfo]:
+        """Every segment that arrived on ``day`` (``YYYY-MM-DD``): one Dagster partition."""
+        return self._segments(day_prefix(day, self.prefix))
+
+    def poll(self, cursor: LogCursor) -> tuple[list[SegmentInfo], LogCursor]:
+        """Segments not handed out before, in key order, and the cursor to pass next time.
+
+        Never skips a segment that lands within ``lookback`` of the newest arrival seen,
+        however late its upload, and never returns one twice.
+        """
+        after = None
+        if cursor.watermark is not None:
+            after = key_floor(cursor.watermark - self.lookback, self.prefix)
+        listed = self._segments(self.prefix + "/", after=after)
+        new = [seg for seg in listed if seg.key not in cursor.seen]
+        watermark = max([seg.arrival for seg in listed] + ([cursor.watermark] if cursor.watermark else []), default=None)
+        if watermark is None:
+            return new, cursor
+        horizon = watermark - self.lookback
+        seen = frozenset(seg.key for seg in listed if seg.arrival >= horizon)
+        return new, LogCursor(watermark=watermark, seen=seen)
+
+    def read_bytes(
+        self, key: str, piece_bytes: int = 4 * 1024 * 1024, compressed: Iterator[bytes] | None = None
+    ) -> Iterator[bytes]:
+        """The segment's NDJSON bytes, decompressed as a stream of pieces of at most ``piece_bytes``.
+
+        Args:
+            compressed: the object's bytes as already being read (see :class:`ReadAhead`);
+                default: read from the store now.
+        """
+        expected = _expected_checksum(key)
+        source = _ChunkSource(compressed if compressed is not None else self.store.stream(key))
+        stream = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)  # type: ignore[arg-type]
+        with stream as reader:
+            while True:
+                piece = reader.read(piece_bytes)
+                if not piece:
+                    break
+                yield piece
+        # zstandard ends quietly on a truncated frame: the key's checksum catches that, and tampering.
+        if expected is not None and source.digest() != expected:
+            raise CorruptSegment(
+                f"segment {key!r} does not match the checksum in its key (object changed or truncated); "
+                "restore it from a replica or backup: the log is write-once"
+            )
+
+    def iter_chunks(
+        self, key: str, chunk_bytes: int = 16 * 1024 * 1024, compressed: Iterator[bytes] | None = None
+    ) -> Iterator[tuple[int, bytes]]:
+        """The segment as runs of whole lines: ``(offset of the first line, bytes)``.
+
+        Each run ends at a line boundary and holds about ``chunk_bytes``; memory stays bounded
+        whatever the segment's size.
+        """
+        pending = bytearray()
+        offset = 0
+        for piece in self.read_bytes(key, min(chunk_bytes, 4 * 1024 * 1024), compressed):
+            pending += piece
+            while len(pending) >= chunk_bytes:
+                cut = pending.rfind(b"\n", 0, chunk_bytes) + 1 or pending.find(b"\n") + 1
+                if cut == 0:
+                    break  # one line longer than a chunk: wait for its end
+                run = bytes(pending[:cut])
+                del pending[:cut]
+                yield offset, run
+                offset += run.count(b"\n")
+        if pending:
+            if not pending.endswith(b"\n"):
+                pending += b"\n"
+            yield offset, bytes(pending)
+
+    def iter_batches(self, key: str, chunk_bytes: int = 16 * 1024 * 1024) -> Iterator[pa.RecordBatch]:
+        """The segment as Arrow record batches of ``(line_offset, line)``, streamed."""
+        for first, run in self.iter_chunks(key, chunk_bytes):
+            lines = split_lines(run)
+            offsets = pa.array(range(first, first + len(lines)), pa.int64())
+            yield pa.RecordBatch.from_arrays([offsets, lines], schema=LINE_BATCH_SCHEMA)
+
+    def read_lines(self, key: str) -> Iterator[bytes]:
+        """Each line of the segment exactly as it was written, without its newline."""
+        for _, run in self.iter_chunks(key):
+            yield from run[:-1].split(b"\n")
+
+
+class ReadAhead:
+    """Reads the next segments while the current one is parsed, so the store's latency overlaps.
+
+    Up to ``depth`` segments ahead are fetched on background threads, each up to ``buffer_bytes``
+    of its compressed bytes; the rest of a larger segment streams as it is consumed, so memory
+    stays bounded by ``depth * buffer_bytes``. A failed fetch raises when its segment is read.
+
+    Args:
+        reader: the log.
+        keys: the segments, in the order they will be read.
+    """
+
+    def __init__(
+        self, reader: LogReader, keys: list[str], *, depth: int = 4, buffer_bytes: int = 8 * 1024 * 1024
+    ) -> None:
+        self._reader = reader
+        self._keys = list(keys)
+        self._depth = depth
+        self._buffer_bytes = buffer_bytes
+        self._next = 0
+        self._fetches: dict[str, Future[tuple[list[bytes], Iterator[bytes]]]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, depth), thread_name_prefix="agentlake-read-ahead")
+        if depth < 1:
+            self._pool.shutdown(wait=False)  # nothing is read ahead: each segment is read when its turn comes
+
+    def iter_chunks(self, key: str, chunk_bytes: int = 16 * 1024 * 1024) -> Iterator[tuple[int, bytes]]:
+        """:meth:`LogReader.iter_chunks` of ``key``, from what was read ahead."""
+        self._start()
+        fetch = self._fetches.pop(key, None)
+        self._start()
+        if self._next >= len(self._keys) and not self._fetches:
+            self._pool.shutdown(wait=False)  # the last segment: no more fetches to start
+        if fetch is None:
+            yield from self._reader.iter_chunks(key, chunk_bytes)
+            return
+        head, rest = fetch.result()
+        yield from self._reader.iter_chunks(key, chunk_bytes, itertools.chain(head, rest))
+
+    def close(self) -> None:
+        """Stop fetching (fetches in flight finish in the background, unread)."""
+        self._fetches.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _start(self) -> None:
+        while self._next < len(self._keys) and len(self._fetches) < self._depth:
+            key = self._keys[self._next]
+            self._next += 1
+            self._fetches[key] = self._pool.submit(self._fetch, key)
+
+    def _fetch(self, key: str) -> tuple[list[bytes], Iterator[bytes]]:
+        stream = self._reader.store.stream(key, chunk_size=min(self._buffer_bytes, 4 * 1024 * 1024))
+        head: list[bytes] = []
+        size = 0
+        while size < self._buffer_bytes:
+            chunk = next(stream, None)
+            if chunk is None:
+                break
+            head.append(chunk)
+            size += len(chunk)
+        return head, stream
+
+
+class _ChunkSource:
+    """A file-like ``read`` over an iterator of byte chunks, for zstandard's stream reader."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self._sha = hashlib.sha256()
+
+    def digest(self) -> str:
+        """The checksum of every byte read, once the source is exhausted (as in a segment key)."""
+        for rest in self._chunks:
+            self._sha.update(rest)
+        return self._sha.hexdigest()[:16]
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                break
+            self._sha.update(nxt)
+            self._buffer += nxt
+        if size < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+
+def _expected_checksum(key: str) -> str | None:
+    try:
+        return SegmentInfo.from_key(key).checksum
+    except InvalidSegmentKey:
+        return None
+
+
+def split_lines(run: bytes) -> pa.LargeBinaryArray:
+    """Split a run of newline-terminated lines into an Arrow array, without Python objects per line."""
+    body = run[:-1] if run.endswith(b"\n") else run
+    parts = pc.split_pattern(pa.array([body], pa.large_binary()), pattern=b"\n")
+    return parts.flatten()

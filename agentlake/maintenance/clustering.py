@@ -1,0 +1,107 @@
+"""Clustering a day's data files by run, so a context request for one run opens one file, one row group.
+
+Run ids are random and rows land in arrival order, so every ingest file spans every run id:
+a filter on ``run_id`` can prune nothing by column bounds. Clustering rewrites a partition's
+live files sorted by ``run_id`` into large files with disjoint ``run_id`` ranges and small row
+groups (``ROW_GROUP_ROWS``): the Iceberg reader skips files by their manifest bounds and the
+Parquet reader skips row groups by their statistics. Rows are unchanged (so are the ledgers in
+the table properties); the commit replaces exactly the files it read, so a concurrent writer's
+rows are never touched, and a conflicting commit makes it start again. Snapshots pinned by
+context artifacts keep the old files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+
+import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile, DataFileContent
+from pyiceberg.table import FileScanTask, Table
+
+from agentlake.errors import StageAborted
+from agentlake.tables.lake import Lake
+
+ROW_GROUP_ROWS = 8192
+TARGET_FILE_BYTES = 64 * 1024 * 1024
+_EPOCH = date(1970, 1, 1)
+
+
+@dataclass
+class ClusterReport:
+    table: str
+    day: str
+    files_read: int = 0
+    files_written: int = 0
+    rows: int = 0
+    snapshot_id: int | None = None
+    seconds: float = 0.0
+
+
+def cluster_day(lake: Lake, table_name: str, day: str, *, column: str = "run_id", max_attempts: int = 20) -> ClusterReport:
+    """Rewrite the live files of arrival day ``day`` of a table, sorted by ``column``.
+
+    Raises:
+        StageAborted: commits kept conflicting with other writers; run it again.
+    """
+    started = time.perf_counter()
+    report = ClusterReport(table_name, day)
+    for attempt in range(1, max_attempts + 1):
+        table = lake.table(table_name)
+        files = _day_files(table, day)
+        if not files:
+            break
+        data = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(
+            [FileScanTask(f) for f in files]
+        )
+        if data.num_rows != sum(f.record_count for f in files):
+            raise StageAborted(f"clustering {table_name} {day} read {data.num_rows} rows from files holding "
+                               f"{sum(f.record_count for f in files)}; nothing was committed")
+        keys = [(column, "ascending")] + [(c, "ascending") for c in ("event_id", "document_rank") if c in data.column_names]
+        outputs = _write(table, data.sort_by(keys))
+        try:
+            with table.transaction() as tx:
+                properties = {"agentlake.maintenance": "cluster", "agentlake.partition": day,
+                              "agentlake.clustered-by": column}
+                with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+                    for data_file in files:
+                        overwrite.delete_data_file(data_file)
+                    for data_file in outputs:
+                        overwrite.append_data_file(data_file)
+        except (CommitFailedException, ValidationException):
+            time.sleep(min(2.0, 0.05 * attempt))
+            continue
+        snapshot = table.current_snapshot()
+        report.files_read, report.files_written, report.rows = len(files), len(outputs), data.num_rows
+        report.snapshot_id = snapshot.snapshot_id if snapshot else None
+        break
+    else:
+        raise StageAborted(f"clustering {table_name} {day} conflicted with other writers {max_attempts} times; run it again")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _day_files(table: Table, day: str) -> list[DataFile]:
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return []
+    wanted = (date.fromisoformat(day) - _EPOCH).days
+    out = []
+    for manifest in snapshot.manifests(table.io):
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            data_file = entry.data_file
+            if data_file.content == DataFileContent.DATA and len(data_file.partition) and data_file.partition[0] == wanted:
+                out.append(data_file)
+    return out
+
+
+def _write(table: Table, data: pa.Table) -> list[DataFile]:
+    properties = {**table.metadata.properties, "write.parquet.row-group-limit": str(ROW_GROUP_ROWS),
+                  "write.target-file-size-bytes": str(TARGET_FILE_BYTES)}
+    metadata = table.metadata.model_copy(update={"properties": properties})
+    return list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io))
+

@@ -1,0 +1,99 @@
+"""Reconciliation: for each arrival day, every line in the log is a row, a quarantined line or a duplicate."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agentlake.gate.publish import held as held_segments
+from agentlake.storage.retry import retrying
+from agentlake.tables.files import day_bounds
+from agentlake.tables.lake import Lake
+from agentlake.tables.ledger import ledger_days, read_ledger
+from agentlake.tables.schemas import EVENTS, QUARANTINE
+
+
+@dataclass
+class DayReconciliation:
+    """One arrival day: the log's lines against what the tables hold."""
+
+    day: str
+    segments_in_log: int = 0
+    lines_in_log: int = 0
+    rows: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    segments_missing: list[str] = field(default_factory=list)
+    segments_pending: int = 0
+    lines_pending: int = 0
+    segments_held: int = 0  # held back by a failed audit: staged on a branch, not on main (agentlake.publish)
+    lines_held: int = 0
+    ledger_rows: int = 0
+    ledger_quarantined: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        """Every line of the segments the tables hold is a row, a quarantined line or a duplicate,
+        no segment was skipped, and the ledgers agree with the tables.
+
+        Segments that arrived after the newest one ingested are pending, not missing: the next
+        ingest takes them. Segments whose batch failed its audit are held, not missing.
+        """
+        return (
+            not self.segments_missing
+            and self.lines_in_log - self.lines_pending - self.lines_held == self.rows + self.quarantined + self.duplicates
+            and self.rows == self.ledger_rows
+            and self.quarantined == self.ledger_quarantined
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "balanced": self.balanced}
+
+
+def reconcile(lake: Lake, day: str | None = None) -> list[DayReconciliation]:
+    """Reconcile one arrival day, or every day found in the log or the tables.
+
+    Read-only, so read again from the start while the object store fails (see :mod:`agentlake.storage.retry`).
+    """
+    return retrying(lake.settings, f"reconciling {day or 'every arrival day'}", lambda: _reconcile(lake, day))
+
+
+def _reconcile(lake: Lake, day: str | None) -> list[DayReconciliation]:
+    events = lake.table(EVENTS.name)
+    quarantine = lake.table(QUARANTINE.name)
+    if day is not None:
+        days = [day]
+    else:
+        days = sorted({s.dt for s in lake.log.list_all()} | set(ledger_days(events.properties)))
+    results = []
+    for d in days:
+        result = DayReconciliation(d)
+        segments = lake.log.list_day(d)
+        ledger = read_ledger(events.properties, d)
+        qledger = read_ledger(quarantine.properties, d)
+        result.segments_in_log = len(segments)
+        result.lines_in_log = sum(s.lines for s in segments)
+        held = [s for s in segments if ledger.holds(s) and qledger.holds(s)]
+        newest_held = max((s.key for s in held), default="")
+        held_back = held_segments(events.properties, d)
+        not_held = [s for s in segments if not (ledger.holds(s) and qledger.holds(s)) and s.key not in held_back]
+        result.segments_held = sum(1 for s in segments if s.key in held_back)
+        result.lines_held = sum(s.lines for s in segments if s.key in held_back)
+        # Not held and older than the newest segment held: skipped, a gap. Newer: still to come.
+        result.segments_missing = [s.key for s in not_held if s.key < newest_held]
+        pending = [s for s in not_held if s.key >= newest_held]
+        result.segments_pending = len(pending)
+        result.lines_pending = sum(s.lines for s in pending)
+        result.rows = _count(events, d)
+        result.quarantined = _count(quarantine, d)
+        result.duplicates = ledger.duplicates
+        result.ledger_rows = ledger.rows
+        result.ledger_quarantined = qledger.quarantined
+        results.append(result)
+    return results
+
+
+def _count(table: Any, day: str) -> int:
+    if table.current_snapshot() is None:
+        return 0
+    return int(table.scan(row_filter=day_bounds(day)).count())

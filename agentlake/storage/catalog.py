@@ -1,0 +1,63 @@
+"""The Iceberg SQL catalog: SQLite under AGENTLAKE_HOME by default, any SQLAlchemy URI by configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyarrow.fs import AwsDefaultS3RetryStrategy
+from pyiceberg.catalog.sql import SqlCatalog
+
+from agentlake.config import Settings
+
+CATALOG_NAME = "agentlake"
+# pyiceberg's FileIO (pyarrow's S3 filesystem): attempts per request and timeouts, in seconds.
+S3_MAX_ATTEMPTS = 6
+S3_CONNECT_TIMEOUT_S = 5
+S3_REQUEST_TIMEOUT_S = 30
+
+
+class StoreRetryStrategy(AwsDefaultS3RetryStrategy):
+    """How pyarrow's S3 filesystem retries for pyiceberg: 5xx, SlowDown, timeouts and resets,
+    up to 6 attempts with exponential backoff (50 ms doubling to 0.8 s, 1.6 s in all): longer
+    outages are ridden out by the stages (:mod:`agentlake.storage.retry`), which start again from the ledgers.
+
+    pyiceberg builds it from its import path, without arguments (``s3.retry-strategy-impl``).
+    """
+
+    def __init__(self, max_attempts: int = S3_MAX_ATTEMPTS) -> None:
+        super().__init__(max_attempts=max_attempts)
+
+
+def catalog_properties(settings: Settings) -> dict[str, Any]:
+    """pyiceberg properties for the deployment's catalog and its warehouse on the object store."""
+    props: dict[str, Any] = {
+        "uri": settings.resolved_catalog_uri,
+        "warehouse": settings.warehouse_uri,
+        "init_catalog_tables": "true",
+    }
+    if settings.s3 is not None:
+        s3 = settings.s3
+        props["py-io-impl"] = "pyiceberg.io.pyarrow.PyArrowFileIO"
+        props["s3.region"] = s3.region
+        if s3.endpoint:
+            props["s3.endpoint"] = s3.endpoint
+            props["s3.force-virtual-addressing"] = "false"
+        props["s3.retry-strategy-impl"] = f"{StoreRetryStrategy.__module__}.{StoreRetryStrategy.__qualname__}"
+        props["s3.connect-timeout"] = str(S3_CONNECT_TIMEOUT_S)
+        props["s3.request-timeout"] = str(S3_REQUEST_TIMEOUT_S)
+        if s3.access_key_id:
+            props["s3.access-key-id"] = s3.access_key_id
+        if s3.secret_access_key:
+            props["s3.secret-access-key"] = s3.secret_access_key
+        if s3.session_token:
+            props["s3.session-token"] = s3.session_token
+    return props
+
+
+def open_catalog(settings: Settings) -> SqlCatalog:
+    """Open (and on first use create) the deployment's Iceberg catalog."""
+    if settings.catalog_uri is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    if settings.s3 is None:
+        settings.store_root.joinpath("warehouse").mkdir(parents=True, exist_ok=True)
+    return SqlCatalog(CATALOG_NAME, **catalog_properties(settings))

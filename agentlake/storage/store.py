@@ -1,0 +1,219 @@
+"""One object-store interface over a local folder and any S3-compatible endpoint.
+
+Segments and artifacts are written once: :meth:`ObjectStore.put_once` asks the store itself
+to refuse a second write to the same key (a conditional put, ``If-None-Match: *`` on S3),
+so two writers can never overwrite each other, even across machines.
+
+On S3 every request is retried with backoff on 5xx, SlowDown, timeouts and resets (obstore's
+retry, bounded by ``retry_timeout_s``); a conditional create, which obstore does not retry once
+it may have reached the server, is retried here, and a retry that finds the very bytes it was
+writing already there has succeeded (the first attempt landed, its response was lost).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import obstore
+from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
+from obstore.store import LocalStore, S3Store
+
+from agentlake.config import S3Settings, Settings
+from agentlake.errors import AlreadyExists, ObjectNotFound, StoreUnavailable
+from agentlake.storage.retry import describe_s3, is_transient
+
+# Timeouts of one S3 request: connecting, and the whole request (retried when they expire).
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_REQUEST_TIMEOUT_S = 30.0
+# obstore's per-request retries; beyond them, the stages retry (see agentlake.retry).
+S3_MAX_RETRIES = 10
+S3_MAX_RETRY_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the store's root), size and modification time."""
+
+    key: str
+    size: int
+    last_modified: datetime | None = None
+
+
+class ObjectStore:
+    """Write-once puts, reads, streaming reads and sorted listings over obstore."""
+
+    def __init__(
+        self, inner: Any, *, uri_base: str, sorts_listings: bool, where: str | None = None,
+        retry_timeout_s: float = S3_MAX_RETRY_TIMEOUT_S,
+    ) -> None:
+        self._inner = inner
+        self._uri_base = uri_base.rstrip("/")
+        # S3 lists in key order; a local folder does not, so the client sorts.
+        self._sorts_listings = sorts_listings
+        self.where = where or self._uri_base  # for error messages: never holds credentials
+        self._retry_timeout_s = retry_timeout_s
+
+    @classmethod
+    def local(cls, root: Path) -> ObjectStore:
+        """A folder on this machine acting as the object store (the embedded default)."""
+        root = Path(root).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(LocalStore(root, mkdir=True), uri_base=root.as_uri(), sorts_listings=False)
+
+    @classmethod
+    def s3(
+        cls, s3: S3Settings, *, max_retries: int = S3_MAX_RETRIES, retry_timeout_s: float = S3_MAX_RETRY_TIMEOUT_S,
+        request_timeout_s: float = S3_REQUEST_TIMEOUT_S,
+    ) -> ObjectStore:
+        """A bucket on S3 or any S3-compatible server (credentials passed in, never logged).
+
+        Args:
+            max_retries / retry_timeout_s: how often and for how long one request is retried.
+            request_timeout_s: a request not answered within this time is abandoned and retried.
+        """
+        config: dict[str, Any] = {"region": s3.region}
+        if s3.endpoint:
+            config["endpoint"] = s3.endpoint
+            # S3-compatible servers are usually addressed by path, not virtual host.
+            config["virtual_hosted_style_request"] = False
+        if s3.access_key_id:
+            config["access_key_id"] = s3.access_key_id
+        if s3.secret_access_key:
+            config["secret_access_key"] = s3.secret_access_key
+        if s3.session_token:
+            config["session_token"] = s3.session_token
+        client: dict[str, Any] = {
+            "allow_http": bool(s3.endpoint and s3.endpoint.startswith("http://")),
+            "connect_timeout": _seconds(S3_CONNECT_TIMEOUT_S),
+            "timeout": _seconds(request_timeout_s),
+        }
+        retry: dict[str, Any] = {
+            "max_retries": max_retries,
+            "retry_timeout": _seconds(retry_timeout_s),
+            "backoff": {"init_backoff": _seconds(0.1), "max_backoff": _seconds(5.0), "base": 2},
+        }
+        inner = S3Store(
+            s3.bucket,
+            prefix=s3.prefix or None,
+            config=config,  # type: ignore[arg-type]
+            client_options=client,  # type: ignore[arg-type]
+            retry_config=retry,  # type: ignore[arg-type]
+        )
+        base = f"s3://{s3.bucket}/{s3.prefix}" if s3.prefix else f"s3://{s3.bucket}"
+        return cls(inner, uri_base=base, sorts_listings=True, where=describe_s3(s3), retry_timeout_s=retry_timeout_s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ObjectStore:
+        if settings.s3 is not None:
+            # One request never retries for longer than a whole stage would wait for the store.
+            budget = min(S3_MAX_RETRY_TIMEOUT_S, max(1.0, settings.store_retry_s))
+            return cls.s3(settings.s3, retry_timeout_s=budget)
+        return cls.local(settings.store_root)
+
+    def uri(self, key: str) -> str:
+        """The object's full address (``file://...`` or ``s3://bucket/...``)."""
+        return f"{self._uri_base}/{key}"
+
+    def put_once(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` if and only if no object is there yet.
+
+        A create that fails on the way (reset, timeout, 5xx) is tried again; if the retry finds
+        ``data`` itself at ``key``, the earlier attempt landed and the write has succeeded.
+
+        Raises:
+            AlreadyExists: the key holds another object; it is left untouched.
+            StoreUnavailable: the store kept failing for ``retry_timeout_s``.
+        """
+        started = time.monotonic()
+        backoff = 0.1
+        failed: BaseException | None = None
+        while True:
+            try:
+                obstore.put(self._inner, key, data, mode="create")
+                return
+            except (AlreadyExistsError, PreconditionError) as exc:
+                if failed is not None and self._holds(key, data):
+                    return
+                raise AlreadyExists(key) from exc
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failed = exc
+            if time.monotonic() - started >= self._retry_timeout_s:
+                raise StoreUnavailable(
+                    f"writing {key!r} to the object store ({self.where}) kept failing for "
+                    f"{self._retry_timeout_s:g}s; check that the store is reachable, then write again"
+                ) from failed
+            time.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, 5.0)
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        try:
+            return self.get(key) == data
+        except ObjectNotFound:
+            return False
+
+    def put_overwrite(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key``, replacing what is there (only for mutable state such as cursors)."""
+        obstore.put(self._inner, key, data, mode="overwrite")
+
+    def get(self, key: str) -> bytes:
+        """Read a whole object.
+
+        Raises:
+            ObjectNotFound: no object at ``key``.
+        """
+        try:
+            return bytes(obstore.get(self._inner, key).bytes())
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise ObjectNotFound(key) from exc
+
+    def stream(self, key: str, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+        """Read an object as a stream of chunks, so a large object never sits whole in memory."""
+        try:
+            result = obstore.get(self._inner, key)
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise ObjectNotFound(key) from exc
+        for chunk in result.stream(min_chunk_size=chunk_size):
+            yield bytes(chunk)
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            meta = obstore.head(self._inner, key)
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise ObjectNotFound(key) from exc
+        return ObjectInfo(key=str(meta["path"]), size=int(meta["size"]), last_modified=meta["last_modified"])
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.head(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def list(self, prefix: str = "", *, after: str | None = None) -> list[ObjectInfo]:
+        """Every object under ``prefix`` whose key sorts after ``after``, in key order."""
+        found: list[ObjectInfo] = []
+        for chunk in obstore.list(self._inner, prefix or None, offset=after, chunk_size=1000):
+            for meta in chunk:
+                key = str(meta["path"])
+                if after is not None and key <= after:
+                    continue
+                found.append(ObjectInfo(key=key, size=int(meta["size"]), last_modified=meta["last_modified"]))
+        if not self._sorts_listings:
+            found.sort(key=lambda info: info.key)
+        return found
+
+    def delete(self, key: str) -> None:
+        """Remove an object (maintenance of derived files only; the log is never deleted by AgentLake)."""
+        obstore.delete(self._inner, key)
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)

@@ -1,0 +1,47 @@
+"""Every job and schedule of AgentLake, in one place: what runs, in which lane, on what cadence.
+
+Sensors (``sensors/``) decide when ingest and facts runs start; these definitions say what they run.
+"""
+
+from __future__ import annotations
+
+from dagster import DefaultScheduleStatus, ScheduleDefinition, define_asset_job, in_process_executor
+
+from assets.ingest import ARRIVAL_DAYS, INGEST_LANE_TAG, build_facts, ingest_log
+from assets.maintenance import MAINTENANCE_CRON, MAINTENANCE_LANE, OTHER_MAINTENANCE, RAW_MAINTENANCE
+
+ingest_job = define_asset_job(
+    "ingest",
+    selection=[ingest_log],
+    partitions_def=ARRIVAL_DAYS,
+    # The step runs in the run's own process: no second process start, fresher tables.
+    executor_def=in_process_executor,
+    description="Ingest log segments of one arrival day into raw.events and raw.quarantine.",
+)
+
+facts_job = define_asset_job(
+    "facts",
+    selection=[build_facts],
+    partitions_def=ARRIVAL_DAYS,
+    executor_def=in_process_executor,
+    description="Bring one arrival day's fact tables up to date with raw.events (launched after each ingest).",
+)
+
+
+maintenance_job = define_asset_job(
+    "maintenance",
+    selection=[RAW_MAINTENANCE, OTHER_MAINTENANCE],
+    executor_def=in_process_executor,
+    tags={INGEST_LANE_TAG: MAINTENANCE_LANE},
+    description="Table maintenance of every table: compaction, then snapshot expiry (its own lane, one run at a time).",
+)
+
+maintenance_schedule = ScheduleDefinition(
+    name="table_maintenance_schedule",
+    job=maintenance_job,
+    cron_schedule=MAINTENANCE_CRON,
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    tags={INGEST_LANE_TAG: MAINTENANCE_LANE},
+    description="Runs table maintenance every 10 minutes, apart from ingestion, in the maintenance lane.",
+)
