@@ -13,12 +13,19 @@ from agentlake.tables.lake import Lake
 
 
 def ingest_then_facts(lake: Lake, segments: Iterable[SegmentInfo], options: IngestOptions | None = None) -> IngestReport:
-    """Ingest these segments into the raw tables, then bring each of their days' fact tables up to date."""
+    """Day by day: ingest the day's segments into the raw tables, then bring its fact tables up to date.
+
+    A day's facts are derived before the next day is ingested, so a crash on a later day leaves
+    every earlier day whole.
+    """
     options = options or IngestOptions()
     started = time.perf_counter()
-    segments = list(segments)
-    report = ingest(lake, segments, options)
-    for day in sorted({seg.dt for seg in segments}):
+    by_day: dict[str, list[SegmentInfo]] = {}
+    for seg in segments:
+        by_day.setdefault(seg.dt, []).append(seg)
+    report = IngestReport()
+    for day in sorted(by_day):
+        report.merge(ingest(lake, by_day[day], options))
         report.snapshots.update(update_facts(lake, day, options).snapshots)
     report.seconds = time.perf_counter() - started
     return report
