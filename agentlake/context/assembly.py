@@ -55,6 +55,7 @@ from agentlake.context.query import (
     resolve,
     scan_expression,
 )
+from agentlake.context.sandbox import first_line, referenced_tables
 from agentlake.errors import AgentLakeError, AlreadyExists, ObjectNotFound
 from agentlake.log.writer import LogWriter, new_producer_id
 from agentlake.storage.store import ObjectStore
@@ -194,10 +195,10 @@ class ContextRequest:
         if self.sql is None:
             return sorted({s.table for s in self.sources})
         try:
-            named = duckdb.connect().get_table_names(self.sql, qualified=True)
-        except duckdb.Error as exc:
-            raise InvalidRequest(f"cannot parse the SQL: {exc}") from None
-        found = sorted({_table_name(n) for n in named} & set(TABLES_BY_NAME))
+            named = referenced_tables(self.sql)
+        except QueryError as exc:
+            raise InvalidRequest(str(exc)) from None
+        found = sorted(named & set(TABLES_BY_NAME))
         if not found:
             raise InvalidRequest(f"the SQL reads none of the tables {', '.join(TABLES_BY_NAME)}")
         return sorted(found)
@@ -221,12 +222,6 @@ class ContextRequest:
             if all(c in columns for c in candidate):
                 return list(candidate)
         return list(columns)
-
-
-def _table_name(named: str) -> str:
-    """``raw.events`` from DuckDB's ``"RAW"."events" AS e``."""
-    name = re.split(r"\s+as\s+", named, maxsplit=1, flags=re.I)[0]
-    return name.replace('"', "").lower()
 
 
 def _source(raw: Any, index: int) -> Source:
@@ -516,8 +511,7 @@ class ContextEngine:
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            self._con = open_connection(self.lake)
-            self._con.execute("PRAGMA enable_profiling = 'no_output'")
+            self._con = open_connection(self.lake, profiling=True)
         return self._con
 
     def tables(self, names: Sequence[str]) -> dict[str, Table]:
@@ -586,7 +580,8 @@ class ContextEngine:
         plans: dict[str, str] = {}
         for name, sql in request.queries(relations).items():
             try:
-                check_read_only(con, sql)
+                if request.sql is not None:  # a structured source compiles to SQL of AgentLake's own
+                    check_read_only(sql)
                 records[name] = con.execute(sql).fetch_arrow_table()
                 if plan:
                     # The plan as executed (operators, pushed-down filters, rows), from DuckDB's profiler.
@@ -594,7 +589,7 @@ class ContextEngine:
             except QueryError as exc:
                 raise InvalidRequest(str(exc)) from None
             except duckdb.Error as exc:
-                raise InvalidRequest(f"the request's query failed: {exc}") from None
+                raise InvalidRequest(f"the request's query failed: {first_line(exc)}") from None
         return records, plans
 
     def close(self) -> None:

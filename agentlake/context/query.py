@@ -22,16 +22,9 @@ from pyiceberg.table import Table
 
 from agentlake.context.asof import holds_snapshot, read_metadata, snapshot_at
 from agentlake.context.pins import pin_in_force
-from agentlake.errors import AgentLakeError
+from agentlake.context.sandbox import QueryError, check_query, first_line, sandboxed_connection
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import ALL_TABLES, TABLES_BY_NAME
-
-
-class QueryError(AgentLakeError):
-    """A query was refused or failed; the message says why."""
-
-
-_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
 class SnapshotGone(QueryError):
@@ -52,19 +45,26 @@ Pins = dict[str, int | None]
 Locations = dict[str, str]
 
 
-def open_connection(lake: Lake) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the Iceberg reader loaded (and S3 access when the store is S3)."""
-    import duckdb_extensions
+def open_connection(lake: Lake, *, profiling: bool = False) -> duckdb.DuckDBPyConnection:
+    """A sandboxed DuckDB connection (:mod:`agentlake.context.sandbox`) with the Iceberg reader loaded.
 
-    con = duckdb.connect()
-    for extension in ("avro", "iceberg"):
-        duckdb_extensions.import_extension(extension, con=con)
-    if lake.settings.s3 is not None:
-        duckdb_extensions.import_extension("httpfs", con=con)
-        _s3_secret(con, lake)
+    It reads the warehouse only (and the object store only when the store is S3).
+
+    Args:
+        profiling: keep each query's executed plan (the context engine records it in artifacts).
+    """
     # Parquet footers are immutable (Iceberg never rewrites a file): caching them is safe.
-    con.execute("SET parquet_metadata_cache = true")
-    return con
+    configure = ["SET parquet_metadata_cache = true"]
+    if profiling:
+        configure.append("PRAGMA enable_profiling = 'no_output'")
+    s3 = lake.settings.s3 is not None
+    return sandboxed_connection([_warehouse_path(lake)], s3=s3, configure=configure,
+                                secret=(lambda con: _s3_secret(con, lake)) if s3 else None)
+
+
+def _warehouse_path(lake: Lake) -> str:
+    uri = lake.settings.warehouse_uri
+    return uri.removeprefix("file://") if uri.startswith("file://") else uri
 
 
 def resolve_pins(lake: Lake, tables: list[str] | None = None, *, as_of_ms: int | None = None) -> Pins:
@@ -232,22 +232,17 @@ def run_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     Raises:
         QueryError: the statement is not a query, or DuckDB rejected it.
     """
-    check_read_only(con, sql)
+    check_read_only(sql)
     try:
         return con.execute(sql).fetch_arrow_table()
     except duckdb.Error as exc:
-        raise QueryError(f"{exc}; tables are {', '.join(t.name for t in ALL_TABLES)}") from None
+        raise QueryError(f"{first_line(exc)}; tables are {', '.join(t.name for t in ALL_TABLES)}") from None
 
 
-def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse anything but exactly one read-only statement.
+def check_read_only(sql: str) -> None:
+    """Refuse anything but exactly one SELECT over the lake's tables (see :mod:`agentlake.context.sandbox`).
 
     Raises:
-        QueryError: the statement is not a query, or cannot be parsed.
+        QueryRefused: the statement is not one query over the lake's tables.
     """
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryError(f"cannot parse the query: {exc}") from None
-    if len(statements) != 1 or statements[0].type not in _READ_ONLY:
-        raise QueryError("agentlake query runs exactly one read-only statement (SELECT, WITH ... SELECT, EXPLAIN)")
+    check_query(sql, set(TABLES_BY_NAME))
