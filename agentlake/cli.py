@@ -16,7 +16,7 @@ import orjson
 from agentlake.config import Settings
 from agentlake.errors import AgentLakeError
 from agentlake.log.reader import LogReader
-from agentlake.log.writer import LogWriter, new_producer_id
+from agentlake.log.writer import LogWriter, producer_name
 from agentlake.storage.store import ObjectStore
 
 
@@ -34,7 +34,7 @@ class Context:
         return self._store
 
     def writer(self, name: str) -> LogWriter:
-        return LogWriter(self.store, new_producer_id(name))
+        return LogWriter(self.store, producer_name(name))
 
 
 def _out(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:

@@ -53,6 +53,10 @@ class InvalidSegmentKey(AgentLakeError):
     """An object under the log prefix does not have the shape of a segment key."""
 
 
+class InvalidProducer(AgentLakeError):
+    """A producer name the log cannot carry in its segment keys."""
+
+
 class InvalidEvent(AgentLakeError):
     """An event failed validation; `reason` names the field and the problem."""
 

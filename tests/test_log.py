@@ -13,6 +13,7 @@ import orjson
 import pytest
 import zstandard
 
+from agentlake.config import Settings
 from agentlake.errors import CorruptSegment, InvalidSegmentKey
 from agentlake.log.reader import LogCursor, LogReader
 from agentlake.log.segments import SegmentInfo, checksum, segment_key
@@ -99,6 +100,7 @@ def test_a_retried_upload_is_idempotent_and_other_content_never_overwrites(store
 
     def write(event: dict[str, object]) -> str:
         writer = LogWriter(store, "same", background_flush=False, clock=lambda: fixed)
+        writer.producer = "same0123456789ab"  # one writer's upload, retried: the same id, time and seq
         writer.append(event)
         first = writer.flush()
         assert writer.flush() is None  # nothing buffered: no empty segment
@@ -215,3 +217,34 @@ def test_a_truncated_or_altered_segment_is_detected(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])  # a store that lost the object's tail
     with pytest.raises(CorruptSegment, match="checksum"):
         list(LogReader(store).read_lines(seg.key))
+
+
+@pytest.mark.integration
+def test_a_restarted_producer_with_a_fixed_name_loses_no_event(tmp_path: Path) -> None:
+    from agentlake.pipeline.ingest import ingest_pending
+    from agentlake.pipeline.reconcile import reconcile
+    from agentlake.tables.lake import Lake
+
+    lake = Lake(Settings(home=tmp_path / "home"))
+    moment = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+    keys = []
+    for boot in range(2):  # the same name, the same clock, sequence numbers from 0 again
+        with LogWriter(lake.store, "pins", background_flush=False, clock=lambda: moment) as writer:
+            for i in range(3):
+                writer.append(_event(10 * boot + i))
+        keys.append(writer.stats.sealed[0].key)
+    first, second = (SegmentInfo.from_key(k) for k in keys)
+    assert first.producer != second.producer and first.producer.startswith("pins")
+    assert (first.first_seq, second.first_seq) == (0, 0)
+    report = ingest_pending(lake)
+    assert (report.segments, report.rows, report.duplicates) == (2, 6, 0)
+    assert all(day.balanced for day in reconcile(lake))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["", "Has-Caps", "with space", "x" * 29, "dots.dots", "ünïcode"])
+def test_a_writer_refuses_a_bad_producer_name_before_accepting_any_event(tmp_path: Path, name: str) -> None:
+    from agentlake.errors import InvalidProducer
+
+    with pytest.raises(InvalidProducer, match="producer name"):
+        LogWriter(ObjectStore.local(tmp_path), name, background_flush=False)

@@ -57,7 +57,7 @@ from agentlake.context.query import (
 )
 from agentlake.context.sandbox import first_line, referenced_tables
 from agentlake.errors import AgentLakeError, AlreadyExists, ObjectNotFound
-from agentlake.log.writer import LogWriter, new_producer_id
+from agentlake.log.writer import LogWriter
 from agentlake.storage.store import ObjectStore
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import TABLES_BY_NAME
@@ -740,5 +740,5 @@ def _emit(lake: Lake, manifest: dict[str, Any], ref: ArtifactRef, log: LogWriter
     if log is not None:
         log.append(event)
         return
-    with LogWriter(lake.store, new_producer_id("context"), background_flush=False) as writer:
+    with LogWriter(lake.store, "context", background_flush=False) as writer:
         writer.append(event)

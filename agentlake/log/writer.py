@@ -7,6 +7,7 @@ loses at most its unflushed buffer.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 import zstandard
 
-from agentlake.errors import AlreadyExists, SegmentConflict
+from agentlake.errors import AlreadyExists, InvalidProducer, SegmentConflict
 from agentlake.log.events import encode_event
 from agentlake.log.reader import DEFAULT_LOOKBACK_S
 from agentlake.log.segments import LOG_PREFIX, SegmentInfo, checksum, segment_key
@@ -31,11 +32,34 @@ DEFAULT_MAX_SEGMENT_AGE_S = 5.0
 # lands inside every reader's lookback window.
 DEFAULT_MAX_UPLOAD_LAG_S = DEFAULT_LOOKBACK_S / 2
 ZSTD_LEVEL = 3
+_NAME_RE = re.compile(r"^[a-z0-9]{1,28}$")
+
+# A producer's name (what the caller chooses) leaves room in the 40-character id for the nonce.
+MAX_PRODUCER_NAME = 28
+_NONCE_HEX = 12
+
+
+def producer_name(text: str) -> str:
+    """A valid producer name made from any text: its lowercase letters and digits (``p`` if none)."""
+    return "".join(ch for ch in text.lower() if ch.isascii() and ch.isalnum())[:MAX_PRODUCER_NAME] or "p"
+
 
 def new_producer_id(name: str = "p") -> str:
-    """A producer id unique to this writer: a readable name plus 48 random bits."""
-    clean = "".join(ch for ch in name.lower() if ch.isalnum())[:24] or "p"
-    return f"{clean}{secrets.token_hex(6)}"
+    """The id of one writer: its producer's name plus a nonce of 48 random bits, new for every writer.
+
+    Two writers never share an id, even with the same name, in two processes or after a restart:
+    each numbers its events from 0, and the log's keys and the tables' ledgers tell producers
+    apart by id, so a restarted producer can never collide with its own earlier segments.
+
+    Raises:
+        InvalidProducer: ``name`` is not 1 to 28 lowercase letters or digits.
+    """
+    if not _NAME_RE.match(name):
+        raise InvalidProducer(
+            f"producer name {name!r} must be 1 to {MAX_PRODUCER_NAME} lowercase letters or digits "
+            "(AgentLake adds a nonce of its own to make the producer id unique)"
+        )
+    return f"{name}{secrets.token_hex(_NONCE_HEX // 2)}"
 
 
 @dataclass
@@ -54,7 +78,8 @@ class LogWriter:
 
     Args:
         store: the object store holding the log.
-        producer: this writer's producer id (default: a new unique one).
+        producer: the producer's name (default ``p``); the writer's id is the name plus a nonce of its own
+            (:func:`new_producer_id`), so no two writers, and no writer after a restart, share an id.
         max_segment_bytes / max_segment_events / max_segment_age_s: seal thresholds.
         background_flush: seal aged buffers from a timer thread, not only on append.
     """
@@ -73,7 +98,7 @@ class LogWriter:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.store = store
-        self.producer = producer or new_producer_id()
+        self.producer = new_producer_id("p" if producer is None else producer)  # refused here, before any event is accepted
         self.max_segment_bytes = max_segment_bytes
         self.max_segment_events = max_segment_events
         self.max_segment_age_s = max_segment_age_s
