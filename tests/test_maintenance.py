@@ -19,7 +19,6 @@ from agentlake import cli
 from agentlake.config import Settings
 from agentlake.context import pins
 from agentlake.context.index import CONTEXT_ARTIFACTS
-from agentlake.context.pins import LEGACY_TAG_PREFIX
 from agentlake.context.query import SnapshotGone, connect, query, resolve
 from agentlake.errors import ConfigError
 from agentlake.log.segments import SegmentInfo
@@ -57,7 +56,6 @@ from tests.corpus import demo_lines
 
 DAY1 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
-HOUR = 3600 * 1000
 QUERIES = (
     "SELECT * FROM raw.events ORDER BY event_id",
     "SELECT * FROM raw.quarantine ORDER BY segment_key, line_offset",
@@ -119,12 +117,11 @@ def balanced_counts(lake: Lake) -> list[tuple[Any, ...]]:
     return out
 
 
-def tag(lake: Lake, table_name: str, snapshot_id: int, max_ref_age_ms: int | None, name: str | None = None) -> str:
-    """A tag on a snapshot; by default named like a pin of the former form (``agentlake.pin.<id>``)."""
+def tag(lake: Lake, table_name: str, snapshot_id: int, max_ref_age_ms: int | None, name: str) -> str:
+    """A tag named ``name`` on a snapshot."""
     table = lake.table(table_name)
-    tag = name or f"{LEGACY_TAG_PREFIX}{snapshot_id}"
-    table.manage_snapshots().create_tag(snapshot_id, tag, max_ref_age_ms=max_ref_age_ms).commit()
-    return tag
+    table.manage_snapshots().create_tag(snapshot_id, name, max_ref_age_ms=max_ref_age_ms).commit()
+    return name
 
 
 @pytest.mark.integration
@@ -133,15 +130,13 @@ def test_maintenance_changes_no_result_keeps_pins_and_exactly_once(tmp_path: Pat
     events = lake.table(EVENTS.name)
     history = [s.snapshot_id for s in events.metadata.snapshots]
     assert len(history) == 6 and footprint(events).data_files == 6
-    # A pin in force on an early snapshot, a pin tag of the former form in force and one run out,
-    # a plain tag with no age, and a branch.
-    first, early, stale, tagged = history[0], history[1], history[2], history[3]
+    # Pins in force on two early snapshots, a plain tag with no age, and a branch.
+    first, early, tagged = history[0], history[1], history[3]
     rows_at = {sid: events.scan(snapshot_id=sid).to_arrow().num_rows for sid in (first, early)}
     now = datetime.now(UTC)
-    pins.pin_snapshots(lake, {EVENTS.name: early}, created_ms=int(now.timestamp() * 1000),
-                       retention=pins.retention_ms(400))
-    legacy_pin = tag(lake, EVENTS.name, first, max_ref_age_ms=400 * 24 * HOUR)
-    stale_pin = tag(lake, EVENTS.name, stale, max_ref_age_ms=1)
+    for sid in (first, early):
+        pins.pin_snapshots(lake, {EVENTS.name: sid}, created_ms=int(now.timestamp() * 1000),
+                           retention=pins.retention_ms(400))
     tag(lake, EVENTS.name, tagged, max_ref_age_ms=None, name="audit-2025")
     lake.table(EVENTS.name).manage_snapshots().create_branch(history[4], "staging").commit()
     before, counts, held = results(lake), balanced_counts(lake), ledgers(lake)
@@ -153,9 +148,7 @@ def test_maintenance_changes_no_result_keeps_pins_and_exactly_once(tmp_path: Pat
     ev = by_table[EVENTS.name]
     assert (ev.compaction.files_rewritten, ev.compaction.files_written, ev.compaction.partitions_compacted) == (6, 2, 2)
     assert ev.before.data_files == 6 and ev.after.data_files == 2 and ev.after.rows == ev.before.rows
-    # Pin tags of the former form protect nothing: removed with their snapshots (the one in force
-    # became a pin record). Files only expired snapshots used are kept for the pin retention.
-    assert ev.expiry.pins_removed == sorted([legacy_pin, stale_pin]) and ev.expiry.pins_kept == 0
+    # Files only expired snapshots used are kept for the pin retention.
     assert ev.expiry.files_deferred > 0 and ev.expiry.bytes_deferred > 0 and ev.expiry.files_deleted == 0
     assert lake.store.list(trash_prefix(EVENTS.name))
     for tdef in ALL_TABLES:  # every table was compacted and expired
@@ -254,7 +247,7 @@ def test_a_pin_made_while_expiry_commits_wins(tmp_path: Path) -> None:
     assert report.snapshots_expired == 2  # the other two older snapshots
     # The requirement itself: a snapshot some ref references is never removed.
     with pytest.raises(CommitFailedException, match="references snapshot"):
-        _AssertSafeToExpire(snapshot_ids=[oldest], pins={}).validate(table.metadata)
+        _AssertSafeToExpire(snapshot_ids=[oldest]).validate(table.metadata)
 
 
 @pytest.mark.integration
