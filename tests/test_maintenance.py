@@ -39,6 +39,7 @@ from agentlake.pipeline.flow import ingest_pending_then_facts, ingest_then_facts
 from agentlake.pipeline.ingest import ingest
 from agentlake.pipeline.reconcile import reconcile
 from agentlake.pipeline.stage import IngestOptions
+from agentlake.tables.files import file_day, live_files, referenced_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import LEDGER_PREFIX
 from agentlake.tables.schemas import ALL_TABLES, EVENTS, QUARANTINE, ensure_tables
@@ -227,6 +228,27 @@ def test_the_command_line_runs_maintenance_now(tmp_path: Path, capsys: pytest.Ca
     assert CONTEXT_ARTIFACTS.name not in maintained_tables(lake)
     ensure_tables(lake.catalog, [CONTEXT_ARTIFACTS])
     assert maintained_tables(lake) == [t.name for t in ALL_TABLES] + [CONTEXT_ARTIFACTS.name]
+
+
+@pytest.mark.integration
+def test_the_one_manifest_walk_finds_what_pyiceberg_scans_and_reads_each_manifest_once(tmp_path: Path) -> None:
+    lake, _ = build_lake(tmp_path, per_day=2, facts=False)
+    events = lake.table(EVENTS.name)
+    live = live_files(events)
+    assert {f.file_path for f in live} == {t.file.file_path for t in events.scan().plan_files()} and len(live) == 4
+    by_day = {day: live_files(events, partition_day=day) for day in ("2025-03-01", "2025-03-02", "2025-03-03")}
+    assert [len(files) for files in by_day.values()] == [2, 2, 0]
+    assert all(file_day(f) == day for day, files in by_day.items() for f in files)
+    first = events.metadata.snapshots[0]
+    assert len(live_files(events, first)) == 1  # an older snapshot: only the files it held
+
+    cache: dict[str, Any] = {}
+    referenced = referenced_files(events.io, events.metadata.snapshots, cache)
+    manifests = {m.manifest_path for s in events.metadata.snapshots for m in s.manifests(events.io)}
+    assert set(cache) == manifests  # each manifest read once, whichever snapshots share it
+    assert manifests | {s.manifest_list for s in events.metadata.snapshots} <= set(referenced)
+    assert all(referenced[f.file_path] == f.file_size_in_bytes for f in live)
+    assert referenced_files(events.io, events.metadata.snapshots, cache) == referenced and set(cache) == manifests
 
 
 @pytest.mark.integration
