@@ -45,8 +45,6 @@ _COLUMNS = (
     ("files_written", "int", "data files compaction wrote instead"),
     ("snapshots_expired", "int", "snapshots removed by the retention policy"),
     ("snapshots_kept", "int", "snapshots left (pinned ones are read through their pin records)"),
-    ("pins_removed", "int", "agentlake.pin tags (the former pin form) removed with their snapshots"),
-    ("pins_kept", "int", "agentlake.pin tags (the former pin form) left"),
     ("files_deferred", "int", "files only expired snapshots used, kept for the pin retention"),
     ("files_deleted", "int", "files noticed more than the pin retention ago, deleted"),
     ("bytes_deleted", "int", "bytes of those files"),
@@ -58,7 +56,7 @@ _COLUMNS = (
     ("metadata_json_bytes_after", "int", "size of the table's metadata.json after"),
     ("rows", "int", "rows in the table (unchanged by maintenance)"),
 )
-_TOTALS = ("files_rewritten", "files_written", "snapshots_expired", "pins_removed", "files_deleted", "bytes_deleted",
+_TOTALS = ("files_rewritten", "files_written", "snapshots_expired", "files_deleted", "bytes_deleted",
            "bytes_before", "bytes_after", "data_files_before", "data_files_after")
 
 

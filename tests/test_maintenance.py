@@ -19,7 +19,6 @@ from agentlake import cli
 from agentlake.config import Settings
 from agentlake.context import pins
 from agentlake.context.index import CONTEXT_ARTIFACTS
-from agentlake.context.pins import LEGACY_TAG_PREFIX
 from agentlake.context.query import SnapshotGone, connect, query, resolve
 from agentlake.errors import ConfigError
 from agentlake.log.segments import SegmentInfo
@@ -40,6 +39,7 @@ from agentlake.pipeline.flow import ingest_pending_then_facts, ingest_then_facts
 from agentlake.pipeline.ingest import ingest
 from agentlake.pipeline.reconcile import reconcile
 from agentlake.pipeline.stage import IngestOptions
+from agentlake.tables.files import file_day, live_files, referenced_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import LEDGER_PREFIX
 from agentlake.tables.schemas import ALL_TABLES, EVENTS, QUARANTINE, ensure_tables
@@ -57,7 +57,6 @@ from tests.corpus import demo_lines
 
 DAY1 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
-HOUR = 3600 * 1000
 QUERIES = (
     "SELECT * FROM raw.events ORDER BY event_id",
     "SELECT * FROM raw.quarantine ORDER BY segment_key, line_offset",
@@ -119,12 +118,11 @@ def balanced_counts(lake: Lake) -> list[tuple[Any, ...]]:
     return out
 
 
-def tag(lake: Lake, table_name: str, snapshot_id: int, max_ref_age_ms: int | None, name: str | None = None) -> str:
-    """A tag on a snapshot; by default named like a pin of the former form (``agentlake.pin.<id>``)."""
+def tag(lake: Lake, table_name: str, snapshot_id: int, max_ref_age_ms: int | None, name: str) -> str:
+    """A tag named ``name`` on a snapshot."""
     table = lake.table(table_name)
-    tag = name or f"{LEGACY_TAG_PREFIX}{snapshot_id}"
-    table.manage_snapshots().create_tag(snapshot_id, tag, max_ref_age_ms=max_ref_age_ms).commit()
-    return tag
+    table.manage_snapshots().create_tag(snapshot_id, name, max_ref_age_ms=max_ref_age_ms).commit()
+    return name
 
 
 @pytest.mark.integration
@@ -133,15 +131,13 @@ def test_maintenance_changes_no_result_keeps_pins_and_exactly_once(tmp_path: Pat
     events = lake.table(EVENTS.name)
     history = [s.snapshot_id for s in events.metadata.snapshots]
     assert len(history) == 6 and footprint(events).data_files == 6
-    # A pin in force on an early snapshot, a pin tag of the former form in force and one run out,
-    # a plain tag with no age, and a branch.
-    first, early, stale, tagged = history[0], history[1], history[2], history[3]
+    # Pins in force on two early snapshots, a plain tag with no age, and a branch.
+    first, early, tagged = history[0], history[1], history[3]
     rows_at = {sid: events.scan(snapshot_id=sid).to_arrow().num_rows for sid in (first, early)}
     now = datetime.now(UTC)
-    pins.pin_snapshots(lake, {EVENTS.name: early}, created_ms=int(now.timestamp() * 1000),
-                       retention=pins.retention_ms(400))
-    legacy_pin = tag(lake, EVENTS.name, first, max_ref_age_ms=400 * 24 * HOUR)
-    stale_pin = tag(lake, EVENTS.name, stale, max_ref_age_ms=1)
+    for sid in (first, early):
+        pins.pin_snapshots(lake, {EVENTS.name: sid}, created_ms=int(now.timestamp() * 1000),
+                           retention=pins.retention_ms(400))
     tag(lake, EVENTS.name, tagged, max_ref_age_ms=None, name="audit-2025")
     lake.table(EVENTS.name).manage_snapshots().create_branch(history[4], "staging").commit()
     before, counts, held = results(lake), balanced_counts(lake), ledgers(lake)
@@ -153,9 +149,7 @@ def test_maintenance_changes_no_result_keeps_pins_and_exactly_once(tmp_path: Pat
     ev = by_table[EVENTS.name]
     assert (ev.compaction.files_rewritten, ev.compaction.files_written, ev.compaction.partitions_compacted) == (6, 2, 2)
     assert ev.before.data_files == 6 and ev.after.data_files == 2 and ev.after.rows == ev.before.rows
-    # Pin tags of the former form protect nothing: removed with their snapshots (the one in force
-    # became a pin record). Files only expired snapshots used are kept for the pin retention.
-    assert ev.expiry.pins_removed == sorted([legacy_pin, stale_pin]) and ev.expiry.pins_kept == 0
+    # Files only expired snapshots used are kept for the pin retention.
     assert ev.expiry.files_deferred > 0 and ev.expiry.bytes_deferred > 0 and ev.expiry.files_deleted == 0
     assert lake.store.list(trash_prefix(EVENTS.name))
     for tdef in ALL_TABLES:  # every table was compacted and expired
@@ -237,6 +231,27 @@ def test_the_command_line_runs_maintenance_now(tmp_path: Path, capsys: pytest.Ca
 
 
 @pytest.mark.integration
+def test_the_one_manifest_walk_finds_what_pyiceberg_scans_and_reads_each_manifest_once(tmp_path: Path) -> None:
+    lake, _ = build_lake(tmp_path, per_day=2, facts=False)
+    events = lake.table(EVENTS.name)
+    live = live_files(events)
+    assert {f.file_path for f in live} == {t.file.file_path for t in events.scan().plan_files()} and len(live) == 4
+    by_day = {day: live_files(events, partition_day=day) for day in ("2025-03-01", "2025-03-02", "2025-03-03")}
+    assert [len(files) for files in by_day.values()] == [2, 2, 0]
+    assert all(file_day(f) == day for day, files in by_day.items() for f in files)
+    first = events.metadata.snapshots[0]
+    assert len(live_files(events, first)) == 1  # an older snapshot: only the files it held
+
+    cache: dict[str, Any] = {}
+    referenced = referenced_files(events.io, events.metadata.snapshots, cache)
+    manifests = {m.manifest_path for s in events.metadata.snapshots for m in s.manifests(events.io)}
+    assert set(cache) == manifests  # each manifest read once, whichever snapshots share it
+    assert manifests | {s.manifest_list for s in events.metadata.snapshots} <= set(referenced)
+    assert all(referenced[f.file_path] == f.file_size_in_bytes for f in live)
+    assert referenced_files(events.io, events.metadata.snapshots, cache) == referenced and set(cache) == manifests
+
+
+@pytest.mark.integration
 def test_a_pin_made_while_expiry_commits_wins(tmp_path: Path) -> None:
     lake, _ = build_lake(tmp_path, per_day=2, facts=False)
     oldest = lake.table(EVENTS.name).metadata.snapshots[0].snapshot_id
@@ -254,7 +269,7 @@ def test_a_pin_made_while_expiry_commits_wins(tmp_path: Path) -> None:
     assert report.snapshots_expired == 2  # the other two older snapshots
     # The requirement itself: a snapshot some ref references is never removed.
     with pytest.raises(CommitFailedException, match="references snapshot"):
-        _AssertSafeToExpire(snapshot_ids=[oldest], pins={}).validate(table.metadata)
+        _AssertSafeToExpire(snapshot_ids=[oldest]).validate(table.metadata)
 
 
 @pytest.mark.integration

@@ -34,8 +34,6 @@ from agentlake.tables.lake import Lake
 
 PIN_ROOT = "pins"
 HISTORICAL = "as-of"
-# Iceberg tags named like this were pins before pins became records; maintenance converts them.
-LEGACY_TAG_PREFIX = "agentlake.pin."
 DAY_MS = 24 * 3600 * 1000
 # Expiry of a pin is rounded up to this, so re-pins within it write nothing new.
 PIN_GRANULARITY_MS = 3600 * 1000

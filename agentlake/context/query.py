@@ -67,20 +67,14 @@ def _warehouse_path(lake: Lake) -> str:
     return uri.removeprefix("file://") if uri.startswith("file://") else uri
 
 
-def resolve_pins(lake: Lake, tables: list[str] | None = None, *, as_of_ms: int | None = None) -> Pins:
-    """The snapshot of ``main`` of each table now, or the one that was current at ``as_of_ms``.
-
-    A table with no snapshot (then) is pinned to None: it reads as empty.
-    """
-    return resolve(lake, tables, as_of_ms=as_of_ms)[0]
-
-
 def resolve(
     lake: Lake, tables: list[str] | None = None, *, as_of_ms: int | None = None,
     handles: dict[str, Table] | None = None,
 ) -> tuple[Pins, Locations]:
-    """Like :func:`resolve_pins`, with the metadata file to read each snapshot through when the
-    table's current metadata no longer holds it (an as-of time older than its live snapshots).
+    """The snapshot of ``main`` of each table now, or the one that was current at ``as_of_ms``, with
+    the metadata file to read each snapshot through when the table's current metadata no longer
+    holds it (an as-of time older than its live snapshots). A table with no snapshot (then) is
+    pinned to None: it reads as empty.
 
     Args:
         handles: tables already loaded (else each is loaded from the catalog).

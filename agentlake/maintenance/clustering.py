@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
-from pyiceberg.manifest import DataFile, DataFileContent
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 
 from agentlake.errors import StageAborted
+from agentlake.tables.files import live_files
 from agentlake.tables.lake import Lake
 
 ROW_GROUP_ROWS = 8192
 TARGET_FILE_BYTES = 64 * 1024 * 1024
-_EPOCH = date(1970, 1, 1)
 
 
 @dataclass
@@ -52,7 +51,7 @@ def cluster_day(lake: Lake, table_name: str, day: str, *, column: str = "run_id"
     report = ClusterReport(table_name, day)
     for attempt in range(1, max_attempts + 1):
         table = lake.table(table_name)
-        files = _day_files(table, day)
+        files = live_files(table, partition_day=day, data_only=True)
         if not files:
             break
         data = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(
@@ -83,20 +82,6 @@ def cluster_day(lake: Lake, table_name: str, day: str, *, column: str = "run_id"
         raise StageAborted(f"clustering {table_name} {day} conflicted with other writers {max_attempts} times; run it again")
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _day_files(table: Table, day: str) -> list[DataFile]:
-    snapshot = table.current_snapshot()
-    if snapshot is None:
-        return []
-    wanted = (date.fromisoformat(day) - _EPOCH).days
-    out = []
-    for manifest in snapshot.manifests(table.io):
-        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            data_file = entry.data_file
-            if data_file.content == DataFileContent.DATA and len(data_file.partition) and data_file.partition[0] == wanted:
-                out.append(data_file)
-    return out
 
 
 def _write(table: Table, data: pa.Table) -> list[DataFile]:

@@ -15,8 +15,7 @@ files. Maintenance keeps both flat, and runs apart from ingestion (its own Dagst
   artifact's pin is a record in the object store (:mod:`agentlake.context.pins`), so pinned snapshots
   expire from the table's metadata like the others and the metadata stays bounded. A pinned
   snapshot stays readable through the metadata file its pin names (metadata files are never
-  deleted). Tags of the former pin form (``agentlake.pin.<id>``) protect nothing: one whose
-  snapshot expires is removed in the same commit, and turned into a pin record if still in force.
+  deleted).
 - **Deferred deletion**: files that only expired snapshots used are not deleted at once but
   recorded in a write-once trash record (``maintenance/trash/<table>/<noticed ms>-<id>.json``),
   and deleted once the pin retention (``AGENTLAKE_PIN_RETENTION_DAYS``, plus the pins' hour
@@ -33,8 +32,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -42,32 +41,23 @@ from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
-from pyiceberg.manifest import DataFile, DataFileContent, ManifestFile
+from pyiceberg.manifest import DataFile, DataFileContent
 from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.table.update import RemoveSnapshotRefUpdate, RemoveSnapshotsUpdate, ValidatableTableRequirement
+from pyiceberg.table.update import RemoveSnapshotsUpdate, ValidatableTableRequirement
 
 from agentlake.config import Settings
-from agentlake.context.pins import (
-    LEGACY_TAG_PREFIX,
-    PIN_GRANULARITY_MS,
-    Pin,
-    historical_pins,
-    retention_ms,
-    write_pin,
-)
+from agentlake.context.pins import PIN_GRANULARITY_MS, Pin, historical_pins, retention_ms
 from agentlake.errors import AgentLakeError, ObjectNotFound
 from agentlake.maintenance.clustering import ROW_GROUP_ROWS
-from agentlake.tables.files import Checkpoint
+from agentlake.tables.files import Checkpoint, ManifestCache, file_day, live_files, referenced_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import ALL_TABLES
 
 MAIN = "main"
 TRASH_PREFIX = "maintenance/trash"
-_EPOCH = date(1970, 1, 1)
 
 
 class MaintenanceAborted(AgentLakeError):
@@ -138,8 +128,6 @@ class ExpiryReport:
     snapshots_before: int = 0
     snapshots_expired: int = 0
     snapshots_kept: int = 0
-    pins_removed: list[str] = field(default_factory=list)  # tags of the former pin form, removed
-    pins_kept: int = 0  # tags of the former pin form left (their snapshots not expired yet)
     files_deferred: int = 0  # files only expired snapshots used, recorded for deletion after the pin retention
     bytes_deferred: int = 0
     trash_records_due: int = 0  # trash records whose pin retention had passed
@@ -188,8 +176,6 @@ class MaintenanceReport:
             "partitions_compacted": self.compaction.partitions_compacted,
             "snapshots_expired": self.expiry.snapshots_expired,
             "snapshots_kept": self.expiry.snapshots_kept,
-            "pins_removed": len(self.expiry.pins_removed),
-            "pins_kept": self.expiry.pins_kept,
             "files_deferred": self.expiry.files_deferred,
             "files_deleted": self.expiry.files_deleted,
             "bytes_deleted": self.expiry.bytes_deleted,
@@ -232,7 +218,7 @@ def compact(
     for attempt in range(1, max_attempts + 1):
         report.attempts = attempt
         table = lake.table(table_name)
-        live = {f.file_path: f for f in _live_data_files(table)}
+        live = {f.file_path: f for f in live_files(table)}
         if rewritten and not all(path in live for r in rewritten for path in r.inputs):
             # Some input was removed meanwhile (a rebuild replaced the day): start over.
             _delete_written(table.io, rewritten)
@@ -276,29 +262,12 @@ class _Rewrite:
     input_bytes: int
 
 
-def _live_data_files(table: Table) -> list[DataFile]:
-    """Data (and delete) files of the current snapshot of ``main``."""
-    snapshot = table.current_snapshot()
-    if snapshot is None:
-        return []
-    files = []
-    for manifest in snapshot.manifests(table.io):
-        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            files.append(entry.data_file)
-    return files
-
-
-def _partition_day(data_file: DataFile) -> str:
-    value = data_file.partition[0] if len(data_file.partition) else None
-    return (_EPOCH + timedelta(days=int(value))).isoformat() if value is not None else ""
-
-
 def _plan(table: Table, live: list[DataFile], policy: CompactionPolicy, day: str | None) -> list[list[DataFile]]:
     """Groups of small files to rewrite, each within one partition and about ``target_file_bytes`` in all."""
     by_partition: dict[tuple[int, str], list[DataFile]] = {}
     with_deletes: set[tuple[int, str]] = set()
     for data_file in live:
-        key = (data_file.spec_id, _partition_day(data_file))
+        key = (data_file.spec_id, file_day(data_file))
         if day is not None and key[1] != day:
             continue
         if data_file.content != DataFileContent.DATA:
@@ -342,7 +311,7 @@ def _rewrite(table: Table, group: list[DataFile], target_file_bytes: int) -> _Re
     metadata = table.metadata.model_copy(update={"properties": properties})
     outputs = list(_dataframe_to_data_files(table_metadata=metadata, df=data, io=table.io))
     return _Rewrite(
-        partition=_partition_day(group[0]),
+        partition=file_day(group[0]),
         inputs={f.file_path: f for f in group},
         outputs=outputs,
         rows=data.num_rows,
@@ -390,13 +359,11 @@ def _delete_written(io: FileIO, rewritten: Iterable[_Rewrite]) -> None:
 class _AssertSafeToExpire(ValidatableTableRequirement):
     """Checked against the catalog's current metadata at commit time, so a ref made meanwhile wins.
 
-    Every snapshot to expire still exists and no branch or tag references it, except the tags of
-    the former pin form being removed, which must be exactly as they were when they were read.
+    Every snapshot to expire still exists and no branch or tag references it.
     """
 
     type: Literal["agentlake-assert-safe-to-expire"] = "agentlake-assert-safe-to-expire"
     snapshot_ids: list[int]
-    pins: dict[str, tuple[int, int | None]]  # name -> (snapshot id, max_ref_age_ms)
 
     def validate(self, base_metadata: TableMetadata | None) -> None:  # type: ignore[override]
         if base_metadata is None:
@@ -406,10 +373,7 @@ class _AssertSafeToExpire(ValidatableTableRequirement):
             raise CommitFailedException(f"Requirement failed: snapshots {sorted(missing)} were already expired")
         doomed = set(self.snapshot_ids)
         for name, ref in base_metadata.refs.items():
-            if name in self.pins:
-                if (ref.snapshot_id, ref.max_ref_age_ms) != tuple(self.pins[name]):
-                    raise CommitFailedException(f"Requirement failed: pin {name} was extended or moved")
-            elif ref.snapshot_id in doomed:
+            if ref.snapshot_id in doomed:
                 raise CommitFailedException(f"Requirement failed: {name} now references snapshot {ref.snapshot_id}")
 
 
@@ -426,7 +390,7 @@ def expire(
     """Expire the table's snapshots that the retention policy no longer keeps.
 
     Kept always: the last ``policy.keep_last`` snapshots of ``main`` and every snapshot that a
-    branch or tag references (tags of the former pin form, ``agentlake.pin.*``, excepted).
+    branch or tag references.
     With ``delete_files``, the files that only expired snapshots referenced are recorded in a
     trash record, and the files of trash records older than the pin retention are deleted
     (see :func:`empty_trash`).
@@ -439,7 +403,6 @@ def expire(
     now = now or datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
     cutoff_ms = now_ms - int(policy.keep_hours * 3600 * 1000)
-    retention = retention_ms(lake.settings.pin_retention_days)
     report = ExpiryReport(table_name)
     started = time.perf_counter()
     for attempt in range(1, max_attempts + 1):
@@ -447,20 +410,15 @@ def expire(
         table = lake.table(table_name)
         metadata = table.metadata
         report.snapshots_before = len(metadata.snapshots)
-        legacy = _legacy_pins(metadata)
-        protected = {ref.snapshot_id for name, ref in metadata.refs.items() if name not in legacy}
+        protected = {ref.snapshot_id for ref in metadata.refs.values()}
         protected |= _last_of_main(metadata, policy.keep_last)
         doomed = [s.snapshot_id for s in metadata.snapshots if s.timestamp_ms < cutoff_ms and s.snapshot_id not in protected]
-        removed = {name: ref for name, ref in legacy.items() if ref[0] in set(doomed)}
-        report.pins_kept = len(legacy) - len(removed)
         if not doomed:
             report.snapshots_kept = len(metadata.snapshots)
             break
-        _convert_legacy_pins(lake, table, removed, now_ms, retention)
         expired_snapshots = [s for s in metadata.snapshots if s.snapshot_id in set(doomed)]
-        updates: list[Any] = [RemoveSnapshotRefUpdate(ref_name=name) for name in removed]  # type: ignore[call-arg]
-        updates.append(RemoveSnapshotsUpdate(snapshot_ids=doomed))  # type: ignore[call-arg]
-        requirement: Any = _AssertSafeToExpire(snapshot_ids=doomed, pins=removed)
+        updates: list[Any] = [RemoveSnapshotsUpdate(snapshot_ids=doomed)]  # type: ignore[call-arg]
+        requirement: Any = _AssertSafeToExpire(snapshot_ids=doomed)
         check("before-commit:expiry")
         try:
             with table.transaction() as tx:
@@ -472,7 +430,6 @@ def expire(
             time.sleep(min(2.0, 0.05 * attempt))
             continue
         report.snapshots_expired = len(doomed)
-        report.pins_removed = sorted(removed)
         report.snapshots_kept = len(table.metadata.snapshots)
         if delete_files:
             report.files_deferred, report.bytes_deferred = _defer_unreferenced(
@@ -488,28 +445,6 @@ def expire(
     return report
 
 
-def _legacy_pins(metadata: TableMetadata) -> dict[str, tuple[int, int | None]]:
-    """Tags of the former pin form (``agentlake.pin.<id>``): name -> (snapshot id, max_ref_age_ms)."""
-    return {name: (ref.snapshot_id, ref.max_ref_age_ms) for name, ref in metadata.refs.items()
-            if name.startswith(LEGACY_TAG_PREFIX) and ref.snapshot_ref_type == SnapshotRefType.TAG}
-
-
-def _convert_legacy_pins(lake: Lake, table: Table, tags: dict[str, tuple[int, int | None]], now_ms: int,
-                         retention: int) -> None:
-    """A pin record for each such tag still in force, before the tag and its snapshot are removed."""
-    name = ".".join(table.name())
-    for snapshot_id, age in tags.values():
-        snapshot = table.metadata.snapshot_by_id(snapshot_id)
-        if snapshot is None:
-            continue
-        expires = snapshot.timestamp_ms + age if age is not None else now_ms + retention
-        if expires < now_ms:
-            continue
-        write_pin(lake, Pin(table=name, snapshot_id=snapshot_id, metadata_location=table.metadata_location,
-                            created_ms=now_ms, expires_ms=expires, historical=True,
-                            table_uuid=str(table.metadata.table_uuid)))
-
-
 def _last_of_main(metadata: TableMetadata, keep_last: int) -> set[int]:
     """The head of ``main`` and its ancestors, ``keep_last`` snapshots in all (fewer if history is shorter)."""
     kept: set[int] = set()
@@ -520,30 +455,6 @@ def _last_of_main(metadata: TableMetadata, keep_last: int) -> set[int]:
         parent = snapshot.parent_snapshot_id
         snapshot = metadata.snapshot_by_id(parent) if parent is not None else None
     return kept
-
-
-def _referenced_files(io: FileIO, snapshots: Sequence[Snapshot], cache: dict[str, list[tuple[str, int]]]) -> dict[str, int]:
-    """Every file these snapshots reference (manifest lists, manifests, data and delete files), with sizes.
-
-    Entries of any status count, deleted ones too: a file is "referenced" as long as any
-    manifest mentions it, which errs on the side of keeping it.
-    """
-    out: dict[str, int] = {}
-    for snapshot in snapshots:
-        out[snapshot.manifest_list] = out.get(snapshot.manifest_list, 0)
-        for manifest in snapshot.manifests(io):
-            out[manifest.manifest_path] = manifest.manifest_length
-            out.update(_manifest_files(io, manifest, cache))
-    return out
-
-
-def _manifest_files(io: FileIO, manifest: ManifestFile, cache: dict[str, list[tuple[str, int]]]) -> list[tuple[str, int]]:
-    if manifest.manifest_path not in cache:
-        cache[manifest.manifest_path] = [
-            (e.data_file.file_path, e.data_file.file_size_in_bytes)
-            for e in manifest.fetch_manifest_entry(io, discard_deleted=False)
-        ]
-    return cache[manifest.manifest_path]
 
 
 def trash_prefix(table_name: str) -> str:
@@ -565,9 +476,9 @@ def _defer_unreferenced(lake: Lake, table: Table, expired: list[Snapshot], now_m
     files or reuses manifests of the head of ``main``, which is never expired, so a file found
     unreferenced here is never referenced by the table again.
     """
-    cache: dict[str, list[tuple[str, int]]] = {}
-    remaining = _referenced_files(table.io, table.metadata.snapshots, cache)
-    candidates = _referenced_files(table.io, expired, cache)
+    cache: ManifestCache = {}
+    remaining = referenced_files(table.io, table.metadata.snapshots, cache)
+    candidates = referenced_files(table.io, expired, cache)
     files = {path: size for path, size in candidates.items() if path not in remaining}
     if files:
         _record_trash(lake, ".".join(table.name()), files, now_ms)
@@ -651,7 +562,7 @@ def _pinned_files(table: Table, pin: Pin) -> dict[str, int]:
     snapshot = metadata.snapshot_by_id(pin.snapshot_id)
     if snapshot is None:
         return {}
-    return _referenced_files(table.io, [snapshot], {})
+    return referenced_files(table.io, [snapshot], {})
 
 
 # --- both, per table ----------------------------------------------------------------------------
@@ -662,14 +573,11 @@ def footprint(table: Table) -> TableFootprint:
     out = TableFootprint(snapshots=len(table.metadata.snapshots))
     snapshot = table.current_snapshot()
     if snapshot is not None:
-        manifests = snapshot.manifests(table.io)
-        out.manifests = len(manifests)
-        for manifest in manifests:
-            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-                if entry.data_file.content == DataFileContent.DATA:
-                    out.data_files += 1
-                    out.data_bytes += entry.data_file.file_size_in_bytes
-                    out.rows += entry.data_file.record_count
+        out.manifests = len(snapshot.manifests(table.io))
+        files = live_files(table, snapshot, data_only=True)
+        out.data_files = len(files)
+        out.data_bytes = sum(f.file_size_in_bytes for f in files)
+        out.rows = sum(f.record_count for f in files)
     out.metadata_json_bytes = len(table.io.new_input(table.metadata_location))
     return out
 

@@ -54,6 +54,7 @@ from agentlake.tables.files import (
 )
 from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import DayLedger, read_ledger
+from agentlake.tables.quarantine import Verdict, quarantine_lines, quarantine_row
 from agentlake.tables.schemas import EVENTS, QUARANTINE
 
 # Rows gathered before a data file is written: small segments share a file.
@@ -211,7 +212,7 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
             report.fast_lines += parsed.fast_lines
             report.slow_lines += parsed.slow_lines
             for offset, line, reason in parsed.bad:
-                batch.quarantine_rows.append(_quarantine_row(seg, offset, line, _rule(reason), reason, None, options))
+                batch.quarantine_rows.append(quarantine_row(seg, offset, line, Verdict(_rule(reason), reason), options.run_id))
             counts["quarantined"] += len(parsed.bad)
             rows = _with_lineage(pl.from_arrow(parsed.table()), seg, options)  # type: ignore[arg-type]
             rows = rows.with_columns(_content_hash())
@@ -376,34 +377,15 @@ def _conflict(batch: _Batch, seg: SegmentInfo, row: dict[str, Any], options: Ing
 
 def _quarantine_conflicts(lake: Lake, batch: _Batch, options: IngestOptions) -> None:
     """Quarantine each conflicting repeat with its line exactly as it is in the log (conflicts are rare)."""
-    by_segment: dict[str, dict[int, str]] = {}
-    segments = {}
-    for seg, offset, event_id in batch.conflicts:
-        by_segment.setdefault(seg.key, {})[offset] = event_id
-        segments[seg.key] = seg
-    for key, wanted in by_segment.items():
-        for offset, line in enumerate(lake.log.read_lines(key)):
-            if offset in wanted:
-                event_id = wanted[offset]
-                reason = f"event_id {event_id!r} was already ingested with different content; the first one stays"
-                batch.quarantine_rows.append(
-                    _quarantine_row(segments[key], offset, line, "conflict", reason, event_id, options)
-                )
+    segments = {seg.key: seg for seg, _, _ in batch.conflicts}
+    lines = [(seg.key, offset, Verdict("conflict", f"event_id {event_id!r} was already ingested with different "
+                                       "content; the first one stays", event_id))
+             for seg, offset, event_id in batch.conflicts]
+    batch.quarantine_rows += quarantine_lines(lake.log, segments, lines, options.run_id)
 
 
 def _rule(reason: str) -> str:
     return "parse" if reason.startswith(("not valid JSON", "blank line")) else "schema"
-
-
-def _quarantine_row(
-    seg: SegmentInfo, offset: int, line: bytes, rule: str, reason: str, event_id: str | None, options: IngestOptions
-) -> pa.Table:
-    return pa.table({
-        "segment_key": [seg.key], "line_offset": [offset], "producer": [seg.producer],
-        "seq": [seg.first_seq + offset], "arrival": pa.array([seg.arrival], pa.timestamp("us", tz="UTC")),
-        "line": pa.array([line], pa.binary()), "rule": [rule], "reason": [reason], "event_id": [event_id],
-        "ingest_run_id": [options.run_id],
-    })
 
 
 def _updated_ledger(
@@ -473,14 +455,9 @@ def _gate(
     committed.snapshots[EVENTS.name] = outcome.published_snapshot_id
     if outcome.bad_rows:
         by_key = {s.key: s for s in batch.events_todo}
-        wanted = {(b.segment_key, b.line_offset): b for b in outcome.bad_rows}
-        for key in sorted({b.segment_key for b in outcome.bad_rows}):
-            for offset, line in enumerate(lake.log.read_lines(key)):
-                bad = wanted.get((key, offset))
-                if bad is not None:
-                    batch.quarantine_rows.append(
-                        _quarantine_row(by_key[key], offset, line, bad.rules[0], bad.reason, bad.event_id, options)
-                    )
+        lines = [(b.segment_key, b.line_offset, Verdict(b.rules[0], b.reason, b.event_id))
+                 for b in sorted(outcome.bad_rows, key=lambda b: b.segment_key)]
+        batch.quarantine_rows += quarantine_lines(lake.log, by_key, lines, options.run_id)
         report.rows -= len(outcome.bad_rows)
         report.quarantined += len(outcome.bad_rows)
         report.rules_quarantined += len(outcome.bad_rows)
@@ -499,12 +476,10 @@ def _quarantine_orphans(lake: Lake, batch: _Batch, options: IngestOptions) -> No
     audit = validate(suite, event_audit_frame(rows, pl.Series("event_id", [], dtype=pl.String)))
     keys, offsets, ids = (rows.column(c).to_pylist() for c in ("segment_key", "line_offset", "event_id"))
     by_key = {s.key: s for s in batch.quarantine_todo}
-    wanted = {(keys[i], offsets[i]): (ids[i], rules) for i, rules in audit.bad_rows.items() if keys[i] in by_key}
-    for key in sorted({k for k, _ in wanted}):
-        for offset, line in enumerate(lake.log.read_lines(key)):
-            if (key, offset) in wanted:
-                event_id, rules = wanted[(key, offset)]
-                batch.quarantine_rows.append(_quarantine_row(
-                    by_key[key], offset, line, rules[0], describe_failure(rules, suite), event_id, options))
-                batch.counts[key]["quarantined"] += 1
-                batch.report.quarantined += 1
+    lines = [(keys[i], offsets[i], Verdict(rules[0], describe_failure(rules, suite), ids[i]))
+             for i, rules in sorted(audit.bad_rows.items(), key=lambda item: keys[item[0]]) if keys[i] in by_key]
+    quarantined = quarantine_lines(lake.log, by_key, lines, options.run_id)
+    for row in quarantined:
+        batch.counts[row.column("segment_key")[0].as_py()]["quarantined"] += 1
+    batch.report.quarantined += len(quarantined)
+    batch.quarantine_rows += quarantined

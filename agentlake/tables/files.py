@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -17,9 +17,11 @@ import orjson
 import polars as pl
 import pyarrow as pa
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, In, LessThan
+from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntry, ManifestEntryStatus, ManifestFile
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 from agentlake.log.segments import SegmentInfo
 from agentlake.tables.ledger import DayLedger
@@ -28,6 +30,10 @@ from agentlake.tables.schemas import TableDef, conform
 # Test hook: called with a stage name at each step where a crash matters (kill tests).
 Checkpoint = Callable[[str], None]
 MAX_KEYS_IN_SUMMARY = 100
+_EPOCH = date(1970, 1, 1)
+# Manifest path -> all its entries (of any status). Manifests are immutable, so a walk over many
+# snapshots that share manifests reads each one once.
+ManifestCache = dict[str, list[ManifestEntry]]
 
 
 def release_memory() -> None:
@@ -83,6 +89,72 @@ def _polars(data: pa.Table) -> pl.DataFrame:
     frame = pl.from_arrow(data)
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+# --- the one walk over a snapshot's manifests ----------------------------------------------------
+
+
+def manifest_entries(io: FileIO, manifest: ManifestFile, cache: ManifestCache | None = None) -> list[ManifestEntry]:
+    """Every entry of ``manifest``, deleted ones too; read from the store once per ``cache``."""
+    if cache is None:
+        return manifest.fetch_manifest_entry(io, discard_deleted=False)
+    if manifest.manifest_path not in cache:
+        cache[manifest.manifest_path] = manifest.fetch_manifest_entry(io, discard_deleted=False)
+    return cache[manifest.manifest_path]
+
+
+def file_day(data_file: DataFile) -> str:
+    """The arrival day (``YYYY-MM-DD``) of a file's partition, or "" for an unpartitioned file."""
+    value = data_file.partition[0] if len(data_file.partition) else None
+    return (_EPOCH + timedelta(days=int(value))).isoformat() if value is not None else ""
+
+
+def live_files(
+    table: Table,
+    snapshot: Snapshot | None = None,
+    *,
+    partition_day: str | None = None,
+    data_only: bool = False,
+    cache: ManifestCache | None = None,
+) -> list[DataFile]:
+    """The live data and delete files of ``snapshot`` (default: the current snapshot of ``main``).
+
+    Args:
+        partition_day: only the files of this arrival day's partition.
+        data_only: data files only, no delete files.
+        cache: manifests already read (see :data:`ManifestCache`).
+    """
+    snapshot = snapshot or table.current_snapshot()
+    if snapshot is None:
+        return []
+    files = []
+    for manifest in snapshot.manifests(table.io):
+        for entry in manifest_entries(table.io, manifest, cache):
+            data_file = entry.data_file
+            if entry.status == ManifestEntryStatus.DELETED:
+                continue
+            if data_only and data_file.content != DataFileContent.DATA:
+                continue
+            if partition_day is not None and file_day(data_file) != partition_day:
+                continue
+            files.append(data_file)
+    return files
+
+
+def referenced_files(io: FileIO, snapshots: Sequence[Snapshot], cache: ManifestCache) -> dict[str, int]:
+    """Every file these snapshots reference (manifest lists, manifests, data and delete files), with sizes.
+
+    Entries of any status count, deleted ones too: a file is "referenced" as long as any
+    manifest mentions it, which errs on the side of keeping it.
+    """
+    out: dict[str, int] = {}
+    for snapshot in snapshots:
+        out[snapshot.manifest_list] = out.get(snapshot.manifest_list, 0)
+        for manifest in snapshot.manifests(io):
+            out[manifest.manifest_path] = manifest.manifest_length
+            for entry in manifest_entries(io, manifest, cache):
+                out[entry.data_file.file_path] = entry.data_file.file_size_in_bytes
+    return out
 
 
 def write_files(table: Table, tdef: TableDef, parts: list[pa.Table]) -> list[DataFile]:
