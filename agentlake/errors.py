@@ -49,6 +49,10 @@ class StageAborted(AgentLakeError):
     """A stage gave up after repeated commit conflicts; run it again (nothing was lost or doubled)."""
 
 
+class OversizedSegment(CorruptSegment):
+    """A segment inflates past the bound the reader holds in memory (a compressed bomb, or not the SDK's)."""
+
+
 class InvalidSegmentKey(AgentLakeError):
     """An object under the log prefix does not have the shape of a segment key."""
 

@@ -248,3 +248,76 @@ def test_a_writer_refuses_a_bad_producer_name_before_accepting_any_event(tmp_pat
 
     with pytest.raises(InvalidProducer, match="producer name"):
         LogWriter(ObjectStore.local(tmp_path), name, background_flush=False)
+
+
+def _put_segment(store: ObjectStore, body: bytes, lines: int, producer: str = "hostile0123456789ab") -> str:
+    data = zstandard.ZstdCompressor(level=3).compress(body)
+    key = segment_key(arrival=datetime(2026, 11, 26, 7, 0, tzinfo=UTC), producer=producer[:40], first_seq=0,
+                      lines=lines, digest=checksum(data))
+    store.put_once(key, data)
+    return key
+
+
+@pytest.mark.integration
+def test_a_line_longer_than_the_bound_is_never_held_and_is_quarantined_with_its_reason(tmp_path: Path) -> None:
+    from agentlake.errors import InvalidEvent
+    from agentlake.log.events import parse_event_line
+
+    store = ObjectStore.local(tmp_path)
+    good = orjson.dumps(_event(1))
+    huge = b"x" * 300_000  # no newline for 300 kB
+    key = _put_segment(store, good + b"\n" + huge + b"\n" + good + b"\n", 3)
+    reader = LogReader(store, max_line_bytes=10_000)
+    lines = list(reader.read_lines(key))
+    assert len(lines) == 3 and lines[0] == good == lines[2]
+    assert len(lines[1]) < 2_000  # the mark and the line's first bytes, not the line
+    with pytest.raises(InvalidEvent, match="line of 300000 bytes is longer than"):
+        parse_event_line(lines[1])
+    # A line written to look like the mark is only a bad line: the mark's token is this process's own.
+    with pytest.raises(InvalidEvent, match="not valid JSON"):
+        parse_event_line(b"\x00agentlake-oversized-line-0000000000000000:5:xxxxx")
+
+
+@pytest.mark.integration
+def test_a_compressed_bomb_stops_at_the_inflated_bound_without_holding_it(tmp_path: Path) -> None:
+    from agentlake.errors import OversizedSegment
+
+    store = ObjectStore.local(tmp_path)
+    key = _put_segment(store, b"\0" * (200 * 1024 * 1024), 1)  # 200 MiB of one line, a few kB on disk
+    assert (tmp_path / key).stat().st_size < 100_000
+    reader = LogReader(store, max_inflated_bytes=32 * 1024 * 1024)
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(OversizedSegment, match="inflates to more than"):
+        for _ in reader.iter_chunks(key):
+            pass
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 150, f"reading the bomb grew the process by {grown_mb:.0f} MB"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("seed", range(6))
+def test_lines_come_out_whole_or_as_their_oversized_mark_however_the_bytes_are_cut(tmp_path: Path,
+                                                                                   seed: int) -> None:
+    import random
+
+    from agentlake.errors import InvalidEvent
+    from agentlake.log.events import parse_event_line
+
+    rng = random.Random(seed)
+    lines = [bytes([97 + rng.randrange(26)]) * rng.choice([0, 1, 5, 40, 99, 100, 101, 250, 1000])
+             for _ in range(300)]
+    store = ObjectStore.local(tmp_path)
+    key = _put_segment(store, b"".join(line + b"\n" for line in lines), len(lines))
+    reader = LogReader(store, max_line_bytes=100)
+    got = [line for _, run in reader.iter_chunks(key, chunk_bytes=rng.choice([7, 64, 333, 4096]))
+           for line in run[:-1].split(b"\n")]
+    assert len(got) == len(lines)
+    for want, line in zip(lines, got, strict=True):
+        if len(want) <= 100:
+            assert line == want
+        else:
+            with pytest.raises(InvalidEvent, match=f"line of {len(want)} bytes"):
+                parse_event_line(line)
+            assert want[:50] in line

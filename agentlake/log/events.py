@@ -11,6 +11,7 @@ are kept in ``attributes``, never dropped.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -165,12 +166,27 @@ def normalize_event(obj: Any) -> dict[str, Any]:
     return row
 
 
+# A line too long to hold stands in a run as this mark, its length and its first bytes. The mark
+# holds a token drawn for this process, so a line in the log cannot pass itself off as one.
+_OVERSIZED_MARK = b"\x00agentlake-oversized-line-" + secrets.token_hex(8).encode() + b":"
+OVERSIZED_HEAD_BYTES = 1024
+
+
+def oversized_line(length: int, head: bytes) -> bytes:
+    """What stands in for a line of ``length`` bytes too long to hold (see :meth:`LogReader.iter_chunks`)."""
+    return _OVERSIZED_MARK + str(length).encode() + b":" + head[:OVERSIZED_HEAD_BYTES].replace(b"\n", b" ")
+
+
 def parse_event_line(line: bytes) -> dict[str, Any]:
     """Decode and validate one NDJSON line.
 
     Raises:
         InvalidEvent: the line is blank, not UTF-8, not JSON, or not a valid event.
     """
+    if line.startswith(_OVERSIZED_MARK):
+        length = line[len(_OVERSIZED_MARK):].split(b":", 1)[0].decode()
+        raise InvalidEvent(f"line of {length} bytes is longer than the longest line the log reads "
+                           "(AGENTLAKE_MAX_LINE_BYTES); its first bytes are kept here, all of it stays in the segment")
     if not line.strip():
         raise InvalidEvent("blank line: an event is one JSON object per line")
     try:

@@ -13,17 +13,24 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import zstandard
 
-from agentlake.errors import CorruptSegment, InvalidSegmentKey
+from agentlake.errors import CorruptSegment, InvalidSegmentKey, OversizedSegment
+from agentlake.log.events import OVERSIZED_HEAD_BYTES, oversized_line
 from agentlake.log.segments import LOG_PREFIX, SEGMENT_SUFFIX, SegmentInfo, day_prefix, key_floor
 from agentlake.storage.store import ObjectStore
 
 DEFAULT_LOOKBACK_S = 600.0
+# What one segment may inflate to, and one line's length. The SDK seals a segment at 8 MiB of
+# lines, so an honest segment is far below both; a compressed bomb stops here, not in memory.
+DEFAULT_MAX_INFLATED_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 
 LINE_BATCH_SCHEMA = pa.schema(
     [pa.field("line_offset", pa.int64(), nullable=False), pa.field("line", pa.large_binary(), nullable=False)]
@@ -63,10 +70,14 @@ class LogReader:
             found by ``poll``; it must exceed the writers' upload lag (default 600 s vs 300 s).
     """
 
-    def __init__(self, store: ObjectStore, *, prefix: str = LOG_PREFIX, lookback_s: float = DEFAULT_LOOKBACK_S) -> None:
+    def __init__(self, store: ObjectStore, *, prefix: str = LOG_PREFIX, lookback_s: float = DEFAULT_LOOKBACK_S,
+                 max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         self.store = store
         self.prefix = prefix
         self.lookback = timedelta(seconds=lookback_s)
+        self.max_inflated_bytes = max_inflated_bytes
+        self.max_line_bytes = max_line_bytes
 
     def _segments(self, prefix: str, after: str | None = None) -> list[SegmentInfo]:
         found = []
@@ -113,11 +124,18 @@ class LogReader:
         expected = _expected_checksum(key)
         source = _ChunkSource(compressed if compressed is not None else self.store.stream(key))
         stream = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)  # type: ignore[arg-type]
+        inflated = 0
         with stream as reader:
             while True:
                 piece = reader.read(piece_bytes)
                 if not piece:
                     break
+                inflated += len(piece)
+                if inflated > self.max_inflated_bytes:
+                    raise OversizedSegment(
+                        f"segment {key!r} inflates to more than {self.max_inflated_bytes} bytes "
+                        "(AGENTLAKE_MAX_SEGMENT_INFLATED_BYTES); it is held as a whole, its bytes stay in the log"
+                    )
                 yield piece
         # zstandard ends quietly on a truncated frame: the key's checksum catches that, and tampering.
         if expected is not None and source.digest() != expected:
@@ -132,12 +150,30 @@ class LogReader:
         """The segment as runs of whole lines: ``(offset of the first line, bytes)``.
 
         Each run ends at a line boundary and holds about ``chunk_bytes``; memory stays bounded
-        whatever the segment's size.
+        whatever the segment's size. A line longer than ``max_line_bytes`` is never held: it
+        stands in the run as an oversized-line mark (:func:`agentlake.log.events.oversized_line`),
+        its length and first bytes, which ingestion quarantines with the reason.
         """
         pending = bytearray()
         offset = 0
+        tail = 0  # length of the line at the end of ``pending`` that has no newline yet
+        skipped: list[Any] | None = None  # [length, head] of an oversized line being passed over
         for piece in self.read_bytes(key, min(chunk_bytes, 4 * 1024 * 1024), compressed):
+            if skipped is not None:
+                end = piece.find(b"\n")
+                if end < 0:
+                    skipped[0] += len(piece)
+                    continue
+                pending += oversized_line(skipped[0] + end, skipped[1]) + b"\n"
+                piece = piece[end + 1:]
+                skipped = None
+            piece, tail = self._bounded_lines(piece, tail, pending)
             pending += piece
+            if tail > self.max_line_bytes:  # the last line outgrew the bound: keep its head, drop the rest
+                start = len(pending) - tail
+                skipped = [tail, bytes(pending[start:start + OVERSIZED_HEAD_BYTES])]
+                del pending[start:]
+                tail = 0
             while len(pending) >= chunk_bytes:
                 cut = pending.rfind(b"\n", 0, chunk_bytes) + 1 or pending.find(b"\n") + 1
                 if cut == 0:
@@ -146,10 +182,42 @@ class LogReader:
                 del pending[:cut]
                 yield offset, run
                 offset += run.count(b"\n")
+        if skipped is not None:
+            pending += oversized_line(skipped[0], skipped[1])
         if pending:
             if not pending.endswith(b"\n"):
                 pending += b"\n"
             yield offset, bytes(pending)
+
+    def _bounded_lines(self, piece: bytes, tail: int, pending: bytearray) -> tuple[bytes, int]:
+        """``piece`` with each complete line longer than the bound replaced by its mark; the new tail length.
+
+        A line that began in ``pending`` (``tail`` bytes so far) and ends in ``piece`` is cut out of
+        ``pending`` when too long. Vectorised: the common piece, all lines short, costs one scan.
+        """
+        ends = np.flatnonzero(np.frombuffer(piece, dtype=np.uint8) == 10)
+        if not len(ends):
+            return piece, tail + len(piece)
+        lengths = np.diff(ends, prepend=-1) - 1
+        lengths[0] += tail
+        new_tail = len(piece) - int(ends[-1]) - 1
+        if int(lengths.max()) <= self.max_line_bytes:
+            return piece, new_tail
+        out = bytearray()
+        start = 0
+        for index in np.flatnonzero(lengths > self.max_line_bytes):
+            end = int(ends[index])
+            line_start = int(ends[index - 1]) + 1 if index > 0 else 0
+            out += piece[start:line_start]
+            head = piece[line_start:end]
+            if index == 0 and tail:  # the line began in pending: take its head from there
+                begun = len(pending) - tail
+                head = bytes(pending[begun:]) + head
+                del pending[begun:]
+            out += oversized_line(int(lengths[index]), head[:OVERSIZED_HEAD_BYTES])
+            start = end
+        out += piece[start:]
+        return bytes(out), new_tail
 
     def iter_batches(self, key: str, chunk_bytes: int = 16 * 1024 * 1024) -> Iterator[pa.RecordBatch]:
         """The segment as Arrow record batches of ``(line_offset, line)``, streamed."""
