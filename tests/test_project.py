@@ -26,13 +26,25 @@ def test_core_imports_no_orchestrator() -> None:
     assert offenders == [], "agentlake/ is the orchestrator-free core; move these to assets/ or sensors/"
 
 
+def _reads_the_environment(source: str) -> bool:
+    """``os.environ`` / ``os.getenv`` / ``os.putenv`` in any form (attribute, ``from os import ...``)."""
+    names = {"environ", "getenv", "environb", "getenvb", "putenv", "unsetenv"}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in names:
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "os" and {a.name for a in node.names} & names:
+            return True
+    return False
+
+
 def test_nothing_reads_the_environment_but_config() -> None:
     readers = [
-        path.name
-        for path in (ROOT / "agentlake").rglob("*.py")
-        if "os.environ" in path.read_text() or "getenv" in path.read_text()
+        str(path.relative_to(ROOT / "agentlake"))
+        for path in sorted((ROOT / "agentlake").rglob("*.py"))
+        if _reads_the_environment(path.read_text())
     ]
     assert readers == ["config.py"]
+    assert _reads_the_environment("import os\nos.getenv('X')") and _reads_the_environment("from os import environ")
 
 
 def test_core_type_checks() -> None:
