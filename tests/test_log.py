@@ -321,3 +321,29 @@ def test_lines_come_out_whole_or_as_their_oversized_mark_however_the_bytes_are_c
             with pytest.raises(InvalidEvent, match=f"line of {len(want)} bytes"):
                 parse_event_line(line)
             assert want[:50] in line
+
+
+@pytest.mark.integration
+def test_a_producer_clock_running_ahead_never_moves_the_cursor_past_honest_segments(store: ObjectStore) -> None:
+    now = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+
+    def write_at(moment: datetime, name: str) -> SegmentInfo:
+        with LogWriter(store, name, background_flush=False, clock=lambda: moment) as w:
+            w.append(_event(0))
+        return w.stats.sealed[0]
+
+    reader = LogReader(store, lookback_s=600)
+    fast = write_at(now + timedelta(hours=1), "fastclock")
+    far = write_at(datetime(2099, 1, 1, tzinfo=UTC), "stamped2099")
+    honest = write_at(now, "honest")
+    new, cursor = reader.poll(LogCursor(), now=now)
+    assert [s.key for s in new] == [honest.key]
+    assert cursor.watermark == now
+    assert {s.key for s in reader.future(now=now)} == {fast.key, far.key}
+    late = write_at(now - timedelta(minutes=8), "slowupload")  # sealed earlier, landed later
+    new, cursor = reader.poll(cursor, now=now + timedelta(minutes=1))
+    assert [s.key for s in new] == [late.key]
+    # Once its time comes, the fast producer's segment is handed out, once.
+    new, cursor = reader.poll(cursor, now=now + timedelta(minutes=60))
+    assert [s.key for s in new] == [fast.key]
+    assert reader.poll(cursor, now=now + timedelta(minutes=61))[0] == []

@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,10 @@ from agentlake.storage.store import ObjectStore
 DEFAULT_LOOKBACK_S = 600.0
 # What one segment may inflate to, and one line's length. The SDK seals a segment at 8 MiB of
 # lines, so an honest segment is far below both; a compressed bomb stops here, not in memory.
+# How far ahead of the reader's clock a segment's arrival may be and still be handed out. With the
+# writers' upload lag (300 s) it must stay inside the lookback (600 s), or a late honest upload
+# could land behind the cursor's horizon.
+MAX_FUTURE_S = 60.0
 DEFAULT_MAX_INFLATED_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 
@@ -94,16 +98,22 @@ class LogReader:
         """Every segment that arrived on ``day`` (``YYYY-MM-DD``): one Dagster partition."""
         return self._segments(day_prefix(day, self.prefix))
 
-    def poll(self, cursor: LogCursor) -> tuple[list[SegmentInfo], LogCursor]:
+    def poll(self, cursor: LogCursor, *, now: datetime | None = None) -> tuple[list[SegmentInfo], LogCursor]:
         """Segments not handed out before, in key order, and the cursor to pass next time.
 
         Never skips a segment that lands within ``lookback`` of the newest arrival seen,
-        however late its upload, and never returns one twice.
+        however late its upload, and never returns one twice. Arrival times come from producers'
+        keys, so no key may move the cursor past the reader's own clock: a segment stamped more
+        than ``MAX_FUTURE_S`` after ``now`` is held back until it is due (see :meth:`future`);
+        were it taken, the cursor would jump ahead and never hand out the honest segments that
+        land behind it.
         """
+        now = now or datetime.now(UTC)
         after = None
         if cursor.watermark is not None:
             after = key_floor(cursor.watermark - self.lookback, self.prefix)
-        listed = self._segments(self.prefix + "/", after=after)
+        due = now + timedelta(seconds=MAX_FUTURE_S)
+        listed = [seg for seg in self._segments(self.prefix + "/", after=after) if seg.arrival <= due]
         new = [seg for seg in listed if seg.key not in cursor.seen]
         watermark = max([seg.arrival for seg in listed] + ([cursor.watermark] if cursor.watermark else []), default=None)
         if watermark is None:
@@ -111,6 +121,12 @@ class LogReader:
         horizon = watermark - self.lookback
         seen = frozenset(seg.key for seg in listed if seg.arrival >= horizon)
         return new, LogCursor(watermark=watermark, seen=seen)
+
+    def future(self, *, now: datetime | None = None) -> list[SegmentInfo]:
+        """Segments stamped too far ahead of ``now`` to be handed out yet (a producer's clock runs fast)."""
+        due = (now or datetime.now(UTC)) + timedelta(seconds=MAX_FUTURE_S)
+        return [seg for seg in self._segments(self.prefix + "/", after=key_floor(due, self.prefix))
+                if seg.arrival > due]
 
     def read_bytes(
         self, key: str, piece_bytes: int = 4 * 1024 * 1024, compressed: Iterator[bytes] | None = None
