@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,21 @@ class FakeTime:
 
 def settings(tmp_path: Path, budget: float = 60.0) -> Settings:
     return Settings(home=tmp_path, store="s3", s3=S3, store_retry_s=budget)
+
+
+def outcomes(*results: object, then: BaseException | None = None, calls: list[int] | None = None) -> Callable[[], object]:
+    """An attempt that raises or returns each of ``results`` in turn, then raises ``then`` for ever."""
+    queue = iter(results)
+
+    def attempt() -> object:
+        if calls is not None:
+            calls.append(len(calls) + 1)
+        outcome = next(queue, then)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return attempt
 
 
 @pytest.mark.parametrize(("error", "transient"), [
@@ -111,14 +127,7 @@ def test_progress_restarts_the_budget_and_other_errors_pass_through(tmp_path: Pa
 
 def test_retrying_returns_once_the_store_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("agentlake.storage.retry.time.sleep", lambda _s: None)
-    calls = iter([GenericError("reset"), OSError("AWS Error NETWORK_CONNECTION"), "listed"])
-
-    def attempt() -> str:
-        outcome = next(calls)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
+    attempt = outcomes(GenericError("reset"), OSError("AWS Error NETWORK_CONNECTION"), "listed")
     assert retrying(settings(tmp_path), "listing the log", attempt) == "listed"
 
 
@@ -149,13 +158,8 @@ def test_a_conflict_is_retried_with_short_pauses_then_aborts_the_stage_after_the
     policy = RetryPolicy(conflict_attempts=4)
     stage = StageRetry("ingesting arrival day 2026-11-20", policy=policy, clock=t.clock, sleep=t.sleep)
     calls: list[int] = []
-
-    def attempt() -> str:
-        calls.append(stage.attempts)
-        raise StaleHandle("Requirement failed: branch main has changed")
-
     with pytest.raises(StageAborted) as aborted:
-        stage.run(attempt)
+        stage.run(outcomes(then=StaleHandle("Requirement failed: branch main has changed"), calls=calls))
     assert calls == [1, 2, 3, 4] and stage.conflicts == 4
     assert len(t.sleeps) == 3 and all(0.0 <= s <= policy.conflict_pause_s * 3 for s in t.sleeps)
     assert "2026-11-20 conflicted with other writers 4 times; run it again" in str(aborted.value)
@@ -165,16 +169,9 @@ def test_a_conflict_is_retried_with_short_pauses_then_aborts_the_stage_after_the
 def test_a_conflict_that_clears_returns_the_result_and_counts_the_attempts() -> None:
     t = FakeTime()
     stage = StageRetry("x", clock=t.clock, sleep=t.sleep)
-    outcomes = iter([ValidationException("files were removed meanwhile"),
-                     ValueError("Cannot add snapshot with sequence number 7 older than last sequence number 7"),
-                     "committed"])
-
-    def attempt() -> str:
-        outcome = next(outcomes)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
+    attempt = outcomes(ValidationException("files were removed meanwhile"),
+                       ValueError("Cannot add snapshot with sequence number 7 older than last sequence number 7"),
+                       "committed")
     assert stage.run(attempt) == "committed"
     assert stage.attempts == 3 and stage.conflicts == 2 and stage.store_retries == 0
 
@@ -183,14 +180,10 @@ def test_a_transient_store_error_backs_off_exponentially_then_gives_up_after_the
     t = FakeTime()
     stage = StageRetry("deriving the facts of 2026-11-20", settings(tmp_path, budget=30.0), clock=t.clock,
                        sleep=t.sleep)
-    tries: list[float] = []
-
-    def attempt() -> None:
-        tries.append(t.now)
-        raise OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate.")
-
+    tries: list[int] = []
+    slow_down = OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate.")
     with pytest.raises(StoreUnavailable) as gave_up:
-        stage.run(attempt)
+        stage.run(outcomes(then=slow_down, calls=tries))
     assert t.now >= 30.0 and stage.store_retries == len(t.sleeps) == len(tries) - 1 >= 4
     assert t.sleeps[0] <= RetryPolicy().store_first_backoff_s
     assert t.sleeps[3] > t.sleeps[0]  # the pauses grow (each within half to all of a doubling backoff)
@@ -202,12 +195,8 @@ def test_a_transient_store_error_backs_off_exponentially_then_gives_up_after_the
 def test_a_store_outage_is_not_retried_by_a_stage_that_retries_conflicts_only() -> None:
     t = FakeTime()
     stage = StageRetry("compaction of raw.events", clock=t.clock, sleep=t.sleep)
-
-    def attempt() -> None:
-        raise GenericError("Generic S3 error: error sending request")
-
     with pytest.raises(GenericError):
-        stage.run(attempt)
+        stage.run(outcomes(then=GenericError("Generic S3 error: error sending request")))
     assert stage.attempts == 1 and t.sleeps == []
 
 
@@ -220,12 +209,8 @@ def test_a_store_outage_is_not_retried_by_a_stage_that_retries_conflicts_only() 
 def test_a_terminal_error_is_raised_at_once_without_a_pause(tmp_path: Path, error: Exception) -> None:
     t = FakeTime()
     stage = StageRetry("x", settings(tmp_path), clock=t.clock, sleep=t.sleep)
-
-    def attempt() -> None:
-        raise error
-
     with pytest.raises(type(error)) as raised:
-        stage.run(attempt)
+        stage.run(outcomes(then=error))
     assert raised.value is error and stage.attempts == 1 and t.sleeps == [] and stage.store_retries == 0
 
 
