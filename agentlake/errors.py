@@ -1,4 +1,11 @@
-"""AgentLake's exceptions: one class per failure, each message says what to do."""
+"""AgentLake's exceptions: one class per failure, each message says what to do.
+
+Whether trying again can cure a failure is a matter of its type, never of its message:
+:class:`TransientError` (the store misbehaving: wait and try again), :class:`CommitConflict`
+(another writer committed first: start the stage again from fresh table state) or
+:class:`TerminalError` (nothing to wait for). Foreign exceptions (obstore, pyarrow, pyiceberg)
+are sorted into the same three at one boundary, :func:`agentlake.storage.retry.classify`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,19 @@ class AgentLakeError(Exception):
     """Base class of every error AgentLake raises on purpose."""
 
 
-class ConfigError(AgentLakeError):
+class TransientError(Exception):
+    """Mixin: a failure that can heal by itself (an outage, a timeout); the stage backs off and tries again."""
+
+
+class TerminalError(Exception):
+    """Mixin: a failure that waiting does not cure (a bad setting, a missing object, a refused write)."""
+
+
+class CommitConflict(AgentLakeError):
+    """Another writer committed first: the stage starts again from fresh table state."""
+
+
+class ConfigError(TerminalError, AgentLakeError):
     """The environment does not describe a usable deployment (missing or unknown setting)."""
 
 
@@ -15,7 +34,7 @@ class StoreError(AgentLakeError):
     """The object store failed in a way retries did not cure."""
 
 
-class AlreadyExists(StoreError):
+class AlreadyExists(TerminalError, StoreError):
     """A write-once key already holds an object: log segments and artifacts are never overwritten."""
 
     def __init__(self, key: str) -> None:
@@ -25,7 +44,7 @@ class AlreadyExists(StoreError):
         self.key = key
 
 
-class ObjectNotFound(StoreError):
+class ObjectNotFound(TerminalError, StoreError):
     """The key names no object in the store."""
 
     def __init__(self, key: str) -> None:
@@ -33,35 +52,43 @@ class ObjectNotFound(StoreError):
         self.key = key
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(TransientError, StoreError):
     """The object store kept failing (5xx, SlowDown, timeouts, resets) for longer than retries wait."""
 
 
-class SegmentConflict(StoreError):
+class SegmentConflict(TerminalError, StoreError):
     """A segment key exists with different bytes than the producer tried to write."""
 
 
 class CorruptSegment(StoreError):
-    """A segment's bytes do not match the checksum its key carries."""
+    """A segment's bytes do not match the checksum its key carries.
+
+    Neither transient nor terminal: a damaged transfer is read again a few times
+    (:attr:`agentlake.storage.retry.RetryPolicy.corrupt_rereads`), then reported.
+    """
 
 
-class StageAborted(AgentLakeError):
-    """A stage gave up after repeated commit conflicts; run it again (nothing was lost or doubled)."""
+class StageAborted(TerminalError, AgentLakeError):
+    """A stage gave up after repeated commit conflicts; run it again (nothing was lost or doubled).
+
+    Terminal for the stage that raised it: its own retries are spent, so an enclosing loop does not
+    start it again (the run as a whole can be retried, by a person or by Dagster).
+    """
 
 
-class OversizedSegment(CorruptSegment):
+class OversizedSegment(TerminalError, StoreError):
     """A segment inflates past the bound the reader holds in memory (a compressed bomb, or not the SDK's)."""
 
 
-class InvalidSegmentKey(AgentLakeError):
+class InvalidSegmentKey(TerminalError, AgentLakeError):
     """An object under the log prefix does not have the shape of a segment key."""
 
 
-class InvalidProducer(AgentLakeError):
+class InvalidProducer(TerminalError, AgentLakeError):
     """A producer name the log cannot carry in its segment keys."""
 
 
-class InvalidEvent(AgentLakeError):
+class InvalidEvent(TerminalError, AgentLakeError):
     """An event failed validation; `reason` names the field and the problem."""
 
     def __init__(self, reason: str) -> None:
@@ -69,7 +96,7 @@ class InvalidEvent(AgentLakeError):
         self.reason = reason
 
 
-class OtlpFormatError(AgentLakeError):
+class OtlpFormatError(TerminalError, AgentLakeError):
     """An OTLP/JSON file is not a trace export the OpenTelemetry Collector would write."""
 
     def __init__(self, message: str, *, file: str | None = None, reason: str | None = None) -> None:

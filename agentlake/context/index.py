@@ -16,12 +16,11 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 
 from agentlake.context.assembly import ARTIFACT_PREFIX, ArtifactTampered, load_artifact
 from agentlake.context.query import SnapshotGone, snapshot_location
-from agentlake.errors import StageAborted
+from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy, StageRetry
 from agentlake.tables.files import write_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import TableDef, ensure_tables
@@ -83,7 +82,8 @@ class DayIndex:
                 "pins_gone": len(self.failing("pins_resolvable"))}
 
 
-def index_day(lake: Lake, day: str, *, run_id: str = "context-index", max_attempts: int = 20) -> DayIndex:
+def index_day(lake: Lake, day: str, *, run_id: str = "context-index",
+              retry: RetryPolicy = DEFAULT_POLICY) -> DayIndex:
     """Check every artifact created on ``day`` and replace the day's rows of ``context.artifacts``.
 
     Raises:
@@ -129,25 +129,22 @@ def index_day(lake: Lake, day: str, *, run_id: str = "context-index", max_attemp
     report.records = sum(r["record_count"] for r in rows)
     data = pa.Table.from_pylist(rows, schema=CONTEXT_ARTIFACTS.arrow_schema()) if rows else None
     properties = {"agentlake.run-id": run_id, "agentlake.partition": day, "agentlake.artifacts": str(len(rows))}
-    for attempt in range(1, max_attempts + 1):
+    def attempt() -> None:
         table = ensure_tables(lake.catalog, [CONTEXT_ARTIFACTS])[CONTEXT_ARTIFACTS.name]
         files = write_files(table, CONTEXT_ARTIFACTS, [data]) if data is not None else []
-        try:
-            with table.transaction() as tx:
-                if table.current_snapshot() is not None:
-                    tx.delete(_day_filter(day), snapshot_properties=properties)
-                if files:
-                    with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
-                        for data_file in files:
-                            append.append_data_file(data_file)
-        except CommitFailedException:
-            time.sleep(min(1.0, 0.05 * attempt))
-            continue
+        with table.transaction() as tx:
+            if table.current_snapshot() is not None:
+                tx.delete(_day_filter(day), snapshot_properties=properties)
+            if files:
+                with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
+                    for data_file in files:
+                        append.append_data_file(data_file)
         snapshot = table.current_snapshot()
         report.snapshot_id = snapshot.snapshot_id if snapshot else None
-        report.seconds = time.perf_counter() - started
-        return report
-    raise StageAborted(f"indexing the artifacts of {day} conflicted with other writers {max_attempts} times; run it again")
+
+    StageRetry(f"indexing the artifacts of {day}", policy=retry).run(attempt)
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def _day_filter(day: str) -> BooleanExpression:

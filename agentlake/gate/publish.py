@@ -21,7 +21,7 @@ published as it is by an explicit, recorded override (:func:`override`).
 
 from __future__ import annotations
 
-import time
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,21 +38,26 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import is_ancestor_of
 from pyiceberg.table.update.snapshot import ManageSnapshots
 
+from agentlake.errors import AgentLakeError, CommitConflict
+from agentlake.storage.retry import StageRetry
 from agentlake.storage.store import ObjectStore
 
 STAGED_PREFIX = "agentlake.staged."
 HELD_PREFIX = "agentlake.held."
 AUDIT_RECORDS = "audit/v1/publish/"
-PUBLISH_ATTEMPTS = 20
 
 Checkpoint = Callable[[str], None]
+_log = logging.getLogger(__name__)
 
 
-class MainMoved(CommitFailedException):
-    """``main`` moved after the batch was staged: the stage starts again, deduplicating against it."""
+class MainMoved(CommitConflict, CommitFailedException):
+    """``main`` moved after the batch was staged: the stage starts again, deduplicating against it.
+
+    Also a ``CommitFailedException``, so that a caller that handles pyiceberg's conflicts handles it too.
+    """
 
 
-class AlreadyPublished(Exception):
+class AlreadyPublished(CommitConflict):
     """Another writer published the same segments while this batch was audited: drop the branch, start over."""
 
 
@@ -161,10 +166,11 @@ def publish(
         CommitFailedException: every attempt conflicted with another writer.
     """
     name = table.name()[-1]
-    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-        if attempt > 1:
-            time.sleep(min(1.0, 0.02 * attempt))
-            table.refresh()
+    # Only this transaction's own conflicts are retried here; MainMoved and AlreadyPublished are
+    # conflicts of the whole stage, which starts again from fresh table state.
+    retry = StageRetry(f"publishing {staged.branch} to main of {'.'.join(table.name())}",
+                       aborted=CommitFailedException)
+    while True:
         if not still_wanted(table):
             discard(table, staged.branch)
             raise AlreadyPublished(f"{'.'.join(table.name())}: another writer published these segments first")
@@ -195,27 +201,39 @@ def publish(
                 tx.set_properties(to_set)
                 if to_remove:
                     tx.remove_properties(*to_remove)
-        except CommitFailedException:
+        except Exception as exc:  # sorted by the retry policy: anything but a conflict is re-raised
+            retry.failed(exc)
+            table.refresh()
             continue
         check(f"after-commit:{name}")
         snapshot = table.current_snapshot()
         assert snapshot is not None
         return snapshot.snapshot_id
-    raise CommitFailedException(f"publishing {staged.branch} conflicted {PUBLISH_ATTEMPTS} times")
 
 
 def discard(table: Table, branch: str) -> None:
-    """Remove a staging branch (its snapshots become unreferenced; expiry then removes them)."""
-    for _ in range(PUBLISH_ATTEMPTS):
+    """Remove a staging branch (its snapshots become unreferenced; expiry then removes them).
+
+    A branch that cannot be removed for conflicts is left in place, with a warning: it holds no
+    data of ``main`` and a later discard (or a person) removes it.
+    """
+    retry = StageRetry(f"removing branch {branch} of {'.'.join(table.name())}", aborted=_BranchLeft)
+
+    def attempt() -> None:
         table.refresh()
         if branch not in table.metadata.refs:
             return
-        try:
-            with table.transaction() as tx, ManageSnapshots(tx) as refs:
-                refs.remove_branch(branch)
-            return
-        except CommitFailedException:
-            time.sleep(0.05)
+        with table.transaction() as tx, ManageSnapshots(tx) as refs:
+            refs.remove_branch(branch)
+
+    try:
+        retry.run(attempt)
+    except _BranchLeft as exc:
+        _log.warning("%s; the branch stays until a later discard removes it", exc)
+
+
+class _BranchLeft(AgentLakeError):
+    """A staging branch could not be removed for conflicts (logged, never raised to a caller)."""
 
 
 # --- held batches --------------------------------------------------------------------------------
@@ -233,23 +251,22 @@ def held_days(properties: dict[str, str]) -> list[str]:
 
 def hold(table: Table, day: str, staged: Staged, segment_keys: list[str], record: dict[str, Any]) -> None:
     """Record the batch's segments as held (a table property only: ``main``'s snapshot does not change)."""
-    for _ in range(PUBLISH_ATTEMPTS):
+    retry = StageRetry(f"recording held batch {staged.branch}", aborted=CommitFailedException)
+
+    def attempt() -> set[str]:
+        if retry.attempts > 1:
+            table.refresh()
         current = held(table.properties, day)
         earlier = {current[k]["branch"] for k in segment_keys if k in current}
         for key in segment_keys:
             current[key] = {"branch": staged.branch, "snapshot_id": staged.snapshot_id, **record}
-        try:
-            with table.transaction() as tx:
-                tx.set_properties({HELD_PREFIX + day: orjson.dumps(current).decode()})
-        except CommitFailedException:
-            time.sleep(0.05)
-            table.refresh()
-            continue
-        # An earlier attempt at the same segments, held too: its branch is superseded by this one.
-        for branch in sorted(earlier - {v["branch"] for v in current.values()}):
-            discard(table, branch)
-        return
-    raise CommitFailedException(f"recording held batch {staged.branch} conflicted {PUBLISH_ATTEMPTS} times")
+        with table.transaction() as tx:
+            tx.set_properties({HELD_PREFIX + day: orjson.dumps(current).decode()})
+        return earlier - {v["branch"] for v in current.values()}
+
+    # An earlier attempt at the same segments, held too: its branch is superseded by this one.
+    for branch in sorted(retry.run(attempt)):
+        discard(table, branch)
 
 
 def without_held(properties: dict[str, str], day: str, segment_keys: list[str]) -> tuple[dict[str, str], tuple[str, ...]]:

@@ -22,6 +22,7 @@ from agentlake.errors import AlreadyExists, InvalidProducer, SegmentConflict
 from agentlake.log.events import encode_event
 from agentlake.log.reader import DEFAULT_LOOKBACK_S
 from agentlake.log.segments import LOG_PREFIX, SegmentInfo, checksum, segment_key
+from agentlake.storage.retry import DEFAULT_POLICY, is_transient, log_retry
 from agentlake.storage.store import ObjectStore
 
 # Defaults of the producer SDK (documented in the README).
@@ -222,11 +223,14 @@ class LogWriter:
                         "is used by two writers: give each writer its own id"
                     ) from None
                 break
-            except Exception:
+            except Exception as exc:  # put_once gave up on the store, or an error waiting cannot cure
                 attempt += 1
-                if attempt >= 8:
+                if attempt >= DEFAULT_POLICY.upload_attempts or not is_transient(exc):
                     raise
-                time.sleep(min(5.0, 0.1 * 2**attempt))
+                pause = min(DEFAULT_POLICY.write_max_backoff_s, DEFAULT_POLICY.write_first_backoff_s * 2**attempt)
+                log_retry(f"uploading segment {key!r}", "the upload failed", exc, pause,
+                          f"attempt {attempt} of {DEFAULT_POLICY.upload_attempts}")
+                time.sleep(pause)
                 if time.monotonic() - sealed > self.max_upload_lag_s:
                     arrival = self._clock()  # re-stamp: stay inside readers' lookback
         info = SegmentInfo.from_key(key, size=len(data))

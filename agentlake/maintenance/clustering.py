@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass
 
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 
 from agentlake.errors import StageAborted
+from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy, StageRetry
 from agentlake.tables.files import live_files
 from agentlake.tables.lake import Lake
 
@@ -41,7 +41,8 @@ class ClusterReport:
     seconds: float = 0.0
 
 
-def cluster_day(lake: Lake, table_name: str, day: str, *, column: str = "run_id", max_attempts: int = 20) -> ClusterReport:
+def cluster_day(lake: Lake, table_name: str, day: str, *, column: str = "run_id",
+                retry: RetryPolicy = DEFAULT_POLICY) -> ClusterReport:
     """Rewrite the live files of arrival day ``day`` of a table, sorted by ``column``.
 
     Raises:
@@ -49,11 +50,11 @@ def cluster_day(lake: Lake, table_name: str, day: str, *, column: str = "run_id"
     """
     started = time.perf_counter()
     report = ClusterReport(table_name, day)
-    for attempt in range(1, max_attempts + 1):
+    def attempt() -> None:
         table = lake.table(table_name)
         files = live_files(table, partition_day=day, data_only=True)
         if not files:
-            break
+            return
         data = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(
             [FileScanTask(f) for f in files]
         )
@@ -62,24 +63,19 @@ def cluster_day(lake: Lake, table_name: str, day: str, *, column: str = "run_id"
                                f"{sum(f.record_count for f in files)}; nothing was committed")
         keys = [(column, "ascending")] + [(c, "ascending") for c in ("event_id", "document_rank") if c in data.column_names]
         outputs = _write(table, data.sort_by(keys))
-        try:
-            with table.transaction() as tx:
-                properties = {"agentlake.maintenance": "cluster", "agentlake.partition": day,
-                              "agentlake.clustered-by": column}
-                with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
-                    for data_file in files:
-                        overwrite.delete_data_file(data_file)
-                    for data_file in outputs:
-                        overwrite.append_data_file(data_file)
-        except (CommitFailedException, ValidationException):
-            time.sleep(min(2.0, 0.05 * attempt))
-            continue
+        with table.transaction() as tx:
+            properties = {"agentlake.maintenance": "cluster", "agentlake.partition": day,
+                          "agentlake.clustered-by": column}
+            with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+                for data_file in files:
+                    overwrite.delete_data_file(data_file)
+                for data_file in outputs:
+                    overwrite.append_data_file(data_file)
         snapshot = table.current_snapshot()
         report.files_read, report.files_written, report.rows = len(files), len(outputs), data.num_rows
         report.snapshot_id = snapshot.snapshot_id if snapshot else None
-        break
-    else:
-        raise StageAborted(f"clustering {table_name} {day} conflicted with other writers {max_attempts} times; run it again")
+
+    StageRetry(f"clustering {table_name} {day}", policy=retry).run(attempt)
     report.seconds = time.perf_counter() - started
     return report
 

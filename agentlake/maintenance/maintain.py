@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
@@ -52,6 +52,7 @@ from agentlake.config import Settings
 from agentlake.context.pins import PIN_GRANULARITY_MS, Pin, historical_pins, retention_ms
 from agentlake.errors import AgentLakeError, ObjectNotFound
 from agentlake.maintenance.clustering import ROW_GROUP_ROWS
+from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy, StageRetry
 from agentlake.tables.files import Checkpoint, ManifestCache, file_day, live_files, referenced_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import ALL_TABLES
@@ -198,7 +199,7 @@ def compact(
     day: str | None = None,
     *,
     policy: CompactionPolicy | None = None,
-    max_attempts: int = 20,
+    retry: RetryPolicy = DEFAULT_POLICY,
     checkpoint: Checkpoint | None = None,
 ) -> CompactionReport:
     """Rewrite the small data files of a table (or of one arrival day's partition) into larger ones.
@@ -208,15 +209,18 @@ def compact(
     every file they replace is still live; otherwise they are deleted and the work planned again.
 
     Raises:
-        MaintenanceAborted: commits kept conflicting ``max_attempts`` times.
+        MaintenanceAborted: commits kept conflicting ``retry.conflict_attempts`` times.
     """
     policy = policy or CompactionPolicy()
     check = checkpoint or (lambda _stage: None)
     report = CompactionReport(table_name)
     started = time.perf_counter()
     rewritten: list[_Rewrite] = []
-    for attempt in range(1, max_attempts + 1):
-        report.attempts = attempt
+    stage = StageRetry(f"compaction of {table_name}", policy=retry, aborted=MaintenanceAborted)
+
+    def attempt() -> None:
+        nonlocal rewritten
+        report.attempts = stage.attempts
         table = lake.table(table_name)
         live = {f.file_path: f for f in live_files(table)}
         if rewritten and not all(path in live for r in rewritten for path in r.inputs):
@@ -226,14 +230,10 @@ def compact(
         if not rewritten:
             groups = _plan(table, list(live.values()), policy, day)
             if not groups:
-                break
+                return
             rewritten = [_rewrite(table, group, policy.target_file_bytes) for group in groups]
         check("before-commit:compaction")
-        try:
-            report.snapshot_id = _commit_rewrite(table, rewritten)
-        except (CommitFailedException, ValidationException):
-            time.sleep(min(2.0, 0.05 * attempt))
-            continue
+        report.snapshot_id = _commit_rewrite(table, rewritten)
         check("after-commit:compaction")
         report.partitions_compacted = len({r.partition for r in rewritten})
         report.files_rewritten = sum(len(r.inputs) for r in rewritten)
@@ -241,12 +241,12 @@ def compact(
         report.rows_rewritten = sum(r.rows for r in rewritten)
         report.bytes_rewritten = sum(r.input_bytes for r in rewritten)
         report.bytes_written = sum(o.file_size_in_bytes for r in rewritten for o in r.outputs)
-        break
-    else:
+
+    try:
+        stage.run(attempt)
+    except MaintenanceAborted:
         _delete_written(lake.table(table_name).io, rewritten)
-        raise MaintenanceAborted(
-            f"compaction of {table_name} conflicted with other writers {max_attempts} times; run it again"
-        )
+        raise
     report.seconds = time.perf_counter() - started
     return report
 
@@ -384,7 +384,7 @@ def expire(
     policy: RetentionPolicy | None = None,
     *,
     delete_files: bool = True,
-    max_attempts: int = 20,
+    retry: RetryPolicy = DEFAULT_POLICY,
     checkpoint: Checkpoint | None = None,
 ) -> ExpiryReport:
     """Expire the table's snapshots that the retention policy no longer keeps.
@@ -396,7 +396,7 @@ def expire(
     (see :func:`empty_trash`).
 
     Raises:
-        MaintenanceAborted: commits kept conflicting ``max_attempts`` times.
+        MaintenanceAborted: commits kept conflicting ``retry.conflict_attempts`` times.
     """
     policy = policy or RetentionPolicy()
     check = checkpoint or (lambda _stage: None)
@@ -405,8 +405,10 @@ def expire(
     cutoff_ms = now_ms - int(policy.keep_hours * 3600 * 1000)
     report = ExpiryReport(table_name)
     started = time.perf_counter()
-    for attempt in range(1, max_attempts + 1):
-        report.attempts = attempt
+    stage = StageRetry(f"expiry of {table_name}", policy=retry, aborted=MaintenanceAborted)
+
+    def attempt() -> None:
+        report.attempts = stage.attempts
         table = lake.table(table_name)
         metadata = table.metadata
         report.snapshots_before = len(metadata.snapshots)
@@ -415,28 +417,23 @@ def expire(
         doomed = [s.snapshot_id for s in metadata.snapshots if s.timestamp_ms < cutoff_ms and s.snapshot_id not in protected]
         if not doomed:
             report.snapshots_kept = len(metadata.snapshots)
-            break
+            return
         expired_snapshots = [s for s in metadata.snapshots if s.snapshot_id in set(doomed)]
         updates: list[Any] = [RemoveSnapshotsUpdate(snapshot_ids=doomed)]  # type: ignore[call-arg]
         requirement: Any = _AssertSafeToExpire(snapshot_ids=doomed)
         check("before-commit:expiry")
-        try:
-            with table.transaction() as tx:
-                # pyiceberg's own ExpireSnapshots checks nothing at commit time: a tag made between
-                # loading and committing would be dropped with its snapshot. This requirement is
-                # checked against the catalog's current metadata inside the commit.
-                tx._apply(tuple(updates), (requirement,))
-        except CommitFailedException:
-            time.sleep(min(2.0, 0.05 * attempt))
-            continue
+        with table.transaction() as tx:
+            # pyiceberg's own ExpireSnapshots checks nothing at commit time: a tag made between
+            # loading and committing would be dropped with its snapshot. This requirement is
+            # checked against the catalog's current metadata inside the commit.
+            tx._apply(tuple(updates), (requirement,))
         report.snapshots_expired = len(doomed)
         report.snapshots_kept = len(table.metadata.snapshots)
         if delete_files:
             report.files_deferred, report.bytes_deferred = _defer_unreferenced(
                 lake, lake.table(table_name), expired_snapshots, now_ms)
-        break
-    else:
-        raise MaintenanceAborted(f"expiry of {table_name} conflicted with other writers {max_attempts} times; run it again")
+
+    stage.run(attempt)
     if delete_files:
         emptied = empty_trash(lake, table_name, now=now)
         report.trash_records_due, report.files_spared = emptied.records_due, emptied.files_spared

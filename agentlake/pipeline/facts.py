@@ -13,14 +13,12 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from agentlake.errors import StageAborted
 from agentlake.pipeline.stage import IngestOptions, IngestReport
-from agentlake.storage.retry import StoreRetry
+from agentlake.storage.retry import StageRetry
 from agentlake.tables.files import commit, day_bounds, one_of, read_rows, summary, write_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import DayLedger, read_ledger
@@ -172,26 +170,12 @@ def rebuild_facts(lake: Lake, day: str, options: IngestOptions | None = None) ->
 def _with_retries(attempt: Callable[[], IngestReport], lake: Lake, options: IngestOptions, what: str) -> IngestReport:
     """Run the stage until it commits: again on a commit conflict, and with backoff while the store fails."""
     started = time.perf_counter()
-    store = StoreRetry(lake.settings, f"deriving the {what}")
-    conflicts = 0
-    n = 0
-    while True:
-        n += 1
-        try:
-            report = attempt()
-            report.attempts = n
-            report.store_retries = store.retries
-            report.seconds = time.perf_counter() - started
-            return report
-        except CommitFailedException:
-            conflicts += 1
-            if conflicts >= options.max_attempts:
-                raise StageAborted(
-                    f"the {what} conflicted with other writers {options.max_attempts} times; run it again"
-                ) from None
-            time.sleep(min(2.0, 0.05 * conflicts))
-        except Exception as exc:  # StoreRetry.failed re-raises anything but the store misbehaving
-            store.failed(exc)
+    retry = StageRetry(f"deriving the {what}", lake.settings, policy=options.retry)
+    report = retry.run(attempt)
+    report.attempts = retry.attempts
+    report.store_retries = retry.store_retries
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool) -> IngestReport:

@@ -30,18 +30,16 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, BooleanExpression
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from agentlake.errors import StageAborted
 from agentlake.log.events import EVENT_ARROW_SCHEMA
 from agentlake.log.parse import parse_run
 from agentlake.log.reader import ReadAhead
 from agentlake.log.segments import SegmentInfo
 from agentlake.pipeline.stage import IngestOptions, IngestReport
-from agentlake.storage.retry import StoreRetry, retrying
+from agentlake.storage.retry import StageRetry, retrying
 from agentlake.tables.files import (
     Checkpoint,
     commit,
@@ -113,37 +111,25 @@ class _Batch:
 
 def _ingest_day(lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions) -> IngestReport:
     committed = IngestReport()  # what earlier attempts committed before a later one failed
-    store = StoreRetry(lake.settings, f"ingesting arrival day {day}")
-    conflicts = 0
-    attempt = 0
-    while True:
-        attempt += 1
+    retry = StageRetry(f"ingesting arrival day {day}", lake.settings, policy=options.retry)
+
+    def attempt() -> IngestReport:
         before = dict(committed.snapshots)
         try:
-            report = _attempt_day(lake, day, segments, options, committed)
-        except CommitFailedException:
-            # Another writer committed first: start the day again from fresh table state.
-            conflicts += 1
-            if conflicts >= options.max_attempts:
-                raise StageAborted(
-                    f"ingesting arrival day {day} conflicted with other writers {options.max_attempts} times; "
-                    "run it again"
-                ) from None
-            time.sleep(min(2.0, 0.05 * conflicts))
-            continue
-        except Exception as exc:  # StoreRetry.failed re-raises anything but the store misbehaving
-            # Nothing of a failed attempt is visible (each commit is atomic) and the next one
-            # reads the ledgers again, so it only does what is still missing.
+            return _attempt_day(lake, day, segments, options, committed)
+        finally:
+            # Nothing of a failed attempt is visible (each commit is atomic) and the next one reads
+            # the ledgers again, so it only does what is still missing; a commit that landed is progress.
             if committed.snapshots != before:
-                store.progressed()
-            store.failed(exc)
-            continue
-        for name in ("rows", "duplicates", "quarantined", "conflicts"):
-            setattr(report, name, getattr(committed, name))
-        report.snapshots = dict(committed.snapshots)
-        report.attempts = attempt
-        report.store_retries = store.retries
-        return report
+                retry.progressed()
+
+    report = retry.run(attempt)
+    for name in ("rows", "duplicates", "quarantined", "conflicts"):
+        setattr(report, name, getattr(committed, name))
+    report.snapshots = dict(committed.snapshots)
+    report.attempts = retry.attempts
+    report.store_retries = retry.store_retries
+    return report
 
 
 def _attempt_day(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentlake.gate.suites import QualityPolicy
+from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy
 from agentlake.tables.files import Checkpoint
 
 DEFAULT_DEDUP_WINDOW_DAYS = 1
@@ -25,7 +26,7 @@ class IngestOptions:
     partition: str | None = None
     dedup_window_days: int = DEFAULT_DEDUP_WINDOW_DAYS
     chunk_bytes: int = 16 * 1024 * 1024
-    max_attempts: int = 20
+    retry: RetryPolicy = DEFAULT_POLICY  # how conflicts and store outages are retried
     checkpoint: Checkpoint | None = None
     # The write-audit-publish gate of raw.events (agentlake.gate); None commits straight to main.
     quality: QualityPolicy | None = None

@@ -12,8 +12,6 @@ writing already there has succeeded (the first attempt landed, its response was 
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,8 +23,8 @@ from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionEr
 from obstore.store import LocalStore, S3Store
 
 from agentlake.config import S3Settings, Settings
-from agentlake.errors import AlreadyExists, ObjectNotFound, StoreUnavailable
-from agentlake.storage.retry import describe_s3, is_transient
+from agentlake.errors import AlreadyExists, ObjectNotFound
+from agentlake.storage.retry import DEFAULT_POLICY, StoreRetry, describe_s3
 
 # Timeouts of one S3 request: connecting, and the whole request (retried when they expire).
 S3_CONNECT_TIMEOUT_S = 5.0
@@ -130,28 +128,19 @@ class ObjectStore:
             AlreadyExists: the key holds another object; it is left untouched.
             StoreUnavailable: the store kept failing for ``retry_timeout_s``.
         """
-        started = time.monotonic()
-        backoff = 0.1
-        failed: BaseException | None = None
+        retry = StoreRetry(None, f"writing {key!r}", store=self.where, budget_s=self._retry_timeout_s,
+                           first_backoff_s=DEFAULT_POLICY.write_first_backoff_s,
+                           max_backoff_s=DEFAULT_POLICY.write_max_backoff_s)
         while True:
             try:
                 obstore.put(self._inner, key, data, mode="create")
                 return
             except (AlreadyExistsError, PreconditionError) as exc:
-                if failed is not None and self._holds(key, data):
+                if retry.retries and self._holds(key, data):
                     return
                 raise AlreadyExists(key) from exc
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                failed = exc
-            if time.monotonic() - started >= self._retry_timeout_s:
-                raise StoreUnavailable(
-                    f"writing {key!r} to the object store ({self.where}) kept failing for "
-                    f"{self._retry_timeout_s:g}s; check that the store is reachable, then write again"
-                ) from failed
-            time.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # sorted by the retry policy: only the store misbehaving is retried
+                retry.failed(exc)
 
     def _holds(self, key: str, data: bytes) -> bool:
         try:

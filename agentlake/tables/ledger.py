@@ -17,12 +17,13 @@ from typing import Any
 
 import orjson
 
+from agentlake.errors import AgentLakeError, TerminalError
 from agentlake.log.segments import SegmentInfo
 
 LEDGER_PREFIX = "agentlake.ledger."
 
 
-class LedgerCorrupt(Exception):
+class LedgerCorrupt(TerminalError, AgentLakeError):
     """A segment partly overlaps what the ledger holds: segments are ingested whole or not at all."""
 
 
