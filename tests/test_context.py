@@ -452,3 +452,39 @@ def test_context_reads_only_published_data(tmp_path: Path) -> None:
     assert result.records["result"].num_rows == 5
     assert "staged-1" not in result.records["result"].column("event_id").to_pylist()
     assert result.manifest["pins"]["raw.events"] == staged.base_snapshot_id  # main's head, not the branch's
+
+
+def test_replay_trusts_no_pointer_and_no_data_file_it_cannot_verify(tmp_path: Path) -> None:
+    from agentlake.context.assembly import run_prefix
+    from agentlake.tables.files import live_files
+
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0) + _run_events("r2", T0))
+    first = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage")
+    second = assemble(lake, _spec("r2"), run_id="r2", agent_id="triage")
+    ingest_pending_then_facts(lake)  # the context_assembled events reach raw.events
+    (honest,) = replay(lake, "r1")
+    assert honest.status == REPRODUCIBLE and honest.log_verified is True
+
+    # r1's pointer redirected to r2's manifest: REPRODUCIBLE for the wrong run, unless checked.
+    (pointer,) = lake.store.list(run_prefix("r1"))
+    lake.store.put_overwrite(pointer.key, second.artifact.key.encode())
+    (redirected,) = replay(lake, "r1")
+    assert redirected.status == TAMPERED and "leads to the manifest of run 'r2'" in redirected.text()
+    lake.store.put_overwrite(pointer.key, first.artifact.key.encode())
+
+    # A data file of a pinned snapshot replaced (same rows, other values), then deleted.
+    events = lake.table("raw.events")
+    (victim,) = [f for f in live_files(events, events.snapshot_by_id(first.manifest["pins"]["raw.events"]))
+                 if f.record_count][:1]
+    path = Path(victim.file_path.removeprefix("file://"))
+    original = pq.read_table(path)
+    forged = original.set_column(original.schema.get_field_index("decision_label"), "decision_label",
+                                 pa.array(["approve"] * original.num_rows, original.schema.field("decision_label").type))
+    pq.write_table(forged, path)
+    (replaced,) = replay(lake, first.artifact.key)
+    assert replaced.status == TAMPERED, replaced.text()
+    assert any(str(path) in p or "changed in place" in p for p in replaced.problems), replaced.problems
+    path.unlink()
+    (deleted,) = replay(lake, first.artifact.key)
+    assert deleted.status == TAMPERED and any(str(path) in p and "missing" in p for p in deleted.problems), deleted.text()

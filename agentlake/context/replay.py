@@ -14,10 +14,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import orjson
 import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import And
+from pyiceberg.serializers import FromInputFile
+from pyiceberg.table import Table
 
 from agentlake.context.assembly import (
+    ARTIFACT_PREFIX,
     ArtifactTampered,
     ContextEngine,
     ContextError,
@@ -27,8 +32,11 @@ from agentlake.context.assembly import (
     records_hash,
     row_digests,
 )
-from agentlake.context.query import Pins, SnapshotGone
+from agentlake.context.query import Pins, SnapshotGone, snapshot_location
+from agentlake.tables.files import one_of
 from agentlake.tables.lake import Lake
+from agentlake.tables.schemas import EVENTS
+from agentlake.tables.verify import verify_files
 
 MAX_KEYS_LISTED = 50
 
@@ -76,6 +84,8 @@ class ReplayReport:
     diffs: list[PartDiff] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Whether a context_assembled event of the run in raw.events names this manifest (None: not checked).
+    log_verified: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -112,17 +122,56 @@ class ReplayReport:
 def replay(lake: Lake, ref: str, *, at_current: bool = False, engine: ContextEngine | None = None) -> list[ReplayReport]:
     """Replay every artifact ``ref`` names (an artifact's URI or key, or a run id).
 
+    A run's artifacts are reached through mutable pointers, so none is taken on their word: a
+    manifest that names another run, or that no ``context_assembled`` event of its run names in
+    ``raw.events``, is reported as tampered.
+
     Raises:
         ArtifactNotFound: ``ref`` names no artifact.
     """
     owned = engine is None
     engine = engine or ContextEngine(lake)
+    by_run = ARTIFACT_PREFIX + "/dt=" not in ref
     try:
-        return [replay_artifact(lake, key, at_current=at_current, engine=engine)
-                for key in artifact_keys(lake.store, ref)]
+        reports = [replay_artifact(lake, key, at_current=at_current, engine=engine)
+                   for key in artifact_keys(lake.store, ref)]
     finally:
         if owned:
             engine.close()
+    for report in reports:
+        if report.run_id == "?":
+            continue  # the manifest itself did not load: already tampered
+        if by_run and report.run_id != ref:
+            report.status = TAMPERED
+            report.problems.append(f"the pointer of run {ref!r} leads to the manifest of run {report.run_id!r}: "
+                                   "a pointer was redirected")
+        _check_against_log(lake, report)
+    return reports
+
+
+def _check_against_log(lake: Lake, report: ReplayReport) -> None:
+    """Hold the manifest against the ``context_assembled`` events its run wrote to the log."""
+    try:
+        events = lake.table(EVENTS.name).scan(
+            row_filter=And(one_of("run_id", [report.run_id]), one_of("type", ["context_assembled"])),
+            selected_fields=("attributes",),
+        ).to_arrow()
+    except NoSuchTableError:
+        events = None
+    named = set()
+    for attributes in (events.column("attributes").to_pylist() if events is not None else []):
+        try:
+            named.add(orjson.loads(attributes or "{}").get("artifact_key"))
+        except orjson.JSONDecodeError:
+            continue
+    if not named:
+        report.log_verified = False  # not ingested yet: nothing in the lake to hold it against
+        return
+    report.log_verified = report.artifact_key in named
+    if not report.log_verified:
+        report.status = TAMPERED
+        report.problems.append(f"no context_assembled event of run {report.run_id!r} in raw.events names this "
+                               f"manifest (the log names {', '.join(sorted(str(k) for k in named))})")
 
 
 def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: ContextEngine) -> ReplayReport:
@@ -171,6 +220,8 @@ def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: C
     except ContextError as exc:
         report.status = UNREPLAYABLE
         report.problems.append(f"the request no longer runs: {exc}")
+        if not at_current:
+            _check_pinned_files(lake, tables, pins, report)
         report.seconds = time.perf_counter() - started
         return report
     hashes = {name: records_hash(table) for name, table in records.items()}
@@ -190,8 +241,36 @@ def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: C
                                    "records hash: the tables are intact, the artifact's file is not")
     elif report.actual_hash != report.expected_hash:
         report.status = DIFFERS
+        if not at_current:  # a pinned snapshot's data never changes: a different answer means its files did
+            _check_pinned_files(lake, tables, pins, report, differs=True)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_pinned_files(lake: Lake, tables: dict[str, Table], pins: Pins, report: ReplayReport, *,
+                        differs: bool = False) -> None:
+    """Read the data files of the pinned snapshots; a file that is not what its manifest says means tampering."""
+    found: list[str] = []
+    for name, snapshot_id in pins.items():
+        if snapshot_id is None:
+            continue
+        table = tables[name]
+        snapshot = table.metadata.snapshot_by_id(snapshot_id)
+        if snapshot is None:
+            try:
+                location = snapshot_location(lake, table, name, snapshot_id)
+            except SnapshotGone:
+                continue  # already reported as gone
+            snapshot = FromInputFile.table_metadata(table.io.new_input(location)).snapshot_by_id(snapshot_id)
+        if snapshot is not None:
+            found += [f"{name} snapshot {snapshot_id}: {problem}" for problem in verify_files(table, snapshot).problems]
+    if found:
+        report.status = TAMPERED
+        report.problems += [f"data file changed under a pinned snapshot: {problem}" for problem in found]
+    elif differs:
+        report.status = TAMPERED
+        report.problems.append("the records differ at the pinned snapshots, though every data file has the size and "
+                               "row count its manifest recorded: a file's content was changed in place")
 
 
 def _tables_of(request: Any, part: str, default: list[str]) -> list[str]:
