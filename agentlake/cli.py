@@ -221,15 +221,18 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.pipeline.reconcile import reconcile
     from agentlake.tables.lake import Lake
 
-    results = reconcile(Lake(ctx.settings, store=ctx.store), args.date)
+    results = reconcile(Lake(ctx.settings, store=ctx.store), args.date, verify=args.verify)
     lines = []
     for r in results:
         state = "balanced" if r.balanced else "NOT BALANCED"
         lines.append(
             f"{r.day}: {state}: lines {r.lines_in_log} = rows {r.rows} + quarantined {r.quarantined} "
-            f"+ duplicates {r.duplicates} (+ pending {r.lines_pending}); segments {r.segments_in_log}, "
-            f"missing {len(r.segments_missing)}, pending {r.segments_pending}"
+            f"+ duplicates {r.duplicates} + held {r.lines_held} (+ pending {r.lines_pending}); "
+            f"segments {r.segments_in_log}, missing {len(r.segments_missing)}, held {r.segments_held}, "
+            f"pending {r.segments_pending}" + (f"; data files read {r.files_checked}" if r.verified else "")
         )
+        lines += [f"  missing: {key}" for key in r.segments_missing]
+        lines += [f"  tampered: {problem}" for problem in r.file_problems]
     _out(args, {"days": [r.as_dict() for r in results]}, "\n".join(lines) or "the log is empty")
     return 0 if all(r.balanced for r in results) else 1
 
@@ -327,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reconcile", parents=[common], help="check lines = rows + quarantined + duplicates per day")
     p.add_argument("--date", help="one arrival day (YYYY-MM-DD)")
+    p.add_argument("--verify", action="store_true",
+                   help="also read every data file (size and row count against its manifest), not only metadata")
     p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("maintain", parents=[common], help="compact small files and expire old unpinned snapshots now")

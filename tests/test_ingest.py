@@ -665,3 +665,27 @@ def test_one_bad_line_never_blocks_the_day(tmp_path: Path, kind: str) -> None:
     report = ingest_pending_then_facts(lake)
     assert report.quarantined == 1 and report.rows == written.valid
     assert_balanced(lake, days=1)
+
+
+@pytest.mark.integration
+def test_reconcile_verify_reads_the_data_files_that_metadata_counts_cannot_see(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentlake.cli import main
+    from agentlake.tables.files import live_files
+
+    lake = new_lake(tmp_path)
+    with LogWriter(lake.store, "verify", background_flush=False) as writer:
+        for line in demo_lines(3, 20, DAY0 + timedelta(hours=9)):
+            writer.append_line(line)
+    ingest_pending(lake)
+    assert all(day.balanced for day in reconcile(lake, verify=True))
+    (victim, *_rest) = live_files(lake.table("raw.events"), data_only=True)
+    path = Path(victim.file_path.removeprefix("file://"))
+    path.unlink()  # gone from under the table: count(*) and the ledgers still say all is well
+    assert all(day.balanced for day in reconcile(lake))
+    (day,) = [d for d in reconcile(lake, verify=True) if d.file_problems]
+    assert not day.balanced and day.verified and any(str(path) in p and "missing" in p for p in day.file_problems)
+    monkeypatch.setenv("AGENTLAKE_HOME", str(lake.settings.home))
+    assert main(["reconcile", "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "NOT BALANCED" in out and f"tampered: {victim.file_path}" in out

@@ -96,7 +96,9 @@ def test_batch_rule_failure_publishes_nothing_and_keeps_the_batch_inspectable(tm
     assert record["branch"] == branch and record["failed"] == ["quarantine_share_below_threshold"]
     assert lake.table(QUARANTINE.name).scan().to_arrow().num_rows == 0
     (day,) = reconcile(lake, good.dt)
-    assert day.balanced and day.segments_held == 1 and not day.segments_missing
+    # Every line is accounted for (the held ones among them), but the day is not balanced while held.
+    assert day.accounted and not day.balanced and not day.segments_missing
+    assert (day.segments_held, day.lines_held) == (1, bad.lines)
     # The next ingest of other segments is not blocked (the held batch is retried on its own).
     newer = log.segment([event(i, "n") for i in range(5)], minutes=2)
     report = ingest(lake, [bad, newer], gated("third"))
@@ -407,4 +409,4 @@ def test_a_retry_releases_the_good_segments_a_failed_batch_held_back(tmp_path: P
     assert list(held(lake.table(EVENTS.name).properties, good.dt)) == [bad.key]
     assert len(staged_branches(lake.table(EVENTS.name))) == 1  # superseded branches are removed
     (day,) = reconcile(lake, good.dt)
-    assert day.balanced and day.segments_held == 1
+    assert day.accounted and not day.balanced and (day.segments_held, day.lines_held) == (1, bad.lines)

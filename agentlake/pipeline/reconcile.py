@@ -11,6 +11,7 @@ from agentlake.tables.files import day_bounds
 from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import ledger_days, read_ledger
 from agentlake.tables.schemas import EVENTS, QUARANTINE
+from agentlake.tables.verify import verify_files
 
 
 @dataclass
@@ -30,35 +31,49 @@ class DayReconciliation:
     lines_held: int = 0
     ledger_rows: int = 0
     ledger_quarantined: int = 0
+    verified: bool = False  # the day's data files were read (``verify``), not only their metadata counts
+    files_checked: int = 0
+    file_problems: list[str] = field(default_factory=list)  # data files that are not what their manifests say
+
+    @property
+    def accounted(self) -> bool:
+        """Every line of the log is a row, a quarantined line, a duplicate, pending or held; the ledgers agree."""
+        return (
+            self.lines_in_log - self.lines_pending == self.rows + self.quarantined + self.duplicates + self.lines_held
+            and self.rows == self.ledger_rows
+            and self.quarantined == self.ledger_quarantined
+        )
 
     @property
     def balanced(self) -> bool:
         """Every line of the segments the tables hold is a row, a quarantined line or a duplicate,
-        no segment was skipped, and the ledgers agree with the tables.
+        no segment was skipped or held back, the ledgers agree with the tables and (when verified)
+        every data file is what its manifest says.
 
         Segments that arrived after the newest one ingested are pending, not missing: the next
-        ingest takes them. Segments whose batch failed its audit are held, not missing.
+        ingest takes them. Segments whose batch failed its audit are held: accounted for, but not
+        balanced until they are published or their batch is fixed.
         """
-        return (
-            not self.segments_missing
-            and self.lines_in_log - self.lines_pending - self.lines_held == self.rows + self.quarantined + self.duplicates
-            and self.rows == self.ledger_rows
-            and self.quarantined == self.ledger_quarantined
-        )
+        return self.accounted and not self.segments_missing and not self.segments_held and not self.file_problems
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "balanced": self.balanced}
 
 
-def reconcile(lake: Lake, day: str | None = None) -> list[DayReconciliation]:
+def reconcile(lake: Lake, day: str | None = None, *, verify: bool = False) -> list[DayReconciliation]:
     """Reconcile one arrival day, or every day found in the log or the tables.
 
     Read-only, so read again from the start while the object store fails (see :mod:`agentlake.storage.retry`).
+
+    Args:
+        verify: also read every data file of the day (size and Parquet footer against its manifest);
+            without it, rows are counted from the tables' metadata, which a deleted or rewritten file
+            does not change.
     """
-    return retrying(lake.settings, f"reconciling {day or 'every arrival day'}", lambda: _reconcile(lake, day))
+    return retrying(lake.settings, f"reconciling {day or 'every arrival day'}", lambda: _reconcile(lake, day, verify))
 
 
-def _reconcile(lake: Lake, day: str | None) -> list[DayReconciliation]:
+def _reconcile(lake: Lake, day: str | None, verify: bool) -> list[DayReconciliation]:
     events = lake.table(EVENTS.name)
     quarantine = lake.table(QUARANTINE.name)
     if day is not None:
@@ -89,6 +104,12 @@ def _reconcile(lake: Lake, day: str | None) -> list[DayReconciliation]:
         result.duplicates = ledger.duplicates
         result.ledger_rows = ledger.rows
         result.ledger_quarantined = qledger.quarantined
+        if verify:
+            result.verified = True
+            for table in (events, quarantine):
+                check = verify_files(table, partition_day=d)
+                result.files_checked += check.files
+                result.file_problems += check.problems
         results.append(result)
     return results
 

@@ -30,10 +30,14 @@ class FileCheck:
         return not self.problems
 
 
-def verify_files(table: Table, snapshot: Snapshot | None = None) -> FileCheck:
-    """Read every live data file of ``snapshot`` (default: the current one) and compare it to its manifest."""
+def verify_files(table: Table, snapshot: Snapshot | None = None, *, partition_day: str | None = None) -> FileCheck:
+    """Read every live data file of ``snapshot`` (default: the current one) and compare it to its manifest.
+
+    Args:
+        partition_day: only the files of this arrival day.
+    """
     check = FileCheck()
-    for data_file in live_files(table, snapshot, data_only=True):
+    for data_file in live_files(table, snapshot, partition_day=partition_day, data_only=True):
         check.files += 1
         path = data_file.file_path
         try:
