@@ -146,12 +146,14 @@ def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
     options = IngestOptions(quality=QualityPolicy.from_settings(ctx.settings))
     report = ingest_pending_then_facts(Lake(ctx.settings, store=ctx.store), options, day=args.date)
     data = report.as_dict()
-    _out(args, data, (
-        f"ingested {report.segments} segment(s), {report.lines} lines: {report.rows} rows, "
-        f"{report.quarantined} quarantined, {report.duplicates} duplicates "
-        f"({report.segments_skipped} segment(s) already held) in {report.seconds:.2f}s"
-    ))
-    return 0
+    text = (f"ingested {report.segments} segment(s), {report.lines} lines: {report.rows} rows, "
+            f"{report.quarantined} quarantined, {report.duplicates} duplicates "
+            f"({report.segments_skipped} segment(s) already in the tables) in {report.seconds:.2f}s")
+    if report.segments_held:
+        text += (f"\nthe quality gate held {report.segments_held} segment(s), {report.lines_held} lines: nothing of "
+                 "them is published; list them with `agentlake publish` (they are retried by the next ingest)")
+    _out(args, data, text)
+    return 1 if report.segments_held else 0
 
 
 def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:

@@ -253,6 +253,7 @@ def _held_by_audit(
     if outcome is None:
         return False
     report.segments_held += len(segments)
+    report.lines_held += sum(s.lines for s in segments)
     report.gate.append({**outcome.as_dict(), "table": tdef.name})
     return True
 

@@ -431,6 +431,7 @@ def _gate(
         # Nothing of a held batch publishes: its quarantined lines wait with it.
         keys = {s.key for s in batch.events_todo}
         report.segments_held += len(keys)
+        report.lines_held += sum(s.lines for s in batch.events_todo)
         report.rows -= sum(before[k]["rows"] for k in keys)
         report.duplicates -= sum(before[k]["duplicates"] for k in keys)
         report.quarantined -= sum(before[k]["quarantined"] for k in keys if k in {s.key for s in batch.quarantine_todo})
