@@ -83,13 +83,13 @@ def test_batch_rule_failure_publishes_nothing_and_keeps_the_batch_inspectable(tm
     assert events.current_snapshot().snapshot_id == before.snapshot_id  # main did not move
     assert report.segments_held == 1 and report.rows == 0
     (outcome,) = report.gate
-    assert outcome["held"] and "quarantine_share_below_threshold" in outcome["audit"]["batch_failures"]
+    assert outcome.held and "quarantine_share_below_threshold" in outcome.audit.batch_failures
     assert main_ids(lake) == sorted(f"e{i}" for i in range(20))
     # The staged rows can be read by branch and by snapshot id.
-    branch = outcome["branch"]
+    branch = outcome.branch
     assert branch.startswith("agentlake.staged.second.") and branch in staged_branches(events)
     on_branch = events.scan().use_ref(branch).to_arrow().column("event_id").to_pylist()
-    by_id = events.scan(snapshot_id=outcome["staged_snapshot_id"]).to_arrow().column("event_id").to_pylist()
+    by_id = events.scan(snapshot_id=outcome.staged_snapshot_id).to_arrow().column("event_id").to_pylist()
     assert sorted(on_branch) == sorted(by_id) == sorted([f"e{i}" for i in range(20)] + [f"b{i}" for i in range(10)])
     # The held record names the branch and the rule; nothing of the batch reached raw.quarantine.
     record = held(events.properties, good.dt)[bad.key]
@@ -131,9 +131,9 @@ def test_bad_rows_are_quarantined_with_their_rule_and_the_rest_publishes(tmp_pat
         "feedback_score_in_unit_interval"]
     assert quarantine.column("line").to_pylist()[0] == lines[3]  # the line as it is in the log
     (gate,) = report.gate
-    results = {r["rule"]: r for r in gate["audit"]["results"]}
-    assert results["type_allowed"]["unexpected_count"] == 1 and results["type_allowed"]["samples"] == ["teleport"]
-    assert results["row_count_matches_log"]["passed"]
+    results = {r.rule: r for r in gate.audit.results}
+    assert results["type_allowed"].unexpected_count == 1 and results["type_allowed"].samples == ["teleport"]
+    assert results["row_count_matches_log"].passed
     snapshot = lake.table(EVENTS.name).current_snapshot()
     assert snapshot.summary["agentlake.audit.dropped-rows"] == "5"  # main's head: the branch without them
     assert not staged_branches(lake.table(EVENTS.name))  # the branch was published and removed
