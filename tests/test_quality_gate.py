@@ -83,13 +83,13 @@ def test_batch_rule_failure_publishes_nothing_and_keeps_the_batch_inspectable(tm
     assert events.current_snapshot().snapshot_id == before.snapshot_id  # main did not move
     assert report.segments_held == 1 and report.rows == 0
     (outcome,) = report.gate
-    assert outcome["held"] and "quarantine_share_below_threshold" in outcome["audit"]["batch_failures"]
+    assert outcome.held and "quarantine_share_below_threshold" in outcome.audit.batch_failures
     assert main_ids(lake) == sorted(f"e{i}" for i in range(20))
     # The staged rows can be read by branch and by snapshot id.
-    branch = outcome["branch"]
+    branch = outcome.branch
     assert branch.startswith("agentlake.staged.second.") and branch in staged_branches(events)
     on_branch = events.scan().use_ref(branch).to_arrow().column("event_id").to_pylist()
-    by_id = events.scan(snapshot_id=outcome["staged_snapshot_id"]).to_arrow().column("event_id").to_pylist()
+    by_id = events.scan(snapshot_id=outcome.staged_snapshot_id).to_arrow().column("event_id").to_pylist()
     assert sorted(on_branch) == sorted(by_id) == sorted([f"e{i}" for i in range(20)] + [f"b{i}" for i in range(10)])
     # The held record names the branch and the rule; nothing of the batch reached raw.quarantine.
     record = held(events.properties, good.dt)[bad.key]
@@ -133,9 +133,9 @@ def test_bad_rows_are_quarantined_with_their_rule_and_the_rest_publishes(tmp_pat
         "feedback_score_in_unit_interval"]
     assert quarantine.column("line").to_pylist()[0] == lines[3]  # the line as it is in the log
     (gate,) = report.gate
-    results = {r["rule"]: r for r in gate["audit"]["results"]}
-    assert results["type_allowed"]["unexpected_count"] == 1 and results["type_allowed"]["samples"] == ["teleport"]
-    assert results["row_count_matches_log"]["passed"]
+    results = {r.rule: r for r in gate.audit.results}
+    assert results["type_allowed"].unexpected_count == 1 and results["type_allowed"].samples == ["teleport"]
+    assert results["row_count_matches_log"].passed
     snapshot = lake.table(EVENTS.name).current_snapshot()
     assert snapshot.summary["agentlake.audit.dropped-rows"] == "5"  # main's head: the branch without them
     assert not staged_branches(lake.table(EVENTS.name))  # the branch was published and removed
@@ -410,3 +410,83 @@ def test_a_retry_releases_the_good_segments_a_failed_batch_held_back(tmp_path: P
     assert len(staged_branches(lake.table(EVENTS.name))) == 1  # superseded branches are removed
     (day,) = reconcile(lake, good.dt)
     assert day.accounted and not day.balanced and (day.segments_held, day.lines_held) == (1, bad.lines)
+
+
+@pytest.mark.unit
+def test_every_expectation_of_a_suite_carries_its_severity_description_and_rule_name() -> None:
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.expectations import Expectation
+
+    from agentlake.gate.suites import BATCH, ROW, events_suite, facts_suite
+
+    events = events_suite(POLICY, expected_rows=3)
+    assert isinstance(events.expectations, ExpectationSuite) and events.name == "agentlake.raw.events"
+    assert events_suite(POLICY).expectations is events.expectations  # built once per process and policy
+    for suite in (events, facts_suite("facts.llm_calls"), facts_suite("facts.agent_runs")):
+        for expectation in suite.expectations.expectations:
+            assert isinstance(expectation, Expectation)
+            assert expectation.description and expectation.meta and expectation.meta["rule"]
+            assert expectation.severity.value in ("warning", "critical")
+    levels = {r.name: (r.level, r.expectation) for r in events.rules}
+    assert levels["type_allowed"] == (ROW, "ExpectColumnValuesToBeInSet")
+    assert levels["ts_after_fleet_epoch"] == (ROW, "ExpectColumnValuesToBeBetween")
+    assert levels["quarantine_share_below_threshold"] == (BATCH, "ExpectColumnValuesToBeBetween")
+    assert levels["row_count_matches_log"] == (BATCH, "ExpectTableRowCountToEqual")
+    by_rule = {(e.meta or {})["rule"]: e for e in events.expectations.expectations}
+    assert by_rule["type_allowed"].severity.value == "warning"
+    assert by_rule["event_id_unique"].severity.value == "critical"
+    assert by_rule["quarantine_share_below_threshold"].description == "at most 30% of the batch's lines are quarantined"
+    assert {r.level for r in facts_suite("facts.feedback").rules} == {BATCH}  # fact rules all hold the batch
+
+
+def test_a_staged_snapshot_has_its_validation_result_and_data_docs_page_and_the_check_links_them(
+    tmp_path: Path,
+) -> None:
+    from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, materialize
+
+    from agentlake.gate.validations import data_docs_key, read_validation
+    from assets.ingest import ingest_log
+    from platform_defs.resources import LakeResource
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    lake = new_lake(tmp_path)
+    writer = LogWriter(lake.store, "docs", background_flush=False, clock=lambda: today + timedelta(minutes=5))
+    ts = (today + timedelta(minutes=4)).isoformat()
+    for i in range(8):
+        writer.append_line(event(i, "d", ts=ts, type="teleport" if i == 2 else "llm_call"))
+    seg = writer.flush()
+    assert seg is not None
+    result = materialize([ingest_log], partition_key=seg.dt, resources={"lake": LakeResource(home=str(tmp_path / "home"))},
+                         instance=DagsterInstance.ephemeral(),
+                         run_config={"ops": {"ingest_log": {"config": {"segments": [seg.key]}}}})
+    assert result.success
+    (staged,) = [m.materialization for m in result.get_asset_materialization_events()
+                 if m.materialization.asset_key == AssetKey(["raw", "events_staged"])]
+    snapshot_id = int(staged.metadata["staged_snapshot_id"].value)
+    # The GX result of the staged snapshot, as Great Expectations serialises it.
+    kept = read_validation(lake.store, EVENTS.name, snapshot_id)
+    assert kept["suite_name"] == "agentlake.raw.events" and kept["meta"]["staged_snapshot_id"] == str(snapshot_id)
+    assert kept["meta"]["branch"] == staged.metadata["branch"].value
+    by_rule = {r["expectation_config"]["meta"]["rule"]: r for r in kept["results"]}
+    assert not by_rule["type_allowed"]["success"] and by_rule["type_allowed"]["result"]["unexpected_count"] == 1
+    assert by_rule["type_allowed"]["expectation_config"]["severity"] == "warning"
+    assert by_rule["row_count_matches_log"]["success"]
+    assert by_rule["row_count_matches_log"]["expectation_config"]["kwargs"]["value"] == 8
+    # Its Data Docs page, rendered by GX, names the suite and the expectations.
+    page = lake.store.get(data_docs_key(EVENTS.name, snapshot_id)).decode()
+    assert "agentlake.raw.events" in page and "teleport" in page and "<html" in page.lower()
+    # Every check links to both.
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    check = checks["quality_type_allowed"]
+    assert not check.passed and check.severity == AssetCheckSeverity.WARN  # a row rule warns; the rest published
+    assert check.metadata["severity"].value == "warning" and main_ids(lake) == sorted(f"d{i}" for i in range(8) if i != 2)
+    assert check.metadata["data_docs"].value == lake.store.uri(data_docs_key(EVENTS.name, snapshot_id))
+    assert check.metadata["validation_result"].value.endswith(f"audit/v1/validations/raw.events/{snapshot_id}.json")
+    assert staged.metadata["data_docs"].value == check.metadata["data_docs"].value
+    # The CLI's --json answer carries the typed outcome as plain JSON, links included.
+    writer.clock = lambda: today + timedelta(minutes=6)  # type: ignore[method-assign]
+    writer.append_line(event(9, "d", ts=ts))
+    more = writer.flush()
+    assert more is not None
+    (answer,) = orjson.loads(orjson.dumps(ingest(lake, [more], gated("more")).as_dict()))["gate"]
+    assert answer["table"] == EVENTS.name and answer["audit"]["passed"] and answer["data_docs"].endswith(".html")

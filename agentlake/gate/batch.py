@@ -8,6 +8,9 @@ Called by ingestion (:mod:`agentlake.pipeline.ingest`) in place of a direct comm
    the segments are recorded as held (not in the ledger, so a later run can take them);
 4. otherwise rows that broke a **row** rule are dropped from the branch (they go to quarantine with
    the rule's name) and ``main`` moves to the branch with the updated ledger, in one transaction.
+
+Every audit's Great Expectations validation result and its Data Docs page are kept beside the
+staged snapshot (:mod:`agentlake.gate.validations`); the outcome (:class:`GateOutcome`) names them.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from agentlake.gate.suites import (
     EVENT_AUDIT_COLUMNS,
     AuditResult,
     QualityPolicy,
+    RuleResult,
     Suite,
     describe_failure,
     event_audit_frame,
@@ -45,7 +49,9 @@ from agentlake.gate.suites import (
     schema_breaking_changes,
     validate,
 )
+from agentlake.gate.validations import KeptValidation, keep_validation
 from agentlake.log.segments import SegmentInfo
+from agentlake.storage.store import ObjectStore
 from agentlake.tables.ledger import DayLedger, read_ledger
 from agentlake.tables.schemas import EVENTS
 
@@ -65,8 +71,9 @@ class BadRow:
 
 @dataclass
 class GateOutcome:
-    """What the gate did with one batch."""
+    """What the gate did with one batch of one table: where it was staged, its audit, and whether it published."""
 
+    table: str
     branch: str
     staged_snapshot_id: int
     audit: AuditResult
@@ -74,10 +81,19 @@ class GateOutcome:
     held: bool = False
     override: str | None = None
     bad_rows: list[BadRow] = field(default_factory=list)
+    validation: KeptValidation | None = None  # the GX result and Data Docs page, when kept in a store
+
+    @property
+    def results(self) -> list[RuleResult]:
+        """Each expectation's outcome on this batch."""
+        return self.audit.results
 
     def as_dict(self) -> dict[str, Any]:
-        return {"table": EVENTS.name, "branch": self.branch, "staged_snapshot_id": self.staged_snapshot_id,
+        """JSON-serialisable (the CLI's ``--json``)."""
+        return {"table": self.table, "branch": self.branch, "staged_snapshot_id": self.staged_snapshot_id,
                 "published_snapshot_id": self.published_snapshot_id, "held": self.held, "override": self.override,
+                "validation_result": self.validation.result_uri if self.validation else None,
+                "data_docs": self.validation.page_uri if self.validation else None,
                 "audit": self.audit.as_dict()}
 
 
@@ -96,6 +112,7 @@ def gate_events(
     check: Checkpoint,
     rewrite: Callable[[list[pa.Table]], list[DataFile]],
     override: str | None = None,
+    store: ObjectStore | None = None,
 ) -> GateOutcome:
     """Write, audit and publish (or hold) one day's batch of ``raw.events`` rows.
 
@@ -105,6 +122,7 @@ def gate_events(
         make_ledger: the day's ledger with the batch's segments added (from ``counts``), given
             the ledger ``main`` holds now.
         override: publish even if a batch rule failed, for this recorded reason.
+        store: where the validation result and its Data Docs page are kept (none: not kept).
 
     Raises:
         CommitFailedException: another writer published these segments first; start the day again.
@@ -140,13 +158,11 @@ def gate_events(
 
     suite = events_suite(policy, expected_rows=expected)
     audit = validate(suite, frame.drop("segment_key", "line_offset"), batch_figures)
+    outcome = GateOutcome(EVENTS.name, staged.branch, staged.snapshot_id, audit, override=override)
+    outcome.validation = _keep(store, outcome, run_id)
     check("after-audit:events")
-    outcome = GateOutcome(staged.branch, staged.snapshot_id, audit, override=override)
     if not audit.passed and override is None:
-        hold(table, day, staged, sorted(keys), {
-            "run_id": run_id, "failed": audit.batch_failures, "rows": frame.height,
-            "audit": [r.as_dict() for r in audit.results if not r.passed],
-        })
+        hold(table, day, staged, sorted(keys), _held_record(outcome, run_id, frame.height))
         outcome.held = True
         return outcome
     if audit.bad_rows:
@@ -183,6 +199,21 @@ def gate_events(
     for branch in sorted(earlier - still_held):
         discard(table, branch)
     return outcome
+
+
+def _keep(store: ObjectStore | None, outcome: GateOutcome, run_id: str) -> KeptValidation | None:
+    if store is None:
+        return None
+    return keep_validation(store, outcome.table, outcome.staged_snapshot_id, outcome.audit,
+                           {"branch": outcome.branch, "run_id": run_id})
+
+
+def _held_record(outcome: GateOutcome, run_id: str, rows: int) -> dict[str, Any]:
+    record: dict[str, Any] = {"run_id": run_id, "failed": outcome.audit.batch_failures, "rows": rows,
+                              "audit": [r.as_dict() for r in outcome.audit.results if not r.passed]}
+    if outcome.validation is not None:
+        record["validation_result"] = outcome.validation.result_key
+    return record
 
 
 def _publish_properties(
@@ -234,13 +265,15 @@ def audit_fact_batch(
     *,
     run_id: str,
     snapshot_properties: dict[str, str],
+    store: ObjectStore | None = None,
 ) -> GateOutcome | None:
     """Audit a fact table's batch (written, not committed: readers cannot see it) before its commit.
 
     Returns:
         None if the batch may be committed; otherwise the outcome of holding it: its files are
         committed to a staging branch for inspection and its segments recorded as held, so the
-        table's ledger does not take them and the next facts run tries them again.
+        table's ledger does not take them and the next facts run tries them again. With a
+        ``store``, the held batch's validation result and Data Docs page are kept there.
     """
     from agentlake.gate.suites import fact_audit_frame, facts_suite
     from agentlake.tables.files import one_of
@@ -261,8 +294,7 @@ def audit_fact_batch(
     if audit.passed:
         return None
     staged = stage(table, files, branch_name(run_id, day), {**snapshot_properties, "agentlake.staged": "true"})
-    hold(table, day, staged, sorted(s.key for s in segments), {
-        "run_id": run_id, "failed": audit.batch_failures, "rows": rows.num_rows,
-        "audit": [r.as_dict() for r in audit.results if not r.passed],
-    })
-    return GateOutcome(staged.branch, staged.snapshot_id, audit, held=True)
+    outcome = GateOutcome(name, staged.branch, staged.snapshot_id, audit, held=True)
+    outcome.validation = _keep(store, outcome, run_id)
+    hold(table, day, staged, sorted(s.key for s in segments), _held_record(outcome, run_id, rows.num_rows))
+    return outcome

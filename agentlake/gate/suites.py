@@ -1,26 +1,34 @@
-"""Data-quality suites as code: one Great Expectations suite per table, run on exactly the rows a commit adds.
+"""Data-quality suites as code: one Great Expectations ``ExpectationSuite`` per table, run on exactly the rows a commit adds.
 
-Each rule is a named Great Expectations expectation at one of two levels:
+Each rule is a Great Expectations expectation object with its ``severity``, ``description`` and its
+name in ``meta["rule"]``. The severity is the rule's level:
 
-- **row**: a row that breaks it goes to ``raw.quarantine`` with the rule's name; the rest publish.
-- **batch**: a batch that breaks it publishes nothing; its staged data stays on its branch.
+- **row** (``severity="warning"``): a row that breaks it goes to ``raw.quarantine`` with the rule's
+  name; the rest publish.
+- **batch** (``severity="critical"``): a batch that breaks it publishes nothing; its staged data
+  stays on its branch.
 
-Great Expectations has no polars data source, so the rows are converted to pandas at the edge,
-with only the columns the suite reads plus a few derived ones (the lead of ``ts`` over the
-segment's arrival, document score bounds, whether ``main`` already holds an ``event_id``).
-``import great_expectations`` takes seconds: it happens only in :func:`validate`, on the audit
-path, never when this module is imported.
+A suite runs through a ``ValidationDefinition`` and a ``Checkpoint`` on an ephemeral context with a
+pandas data source (Great Expectations has no polars source, so the rows are converted to pandas at
+the edge, with only the columns the suite reads plus a few derived ones: the lead of ``ts`` over
+the segment's arrival, document score bounds, whether ``main`` already holds an ``event_id``). The
+context, the suites and their checkpoints are made once per process; what changes per batch (the
+expected row count) is an expectation parameter (``{"$PARAMETER": ...}``). ``import
+great_expectations`` takes seconds: it happens only when a suite is first built, never when this
+module is imported. The outcome of one run is a single ``ExpectationSuiteValidationResult`` for the
+whole suite, as Great Expectations would report it, kept with the audit (:class:`AuditResult`).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
@@ -28,11 +36,22 @@ import pyarrow as pa
 from agentlake.config import Settings
 from agentlake.log.events import EVENT_TYPES
 
+if TYPE_CHECKING:
+    from great_expectations.checkpoint import Checkpoint
+    from great_expectations.core import ExpectationSuite, ExpectationSuiteValidationResult
+    from great_expectations.expectations import Expectation
+
 ROW = "row"
 BATCH = "batch"
+SEVERITY = {ROW: "warning", BATCH: "critical"}  # a rule's level is its expectation's severity
+LEVEL = {severity: level for level, severity in SEVERITY.items()}
+ROWS_FRAME, BATCH_FRAME = "rows", "batch"  # which frame a rule reads: the batch's rows, or its one-row figures
 STATUSES = ("ok", "error", "cancelled", "timeout")
 SAMPLE_VALUES = 5
 PER_COLUMN_ROWS = 50_000  # from this many rows on, each column is validated on its own
+# The full lists of unexpected values and indexes are read for quarantine, then dropped from the
+# kept result: the rows themselves are in raw.quarantine, the result keeps a few samples.
+_BULKY_RESULT_KEYS = ("unexpected_list", "unexpected_index_list", "unexpected_index_query")
 
 @dataclass(frozen=True)
 class QualityPolicy:
@@ -51,25 +70,39 @@ class QualityPolicy:
 
 @dataclass(frozen=True)
 class Rule:
-    """One named check: a Great Expectations expectation, its level and what it means."""
+    """One expectation of a suite as the gate and the UI name it: rule name, level and meaning."""
 
     name: str
     level: str
-    expectation: str  # a class name in great_expectations.expectations
-    kwargs: Mapping[str, Any]
+    expectation: str  # the class name in great_expectations.expectations
+    column: str | None
     description: str
-    on: str = "rows"  # "rows": the batch's rows; "batch": the one-row frame of batch figures
+    frame: str = ROWS_FRAME
+
+    @classmethod
+    def of(cls, expectation: Expectation) -> Rule:
+        meta = expectation.meta or {}
+        return cls(name=meta["rule"], level=LEVEL[str(expectation.severity.value)],
+                   expectation=type(expectation).__name__, column=getattr(expectation, "column", None),
+                   description=expectation.description or "", frame=meta.get("frame", ROWS_FRAME))
+
 
 @dataclass(frozen=True)
 class Suite:
-    """The rules a table's new rows must pass."""
+    """A table's Great Expectations suite and the parameters of the batch it is about to validate."""
 
     table: str
-    rules: tuple[Rule, ...]
+    expectations: ExpectationSuite
+    parameters: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return f"agentlake.{self.table}"
+        return str(self.expectations.name)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return tuple(Rule.of(e) for e in self.expectations.expectations)
+
 
 @dataclass
 class RuleResult:
@@ -88,15 +121,21 @@ class RuleResult:
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+
 @dataclass
 class AuditResult:
-    """What the suite found: every rule's outcome, and which rows broke which row rule."""
+    """What the suite found: every expectation's outcome, and which rows broke which row rule.
+
+    ``validation`` is the run as Great Expectations reports it (one ``ExpectationSuiteValidationResult``
+    for the whole suite), kept beside the staged snapshot by :mod:`agentlake.gate.validations`.
+    """
 
     suite: str
     rows: int
     results: list[RuleResult] = field(default_factory=list)
     bad_rows: dict[int, list[str]] = field(default_factory=dict)  # row index -> rules it broke
     seconds: float = 0.0
+    validation: ExpectationSuiteValidationResult | None = field(default=None, repr=False, compare=False)
 
     @property
     def batch_failures(self) -> list[str]:
@@ -112,62 +151,86 @@ class AuditResult:
                 "rows_quarantined": len(self.bad_rows), "seconds": round(self.seconds, 3),
                 "results": [r.as_dict() for r in self.results]}
 
-def _not_null(column: str) -> Rule:
-    return Rule(f"{column}_not_null", ROW, "ExpectColumnValuesToNotBeNull", {"column": column},
-                f"every row has a {column}")
 
-def _at_least_zero(column: str, name: str) -> Rule:
-    return Rule(name, ROW, "ExpectColumnValuesToBeBetween", {"column": column, "min_value": 0},
-                f"{column} is not negative")
+def _gxe() -> Any:
+    import great_expectations.expectations as gxe
 
-def events_suite(policy: QualityPolicy, *, expected_rows: int) -> Suite:
-    """The suite of ``raw.events``: row rules quarantine single rows, batch rules hold the whole batch."""
-    return Suite("raw.events", (
-        *(_not_null(c) for c in ("event_id", "run_id", "agent_id", "type", "ts")),
-        Rule("type_allowed", ROW, "ExpectColumnValuesToBeInSet", {"column": "type", "value_set": list(EVENT_TYPES)},
-             "type is one of the known event types"),
-        Rule("status_allowed", ROW, "ExpectColumnValuesToBeInSet", {"column": "status", "value_set": list(STATUSES)},
-             "status, when given, is one of " + ", ".join(STATUSES)),
-        _at_least_zero("input_tokens", "input_tokens_non_negative"),
-        _at_least_zero("output_tokens", "output_tokens_non_negative"),
-        _at_least_zero("latency_ms", "latency_non_negative"),
-        Rule("feedback_score_in_unit_interval", ROW, "ExpectColumnValuesToBeBetween",
-             {"column": "feedback_score", "min_value": 0, "max_value": 1}, "feedback scores lie in [0, 1]"),
-        Rule("document_score_in_unit_interval", ROW, "ExpectColumnValuesToBeBetween",
-             {"column": "document_score_min", "min_value": 0, "max_value": 1},
-             "retrieved documents' scores lie in [0, 1] (lowest score)"),
-        Rule("document_score_max_in_unit_interval", ROW, "ExpectColumnValuesToBeBetween",
-             {"column": "document_score_max", "min_value": 0, "max_value": 1},
-             "retrieved documents' scores lie in [0, 1] (highest score)"),
-        Rule("ts_after_fleet_epoch", ROW, "ExpectColumnValuesToBeBetween",
-             {"column": "ts_epoch_s", "min_value": policy.fleet_epoch.timestamp()},
-             f"ts is not before the agent fleet existed ({policy.fleet_epoch.isoformat()})"),
-        Rule("ts_not_in_future", ROW, "ExpectColumnValuesToBeBetween",
-             {"column": "ts_lead_s", "max_value": policy.future_skew_s},
-             f"ts is at most {policy.future_skew_s:g} s after its segment arrived"),
-        Rule("event_id_unique", BATCH, "ExpectColumnValuesToBeUnique", {"column": "event_id_hash"},
-             "event_id is unique within the batch (checked on a 64-bit hash: a collision holds the batch, "
-             "it never lets a repeat through)"),
-        Rule("event_id_new_to_main", BATCH, "ExpectColumnValuesToBeInSet",
-             {"column": "event_id_on_main", "value_set": [False]}, "main does not hold the batch's event_ids yet"),
-        Rule("row_count_matches_log", BATCH, "ExpectTableRowCountToEqual", {"value": expected_rows},
-             "rows = the segments' lines - quarantined - duplicates"),
-        Rule("quarantine_share_below_threshold", BATCH, "ExpectColumnValuesToBeBetween",
-             {"column": "quarantine_share", "min_value": 0, "max_value": policy.max_quarantine_share},
-             f"at most {policy.max_quarantine_share:.0%} of the batch's lines are quarantined", on="batch"),
-        Rule("schema_additive", BATCH, "ExpectColumnValuesToBeInSet",
-             {"column": "schema_breaking_changes", "value_set": [0]},
-             "the table's schema is unchanged or evolved only by added columns", on="batch"),
-    ))
-
-def _batch_at_least_zero(column: str) -> Rule:
-    return Rule(f"{column}_non_negative", BATCH, "ExpectColumnValuesToBeBetween", {"column": column, "min_value": 0},
-                f"{column} is not negative")
+    return gxe
 
 
-def _batch_unit_interval(column: str) -> Rule:
-    return Rule(f"{column}_in_unit_interval", BATCH, "ExpectColumnValuesToBeBetween",
-                {"column": column, "min_value": 0, "max_value": 1}, f"{column} lies in [0, 1]")
+def _not_null(gxe: Any, column: str, level: str = ROW) -> Expectation:
+    return gxe.ExpectColumnValuesToNotBeNull(
+        column=column, severity=SEVERITY[level], description=f"every row has a {column}",
+        meta={"rule": f"{column}_not_null"})
+
+
+def _at_least_zero(gxe: Any, column: str, name: str, level: str = ROW) -> Expectation:
+    return gxe.ExpectColumnValuesToBeBetween(
+        column=column, min_value=0, severity=SEVERITY[level], description=f"{column} is not negative",
+        meta={"rule": name})
+
+
+def _unit_interval(gxe: Any, column: str, name: str, description: str, level: str = ROW) -> Expectation:
+    return gxe.ExpectColumnValuesToBeBetween(
+        column=column, min_value=0, max_value=1, severity=SEVERITY[level], description=description,
+        meta={"rule": name})
+
+
+def events_suite(policy: QualityPolicy, *, expected_rows: int | None = None) -> Suite:
+    """The suite of ``raw.events`` for a batch of ``expected_rows`` rows: row rules quarantine single
+    rows, batch rules hold the whole batch. The suite itself is built once per process and policy."""
+    return Suite("raw.events", _events_expectations(policy), {"expected_rows": expected_rows})
+
+
+@functools.cache
+def _events_expectations(policy: QualityPolicy) -> ExpectationSuite:
+    import great_expectations as gx
+
+    gxe = _gxe()
+    row, batch = SEVERITY[ROW], SEVERITY[BATCH]
+    return gx.ExpectationSuite(name="agentlake.raw.events", expectations=[
+        *(_not_null(gxe, c) for c in ("event_id", "run_id", "agent_id", "type", "ts")),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="type", value_set=list(EVENT_TYPES), severity=row,
+            description="type is one of the known event types", meta={"rule": "type_allowed"}),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="status", value_set=list(STATUSES), severity=row,
+            description="status, when given, is one of " + ", ".join(STATUSES), meta={"rule": "status_allowed"}),
+        _at_least_zero(gxe, "input_tokens", "input_tokens_non_negative"),
+        _at_least_zero(gxe, "output_tokens", "output_tokens_non_negative"),
+        _at_least_zero(gxe, "latency_ms", "latency_non_negative"),
+        _unit_interval(gxe, "feedback_score", "feedback_score_in_unit_interval", "feedback scores lie in [0, 1]"),
+        _unit_interval(gxe, "document_score_min", "document_score_in_unit_interval",
+                       "retrieved documents' scores lie in [0, 1] (lowest score)"),
+        _unit_interval(gxe, "document_score_max", "document_score_max_in_unit_interval",
+                       "retrieved documents' scores lie in [0, 1] (highest score)"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="ts_epoch_s", min_value=policy.fleet_epoch.timestamp(), severity=row,
+            description=f"ts is not before the agent fleet existed ({policy.fleet_epoch.isoformat()})",
+            meta={"rule": "ts_after_fleet_epoch"}),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="ts_lead_s", max_value=policy.future_skew_s, severity=row,
+            description=f"ts is at most {policy.future_skew_s:g} s after its segment arrived",
+            meta={"rule": "ts_not_in_future"}),
+        gxe.ExpectColumnValuesToBeUnique(
+            column="event_id_hash", severity=batch,
+            description="event_id is unique within the batch (checked on a 64-bit hash: a collision holds the "
+            "batch, it never lets a repeat through)", meta={"rule": "event_id_unique"}),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="event_id_on_main", value_set=[False], severity=batch,
+            description="main does not hold the batch's event_ids yet", meta={"rule": "event_id_new_to_main"}),
+        gxe.ExpectTableRowCountToEqual(
+            value={"$PARAMETER": "expected_rows"}, severity=batch,
+            description="rows = the segments' lines - quarantined - duplicates", meta={"rule": "row_count_matches_log"}),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="quarantine_share", min_value=0, max_value=policy.max_quarantine_share, severity=batch,
+            description=f"at most {policy.max_quarantine_share:.0%} of the batch's lines are quarantined",
+            meta={"rule": "quarantine_share_below_threshold", "frame": BATCH_FRAME}),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="schema_breaking_changes", value_set=[0], severity=batch,
+            description="the table's schema is unchanged or evolved only by added columns",
+            meta={"rule": "schema_additive", "frame": BATCH_FRAME}),
+    ])
 
 
 # Per fact table: the columns checked for range, beyond the keys every fact table has.
@@ -185,20 +248,34 @@ _FACT_RANGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # (not neg
 def facts_suite(table: str) -> Suite:
     """The suite of a fact table. Its rows derive from raw.events rows that passed their suite, so every
     rule is a batch rule: a failure means the derivation is wrong, and the table's batch is held."""
+    return Suite(table, _facts_expectations(table))
+
+
+@functools.cache
+def _facts_expectations(table: str) -> ExpectationSuite:
+    import great_expectations as gx
+
+    gxe = _gxe()
     non_negative, unit = _FACT_RANGES[table]
-    keys: tuple[Rule, ...] = (
-        Rule("run_id_not_null", BATCH, "ExpectColumnValuesToNotBeNull", {"column": "run_id"}, "every row has a run_id"),
-        Rule("run_id_known", BATCH, "ExpectColumnValuesToBeInSet", {"column": "run_id_known", "value_set": [True]},
-             "every row's run_id is in facts.agent_runs or among the raw.events rows of the same batch"),
-    )
+    batch = SEVERITY[BATCH]
+    keys: list[Expectation] = [
+        _not_null(gxe, "run_id", BATCH),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="run_id_known", value_set=[True], severity=batch,
+            description="every row's run_id is in facts.agent_runs or among the raw.events rows of the same batch",
+            meta={"rule": "run_id_known"}),
+    ]
     if table == "facts.agent_runs":
-        keys += (Rule("run_id_unique", BATCH, "ExpectColumnValuesToBeUnique", {"column": "run_id_hash"},
-                      "one row per run in the batch (checked on a 64-bit hash of run_id)"),)
+        keys.append(gxe.ExpectColumnValuesToBeUnique(
+            column="run_id_hash", severity=batch,
+            description="one row per run in the batch (checked on a 64-bit hash of run_id)",
+            meta={"rule": "run_id_unique"}))
     else:
-        keys += (Rule("event_id_not_null", BATCH, "ExpectColumnValuesToNotBeNull", {"column": "event_id"},
-                      "every row has an event_id"),)
-    return Suite(table, keys + tuple(_batch_at_least_zero(c) for c in non_negative)
-                 + tuple(_batch_unit_interval(c) for c in unit))
+        keys.append(_not_null(gxe, "event_id", BATCH))
+    return gx.ExpectationSuite(name=f"agentlake.{table}", expectations=[
+        *keys, *(_at_least_zero(gxe, c, f"{c}_non_negative", BATCH) for c in non_negative),
+        *(_unit_interval(gxe, c, f"{c}_in_unit_interval", f"{c} lies in [0, 1]", BATCH) for c in unit),
+    ])
 
 
 def fact_audit_frame(table: str, rows: pa.Table, known_runs: pl.Series) -> pl.DataFrame:
@@ -251,6 +328,11 @@ def schema_breaking_changes(before: Any, after: Any) -> list[str]:
 # --- running a suite with Great Expectations ------------------------------------------------------
 
 _CONTEXT_LOCK = threading.Lock()
+_RESULT_FORMAT = {"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_VALUES}
+# (id of the suite, frame, column or None, rule names) -> (the suite, kept alive so its id is not reused; checkpoint)
+_CHECKPOINTS: dict[tuple[int, str, str | None, tuple[str, ...]], tuple[ExpectationSuite, Checkpoint]] = {}
+_NAMES = itertools.count()
+
 
 @functools.cache
 def _context() -> tuple[Any, Any]:
@@ -267,6 +349,7 @@ def _context() -> tuple[Any, Any]:
     asset = context.data_sources.add_pandas("agentlake").add_dataframe_asset("batch")
     return context, asset.add_batch_definition_whole_dataframe("whole")
 
+
 def warm_up() -> threading.Thread:
     """Import Great Expectations on a background thread, so that an audit later in the run need not wait."""
 
@@ -278,77 +361,111 @@ def warm_up() -> threading.Thread:
     thread.start()
     return thread
 
+
+def _checkpoint(suite: Suite, frame: str, column: str | None, rules: list[Rule]) -> Checkpoint:
+    """The checkpoint that validates ``rules`` of ``suite`` on one frame (made once per process)."""
+    key = (id(suite.expectations), frame, column, tuple(r.name for r in rules))
+    with _CONTEXT_LOCK:
+        if key not in _CHECKPOINTS:
+            import great_expectations as gx
+
+            context, definition = _context()
+            wanted = {r.name for r in rules}
+            part = f"{suite.name}.{frame}" + (f".{column}" if column else "") + f".{next(_NAMES)}"
+            sub = context.suites.add(gx.ExpectationSuite(name=part, expectations=[
+                e.copy(deep=True) for e in suite.expectations.expectations if (e.meta or {})["rule"] in wanted]))
+            validation = context.validation_definitions.add(gx.ValidationDefinition(
+                name=part, data=definition, suite=sub))
+            _CHECKPOINTS[key] = (suite.expectations, context.checkpoints.add(gx.Checkpoint(
+                name=part, validation_definitions=[validation], result_format=_RESULT_FORMAT)))
+        return _CHECKPOINTS[key][1]
+
+
 def validate(
     suite: Suite, rows: pl.DataFrame, batch: Mapping[str, Any] | Callable[[AuditResult], Mapping[str, Any]] | None = None
 ) -> AuditResult:
-    """Run ``suite`` on ``rows``, then its batch rules on the ``batch`` figures; never raises on bad data.
+    """Run ``suite`` on ``rows``, then its rules on the ``batch`` figures; never raises on bad data.
 
     Args:
         batch: the batch's figures, or a function of the row rules' outcome returning them (so
             that the share of quarantined lines counts the rows the row rules quarantine).
     """
     started = time.perf_counter()
-    with _CONTEXT_LOCK:
-        _, definition = _context()
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-
     result = AuditResult(suite.name, rows.height)
-    for on in ("rows", "batch"):
-        if on == "rows":
+    rules = suite.rules
+    items: list[Any] = []
+    for frame in (ROWS_FRAME, BATCH_FRAME):
+        if frame == ROWS_FRAME:
             table = rows
         else:
             figures = batch(result) if callable(batch) else batch
             table = pl.DataFrame([dict(figures or {})])
-        rules = [r for r in suite.rules if r.on == on and _applies(r, table)]
+        applicable = [r for r in rules if r.frame == frame and (r.column is None or r.column in table.columns)]
+        if not applicable:
+            continue
         # Large batches: one validation per column, on that column alone (Great Expectations filters
         # the whole frame for each expectation, so a narrow frame keeps the cost near the column's
         # size). Small ones: one validation of the whole frame (each validation has a fixed cost).
         if table.height < PER_COLUMN_ROWS:
-            _run(gx, gxe, definition, f"{suite.name}.{on}", rules, table.to_pandas(), result)
+            items += _run(_checkpoint(suite, frame, None, applicable), suite, table.to_pandas(), result)
             continue
         groups: dict[str, list[Rule]] = {}
-        for rule in rules:
-            groups.setdefault(rule.kwargs.get("column") or table.columns[0], []).append(rule)
+        for rule in applicable:
+            groups.setdefault(rule.column or table.columns[0], []).append(rule)
         for column, group in groups.items():
-            _run(gx, gxe, definition, f"{suite.name}.{on}.{column}", group, table.select(column).to_pandas(), result)
-    order = {r.name: i for i, r in enumerate(suite.rules)}
+            items += _run(_checkpoint(suite, frame, column, group), suite, table.select(column).to_pandas(), result)
+    order = {r.name: i for i, r in enumerate(rules)}
     result.results.sort(key=lambda r: order[r.rule])
+    items.sort(key=lambda item: order[item.expectation_config.meta["rule"]])
     for broken in result.bad_rows.values():
         broken.sort(key=order.__getitem__)
+    result.validation = _suite_result(suite, items)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _run(gx: Any, gxe: Any, definition: Any, name: str, rules: list[Rule], frame: Any, result: AuditResult) -> None:
-    """Validate ``rules`` on ``frame`` and add their outcomes (and the rows that broke row rules) to ``result``."""
-    if not rules:
-        return
-    expectations = [getattr(gxe, r.expectation)(**r.kwargs, meta={"rule": r.name}) for r in rules]
-    gx_suite = gx.ExpectationSuite(name=name, expectations=expectations)
-    outcome = definition.get_batch(batch_parameters={"dataframe": frame}).validate(
-        gx_suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_VALUES}
-    )
-    by_name = {r.name: r for r in rules}
+def _run(checkpoint: Checkpoint, suite: Suite, frame: Any, result: AuditResult) -> list[Any]:
+    """Run ``checkpoint`` on ``frame``; add its outcomes (and the rows that broke row rules) to ``result``."""
+    context, _ = _context()
+    run = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=dict(suite.parameters))
+    (key, outcome), = run.run_results.items()
+    # The ephemeral context keeps every result in memory: this process keeps only its own copy.
+    context.validation_results_store.remove_key(key)
+    by_name = {r.name: r for r in suite.rules}
     for item in outcome.results:
-        rule = by_name[(item.expectation_config.meta or {})["rule"]]
+        config = item.expectation_config
+        assert config is not None  # every result of a suite's run carries its expectation
+        rule = by_name[(config.meta or {})["rule"]]
         res = item.result or {}
         unexpected = int(res.get("unexpected_count") or 0)
         if rule.expectation == "ExpectTableRowCountToEqual" and not item.success:
-            unexpected = abs(int(res.get("observed_value") or 0) - int(rule.kwargs["value"]))
+            unexpected = abs(int(res.get("observed_value") or 0) - int(config.kwargs["value"]))
         result.results.append(RuleResult(
-            rule=rule.name, level=rule.level, expectation=item.expectation_config.type,
-            column=rule.kwargs.get("column"), passed=bool(item.success),
-            element_count=int(res.get("element_count") or len(frame)), unexpected_count=unexpected,
-            samples=_samples(res), description=rule.description,
+            rule=rule.name, level=rule.level, expectation=rule.expectation, column=rule.column,
+            passed=bool(item.success), element_count=int(res.get("element_count") or len(frame)),
+            unexpected_count=unexpected, samples=_samples(res), description=rule.description,
         ))
         if rule.level == ROW and not item.success:
             for index in res.get("unexpected_index_list") or []:
                 result.bad_rows.setdefault(int(index), []).append(rule.name)
+        item.result = {k: v for k, v in res.items() if k not in _BULKY_RESULT_KEYS}
+    return list(outcome.results)
 
-def _applies(rule: Rule, frame: Any) -> bool:
-    column = rule.kwargs.get("column")
-    return column is None or column in frame.columns
+
+def _suite_result(suite: Suite, items: list[Any]) -> ExpectationSuiteValidationResult:
+    """One result for the whole suite, as a single validation of it would have reported."""
+    from great_expectations.core import ExpectationSuiteValidationResult
+
+    passed = sum(1 for item in items if item.success)
+    return ExpectationSuiteValidationResult(
+        success=passed == len(items), results=items, suite_name=suite.name,
+        suite_parameters={k: v for k, v in suite.parameters.items() if v is not None},
+        statistics={"evaluated_expectations": len(items), "successful_expectations": passed,
+                    "unsuccessful_expectations": len(items) - passed,
+                    "success_percent": 100.0 * passed / len(items) if items else None},
+        meta={"table": suite.table},
+    )
+
 
 def _samples(res: Mapping[str, Any]) -> list[Any]:
     values = res.get("partial_unexpected_list")
@@ -356,10 +473,12 @@ def _samples(res: Mapping[str, Any]) -> list[Any]:
         values = [res["observed_value"]]
     return [_plain(v) for v in (values or [])[:SAMPLE_VALUES]]
 
+
 def _plain(value: Any) -> Any:
     if isinstance(value, int | float | str | bool) or value is None:
         return value
     return str(value)
+
 
 def describe_failure(rules: list[str], suite: Suite) -> str:
     """A readable reason for a quarantined row: the rules it broke and what each means."""

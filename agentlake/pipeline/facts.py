@@ -19,6 +19,7 @@ from pyiceberg.table import Table
 
 from agentlake.pipeline.stage import IngestOptions, IngestReport
 from agentlake.storage.retry import StageRetry
+from agentlake.storage.store import ObjectStore
 from agentlake.tables.files import commit, day_bounds, one_of, read_rows, summary, write_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import DayLedger, read_ledger
@@ -225,7 +226,7 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
         if rebuild:
             extra["agentlake.rebuild"] = day
         if options.quality is not None and _held_by_audit(tables, tdef, day, segs, files.get(tdef.name, []),
-                                                          batch_runs, options, report):
+                                                          batch_runs, options, report, lake.store):
             continue
         report.snapshots[tdef.name] = commit(
             tables[tdef.name], files.get(tdef.name, []), ledger,
@@ -239,7 +240,7 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
 
 def _held_by_audit(
     tables: dict[str, Table], tdef: Any, day: str, segments: list[Any], files: list[DataFile],
-    batch_runs: list[pl.Series], options: IngestOptions, report: IngestReport,
+    batch_runs: list[pl.Series], options: IngestOptions, report: IngestReport, store: ObjectStore,
 ) -> bool:
     """Run the fact table's suite on its batch (agentlake.gate); True if the batch was held back."""
     from agentlake.gate.batch import audit_fact_batch
@@ -249,12 +250,13 @@ def _held_by_audit(
         pl.concat(batch_runs) if batch_runs else pl.Series("run_id", [], dtype=pl.String),
         tables[AGENT_RUNS.name], run_id=options.run_id,
         snapshot_properties=summary(segments, run_id=options.run_id, partition=options.partition or day),
+        store=store,
     )
     if outcome is None:
         return False
     report.segments_held += len(segments)
     report.lines_held += sum(s.lines for s in segments)
-    report.gate.append({**outcome.as_dict(), "table": tdef.name})
+    report.gate.append(outcome)
     return True
 
 

@@ -425,8 +425,9 @@ def _gate(
                                     extra={"agentlake.duplicates": report.duplicates}),
         make_ledger=lambda current: _updated_ledger(current, batch.events_todo, batch),
         check=check, rewrite=lambda parts: write_files(events, EVENTS, parts), override=options.override,
+        store=lake.store,
     )
-    report.gate.append(outcome.as_dict())
+    report.gate.append(outcome)
     if outcome.held:
         # Nothing of a held batch publishes: its quarantined lines wait with it.
         keys = {s.key for s in batch.events_todo}

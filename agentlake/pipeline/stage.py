@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlake.gate.suites import QualityPolicy
 from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy
 from agentlake.tables.files import Checkpoint
+
+if TYPE_CHECKING:
+    from agentlake.gate.batch import GateOutcome
 
 DEFAULT_DEDUP_WINDOW_DAYS = 1
 
@@ -55,7 +58,7 @@ class IngestReport:
     segments_held: int = 0  # segments whose batch failed its audit: staged on a branch, not on main
     lines_held: int = 0  # the lines of those segments
     rules_quarantined: int = 0  # rows quarantined by a row rule of the quality suite
-    gate: list[dict[str, Any]] = field(default_factory=list)  # each batch's audit and what the gate did
+    gate: list[GateOutcome] = field(default_factory=list)  # each batch's audit and what the gate did
 
     def merge(self, other: IngestReport) -> None:
         self.segments_held += other.segments_held
@@ -72,4 +75,5 @@ class IngestReport:
         self.snapshots.update(other.snapshots)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """JSON-serialisable (the CLI's ``--json``)."""
+        return {**{k: getattr(self, k) for k in self.__dataclass_fields__}, "gate": [g.as_dict() for g in self.gate]}

@@ -1,0 +1,72 @@
+"""Validation results kept beside the staged snapshots they audited, with their Data Docs pages.
+
+For each staged snapshot the gate audited, two write-once objects in the store:
+
+- ``audit/v1/validations/<table>/<snapshot id>.json``: the Great Expectations
+  ``ExpectationSuiteValidationResult`` of the whole suite, as GX serialises it (``to_json_dict``),
+  with the table, branch and snapshot in its ``meta``;
+- ``audit/v1/data_docs/<table>/<snapshot id>.html``: its Data Docs page, rendered by GX's own
+  validation-results renderer, the page ``build_data_docs`` would write for it.
+
+The snapshot id is random and never reused, so write-once keys never collide; a crash between the
+audit and the publish leaves the result of a staged batch that was never published, still
+inspectable beside its branch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from agentlake.gate.suites import AuditResult
+from agentlake.storage.store import ObjectStore
+
+VALIDATIONS = "audit/v1/validations/"
+DATA_DOCS = "audit/v1/data_docs/"
+
+
+@dataclass(frozen=True)
+class KeptValidation:
+    """Where one audit's validation result and its Data Docs page are kept."""
+
+    result_key: str
+    page_key: str
+    result_uri: str
+    page_uri: str
+
+
+def validation_key(table: str, snapshot_id: int) -> str:
+    return f"{VALIDATIONS}{table}/{snapshot_id}.json"
+
+
+def data_docs_key(table: str, snapshot_id: int) -> str:
+    return f"{DATA_DOCS}{table}/{snapshot_id}.html"
+
+
+def keep_validation(
+    store: ObjectStore, table: str, snapshot_id: int, audit: AuditResult, meta: dict[str, Any]
+) -> KeptValidation:
+    """Write ``audit``'s validation result and Data Docs page beside the staged snapshot ``snapshot_id``."""
+    validation = audit.validation
+    assert validation is not None, "keep_validation needs the result of validate()"
+    validation.meta = {**(validation.meta or {}), "table": table, "staged_snapshot_id": str(snapshot_id), **meta}
+    result_key, page_key = validation_key(table, snapshot_id), data_docs_key(table, snapshot_id)
+    store.put_once(result_key, orjson.dumps(validation.to_json_dict(), option=orjson.OPT_INDENT_2))
+    store.put_once(page_key, data_docs_page(validation).encode())
+    return KeptValidation(result_key, page_key, store.uri(result_key), store.uri(page_key))
+
+
+def data_docs_page(validation: Any) -> str:
+    """The Data Docs HTML page of one ``ExpectationSuiteValidationResult``."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return str(DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(validation)))
+
+
+def read_validation(store: ObjectStore, table: str, snapshot_id: int) -> dict[str, Any]:
+    """The kept validation result of staged snapshot ``snapshot_id`` of ``table``, as GX wrote it."""
+    data: dict[str, Any] = orjson.loads(store.get(validation_key(table, snapshot_id)))
+    return data
