@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import orjson
 
@@ -27,6 +27,8 @@ from agentlake.log.reader import LogReader
 from agentlake.log.segments import SegmentInfo
 from agentlake.log.writer import LogWriter, producer_name
 from agentlake.storage.store import ObjectStore
+
+N = TypeVar("N", int, float)
 
 
 class UsageError(AgentLakeError):
@@ -50,34 +52,24 @@ def _day(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r} is not a day: give it as YYYY-MM-DD, e.g. 2026-11-26")
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number, 0 or more")
-    return value
+def _bounded(convert: Callable[[str], N], accept: Callable[[N], bool], what: str) -> Callable[[str], N]:
+    """An argparse type: the text converted and accepted, else refused naming ``what`` it must be."""
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a share: give a number from 0 up to (not including) 1")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a rate: give a number of runs per second above 0")
-    return value
+_count = _bounded(int, lambda n: n >= 0, "a count: give a whole number, 0 or more")
+_share = _bounded(float, lambda x: 0.0 <= x < 1.0, "a share: give a number from 0 up to (not including) 1")
+_rate = _bounded(float, lambda x: x > 0.0, "a rate: give a number of runs per second above 0")
 
 
 def _unreadable(name: str, exc: OSError, what: str) -> UsageError:
