@@ -118,7 +118,7 @@ SPECIFIC: dict[str, list[Case]] = {
         Case("query: COPY to a host file", ("query", "COPY (SELECT 1) TO '{tmp}/out.csv'"), "COPY"),
         Case("query: ATTACH of a database", ("query", "ATTACH '{tmp}/other.db'"), "ATTACH"),
         Case("query: EXPLAIN ANALYZE of a COPY", ("query", "EXPLAIN ANALYZE COPY (SELECT 1) TO '{tmp}/out.csv'"),
-             "COPY"),
+             "EXPLAIN"),
         Case("query: an unknown table", ("query", "SELECT * FROM raw.no_such_table"), "no_such_table"),
         Case("query: SQL that does not parse", ("query", "SELEC 1"), "SELEC"),
         Case("query: an as-of that is not a time", ("query", "SELECT 1", "--as-of", "last tuesday"), "last tuesday"),
