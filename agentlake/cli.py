@@ -1,4 +1,12 @@
-"""The ``agentlake`` command line. Every command takes ``--json`` for machine-readable output."""
+"""The ``agentlake`` command line. Every command takes ``--json`` for machine-readable output.
+
+A user error (a bad flag or argument, a missing file, an unknown artifact or table, refused SQL,
+a bad setting) is answered with one line on stderr, ``agentlake: <what is wrong and what to do>``,
+and a non-zero exit: 2 when the command line or the environment must change, 1 when AgentLake
+could not do what was asked (an outage, a conflict, a damaged object). Foreign exceptions that
+stand for a user error are turned into AgentLake errors where the input is received; any other
+exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +15,65 @@ import dataclasses
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import orjson
 
 from agentlake.config import Settings
-from agentlake.errors import AgentLakeError
+from agentlake.errors import AgentLakeError, ConfigError, ObjectNotFound
 from agentlake.log.reader import LogReader
+from agentlake.log.segments import SegmentInfo
 from agentlake.log.writer import LogWriter, producer_name
 from agentlake.storage.store import ObjectStore
+
+N = TypeVar("N", int, float)
+
+
+class UsageError(AgentLakeError):
+    """The command line asks for something that cannot be: fix the arguments and run it again."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (the usage block is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"agentlake: error: {message}; see `{self.prog} --help`\n")
+
+
+def _day(text: str) -> str:
+    """An arrival day given on the command line, checked before anything is read."""
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text).isoformat()
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not a day: give it as YYYY-MM-DD, e.g. 2026-11-26")
+
+
+def _bounded(convert: Callable[[str], N], accept: Callable[[N], bool], what: str) -> Callable[[str], N]:
+    """An argparse type: the text converted and accepted, else refused naming ``what`` it must be."""
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+_count = _bounded(int, lambda n: n >= 0, "a count: give a whole number, 0 or more")
+_share = _bounded(float, lambda x: 0.0 <= x < 1.0, "a share: give a number from 0 up to (not including) 1")
+_rate = _bounded(float, lambda x: x > 0.0, "a rate: give a number of runs per second above 0")
+
+
+def _unreadable(name: str, exc: OSError, what: str) -> UsageError:
+    return UsageError(f"cannot read {name}: {exc.strerror or exc}; give the path of {what}")
 
 
 class Context:
@@ -48,9 +104,13 @@ def _out(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 def _open_input(name: str) -> Iterator[BinaryIO]:
     if name == "-":
         yield sys.stdin.buffer
-    else:
-        with open(name, "rb") as handle:
-            yield handle
+        return
+    try:
+        handle = open(name, "rb")  # only the open is the user's error: a failed read is the machine's
+    except OSError as exc:
+        raise _unreadable(name, exc, "an NDJSON file (or - for standard input)") from None
+    with handle:
+        yield handle
 
 
 def cmd_emit(ctx: Context, args: argparse.Namespace) -> int:
@@ -86,7 +146,20 @@ def cmd_log_ls(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_log_cat(ctx: Context, args: argparse.Namespace) -> int:
+    try:
+        SegmentInfo.from_key(args.key)
+    except AgentLakeError:
+        raise UsageError(
+            f"{args.key!r} is not a segment key (log/v1/dt=YYYY-MM-DD/hr=HH/...); `agentlake log ls` lists them"
+        ) from None
     reader = LogReader(ctx.store)
+    try:
+        return _cat(reader, args)
+    except ObjectNotFound as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _cat(reader: LogReader, args: argparse.Namespace) -> int:
     if args.json:
         lines = [line.decode("utf-8", "backslashreplace") for line in reader.read_lines(args.key)]
         sys.stdout.write(orjson.dumps({"key": args.key, "lines": lines}).decode() + "\n")
@@ -125,6 +198,9 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.sources import otlp
 
+    # A folder is walked for trace files; a path that is not there is a typo, not a failed import.
+    if missing := [p for p in args.paths if not Path(p).exists()]:
+        raise UsageError(f"no file or folder {', '.join(missing)}; give OTLP/JSON trace files or folders of them")
     with ctx.writer("otlp") as writer:
         report = otlp.import_otlp([Path(p) for p in args.paths], writer)
     data = {
@@ -166,6 +242,8 @@ def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.tables.lake import Lake
     from agentlake.tables.schemas import EVENTS
 
+    if args.override and not (args.reason or "").strip():
+        raise UsageError("--override needs --reason \"...\": the reason is recorded with the publish")
     lake = Lake(ctx.settings, store=ctx.store)
     properties = lake.table(EVENTS.name).properties
     days = [args.day] if args.day else held_days(properties)
@@ -179,10 +257,8 @@ def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
             f"{r['day']} {r['branch']} snapshot {r['snapshot_id']} failed {','.join(r['failed'])}: {r['segment']}"
             for r in listing) or "no held batches")
         return 0
-    if not args.reason or not args.reason.strip():
-        raise AgentLakeError("--override needs --reason \"...\": the reason is recorded with the publish")
     if not chosen:
-        raise AgentLakeError("no held batch matches; list them with `agentlake publish`")
+        raise UsageError("no held batch matches; list them with `agentlake publish`")
     segments = [SegmentInfo.from_key(k) for keys in chosen.values() for k in keys]
     record = write_audit_record(ctx.store, {
         "action": "override", "reason": args.reason, "segments": sorted(s.key for s in segments),
@@ -257,14 +333,11 @@ def cmd_maintain(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_context_build(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake.context.assembly import ContextRequest, InvalidRequest, assemble, parse_time
+    spec = _read_spec(args.spec) if args.spec else None  # before the engine loads: a typo answers at once
+    from agentlake.context.assembly import ContextRequest, assemble, parse_time
     from agentlake.tables.lake import Lake
 
-    if args.spec:
-        try:
-            spec = orjson.loads(Path(args.spec).read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise InvalidRequest(f"cannot read the spec {args.spec}: {exc}; it must be a JSON file") from None
+    if spec is not None:
         request = ContextRequest.from_spec(spec)
     else:
         request = ContextRequest.from_sql(args.sql)
@@ -282,6 +355,19 @@ def cmd_context_build(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_spec(name: str) -> dict[str, Any]:
+    try:
+        spec = orjson.loads(Path(name).read_bytes())
+    except OSError as exc:
+        raise _unreadable(name, exc, "a JSON spec file") from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"the spec {name} is not JSON ({exc}); fix the file") from None
+    if not isinstance(spec, dict):
+        raise UsageError(f"the spec {name} holds a JSON {type(spec).__name__}, not an object; "
+                         'give {"sources": [{"table": ...}]}')
+    return spec
+
+
 def cmd_replay(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.context.replay import replay
     from agentlake.tables.lake import Lake
@@ -292,53 +378,53 @@ def cmd_replay(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
-    common = argparse.ArgumentParser(add_help=False)
+    parser = _Parser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("emit", parents=[common], help="append NDJSON events (a file or -) to the log")
     p.add_argument("file")
-    p.set_defaults(func=cmd_emit)
+    p.set_defaults(func=cmd_emit, parser=p)
 
     p = sub.add_parser("import-otlp", parents=[common], help="import OTLP/JSON trace files into the log")
     p.add_argument("paths", nargs="+")
-    p.set_defaults(func=cmd_import_otlp)
+    p.set_defaults(func=cmd_import_otlp, parser=p)
 
     p = sub.add_parser("demo", parents=[common], help="append simulated agent runs to the log")
-    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--runs", type=_count, default=100)
     p.add_argument("--seed", type=int, default=None, help="same seed, same runs (default: a new seed)")
-    p.add_argument("--bad-share", type=float, default=0.0, help="share of malformed lines to mix in (0..1)")
+    p.add_argument("--bad-share", type=_share, default=0.0, help="share of malformed lines to mix in (0..1)")
     p.add_argument("--forever", action="store_true", help="keep emitting runs in real time until stopped")
-    p.add_argument("--rate", type=float, default=2.0, help="runs per second with --forever")
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--rate", type=_rate, default=2.0, help="runs per second with --forever")
+    p.set_defaults(func=cmd_demo, parser=p)
 
     p = sub.add_parser("ingest", parents=[common], help="ingest every pending segment into the tables now")
-    p.add_argument("--date", help="only segments that arrived on this day (YYYY-MM-DD)")
-    p.set_defaults(func=cmd_ingest)
+    p.add_argument("--date", type=_day, help="only segments that arrived on this day (YYYY-MM-DD)")
+    p.set_defaults(func=cmd_ingest, parser=p)
 
     p = sub.add_parser("publish", parents=[common],
                        help="list batches held back by a failed audit, or publish them by a recorded override")
-    p.add_argument("--day", help="only batches of this arrival day (YYYY-MM-DD)")
+    p.add_argument("--day", type=_day, help="only batches of this arrival day (YYYY-MM-DD)")
     p.add_argument("--branch", help="only the batch staged on this branch")
     p.add_argument("--override", action="store_true", help="publish despite failed batch checks (recorded)")
     p.add_argument("--reason", help="why the override is needed (required with --override)")
-    p.set_defaults(func=cmd_publish)
+    p.set_defaults(func=cmd_publish, parser=p)
 
     p = sub.add_parser("query", parents=[common], help="read-only SQL over the tables (raw.events, facts.*)")
     p.add_argument("sql")
     p.add_argument("--as-of", help="answer with the snapshots current at this time (ISO 8601 with a zone, or epoch ms)")
-    p.set_defaults(func=cmd_query)
+    p.set_defaults(func=cmd_query, parser=p)
 
     p = sub.add_parser("reconcile", parents=[common], help="check lines = rows + quarantined + duplicates per day")
-    p.add_argument("--date", help="one arrival day (YYYY-MM-DD)")
+    p.add_argument("--date", type=_day, help="one arrival day (YYYY-MM-DD)")
     p.add_argument("--verify", action="store_true",
                    help="also read every data file (size and row count against its manifest), not only metadata")
-    p.set_defaults(func=cmd_reconcile)
+    p.set_defaults(func=cmd_reconcile, parser=p)
 
     p = sub.add_parser("maintain", parents=[common], help="compact small files and expire old unpinned snapshots now")
     p.add_argument("--table", action="append", help="a table to maintain (repeatable; default: every table)")
-    p.set_defaults(func=cmd_maintain)
+    p.set_defaults(func=cmd_maintain, parser=p)
 
     context = sub.add_parser("context", help="per-run context artifacts")
     context_sub = context.add_subparsers(dest="context_command", required=True)
@@ -349,32 +435,58 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--sql", help="one read-only SQL statement over the tables")
     source.add_argument("--spec", help="a JSON file: {\"sources\": [{\"table\", \"columns\", \"where\", \"order_by\", \"limit\"}]}")
     p.add_argument("--as-of", help="read the snapshots current at this time (ISO 8601 with a zone, or epoch ms)")
-    p.set_defaults(func=cmd_context_build)
+    p.set_defaults(func=cmd_context_build, parser=p)
 
     p = sub.add_parser("replay", parents=[common], help="re-execute a context artifact and compare its records")
     p.add_argument("ref", metavar="ARTIFACT|RUN_ID", help="an artifact's URI or key, or a run id (all its artifacts)")
     p.add_argument("--at-current", action="store_true", help="replay against today's snapshots to see what changed")
-    p.set_defaults(func=cmd_replay)
+    p.set_defaults(func=cmd_replay, parser=p)
 
     log = sub.add_parser("log", help="inspect the raw event log")
     log_sub = log.add_subparsers(dest="log_command", required=True)
     p = log_sub.add_parser("ls", parents=[common], help="list segments")
-    p.add_argument("--date", help="only segments that arrived on this day (YYYY-MM-DD)")
-    p.set_defaults(func=cmd_log_ls)
+    p.add_argument("--date", type=_day, help="only segments that arrived on this day (YYYY-MM-DD)")
+    p.set_defaults(func=cmd_log_ls, parser=p)
     p = log_sub.add_parser("cat", parents=[common], help="print a segment's lines as they were written")
     p.add_argument("key")
-    p.set_defaults(func=cmd_log_cat)
+    p.set_defaults(func=cmd_log_cat, parser=p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; a user error is one line on stderr and the exit status 2 (1 when AgentLake failed)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's own parser, so the hint points at that command's --help
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     func: Callable[[Context, argparse.Namespace], int] = args.func
     try:
         return func(Context(Settings.from_env()), args)
     except AgentLakeError as exc:
-        sys.stderr.write(f"agentlake: {exc}\n")
+        sys.stderr.write(f"agentlake: {_one_line(exc)}\n")
+        return exit_status(exc)
+
+
+def _one_line(exc: AgentLakeError) -> str:
+    # Some messages carry an engine's multi-line text; a terminal line must stay one line.
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
+def exit_status(exc: AgentLakeError) -> int:
+    """2 when the user's input was wrong (change the command line or the environment), else 1.
+
+    The core's input errors are imported here, not at the top, so that a command that never
+    loaded their modules stays quick to start.
+    """
+    if isinstance(exc, UsageError | ConfigError):
         return 2
+    from agentlake.context.assembly import ArtifactNotFound, InvalidRequest
+    from agentlake.context.query import QueryError, SnapshotGone
+    from agentlake.maintenance.maintain import UnknownTable
+
+    if isinstance(exc, SnapshotGone):  # the query was fine; the data it names is no longer kept
+        return 1
+    return 2 if isinstance(exc, InvalidRequest | ArtifactNotFound | QueryError | UnknownTable) else 1
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
 }
 _OPS = {"=", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "is not null"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_MANIFEST_KEY_RE = re.compile(rf"^{re.escape(ARTIFACT_PREFIX)}/dt=\d{{4}}-\d{{2}}-\d{{2}}/[0-9a-f]{{64}}\.json$")
 
 
 class ContextError(AgentLakeError):
@@ -381,6 +382,16 @@ def manifest_key(day: str, digest: str) -> str:
     return f"{ARTIFACT_PREFIX}/dt={day}/{digest}.json"
 
 
+def check_run_id(run_id: str) -> None:
+    """Refuse a run id that cannot name a folder of the store (empty, or only dots).
+
+    Raises:
+        InvalidRequest: the run id is empty, ``.`` or ``..``.
+    """
+    if not run_id.strip() or run_id.strip(".") == "":
+        raise InvalidRequest(f"run id {run_id!r} is empty or only dots; give the id of an agent run")
+
+
 def run_prefix(run_id: str) -> str:
     return f"{ARTIFACT_PREFIX}/runs/{urllib.parse.quote(run_id, safe='')}/"
 
@@ -443,7 +454,14 @@ def artifact_keys(store: ObjectStore, ref: str) -> list[str]:
     """
     marker = ARTIFACT_PREFIX + "/dt="
     if marker in ref:
-        return [ref[ref.index(marker):]]
+        key = ref[ref.index(marker):]
+        if not _MANIFEST_KEY_RE.match(key):
+            raise ArtifactNotFound(
+                f"{ref!r} is not an artifact's address ({ARTIFACT_PREFIX}/dt=YYYY-MM-DD/<sha256>.json); give it as "
+                "printed by `agentlake context build`, or a run id"
+            )
+        return [key]
+    check_run_id(ref)
     pointers = store.list(run_prefix(ref))
     if not pointers:
         raise ArtifactNotFound(
@@ -645,7 +663,11 @@ def parse_time(text: str) -> datetime:
     """
     text = text.strip()
     if text.isdigit():
-        return datetime.fromtimestamp(int(text) / 1000, UTC)
+        try:
+            return datetime.fromtimestamp(int(text) / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidRequest(f"{text} ms since the epoch is past any date Python can hold; give a time "
+                                 "like 2026-11-26T07:15:00Z") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -680,6 +702,7 @@ def assemble(
     """
     if not run_id or not agent_id:
         raise InvalidRequest("a context needs the run id and the agent id it is assembled for")
+    check_run_id(run_id)
     created = now or datetime.now(UTC)
     created_ms = to_ms(created)
     owned = engine is None

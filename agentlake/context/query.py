@@ -216,6 +216,7 @@ def query(lake: Lake, sql: str, *, as_of_ms: int | None = None) -> pa.Table:
     Raises:
         QueryError: the statement is not a query, or DuckDB rejected it.
     """
+    check_read_only(sql)  # refused before any table is opened
     con, _pins = connect(lake, as_of_ms=as_of_ms)
     return run_read_only(con, sql)
 

@@ -97,7 +97,8 @@ def parse_select(sql: str) -> dict[str, Any]:
         except duckdb.Error as exc:
             raise QueryRefused(f"cannot parse the query: {first_line(exc)}") from None
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-            raise QueryRefused("AgentLake runs exactly one SELECT statement (WITH ... SELECT included); "
+            given = f"{len(statements)} statements" if len(statements) != 1 else f"a statement of kind {statements[0].type.name}"
+            raise QueryRefused(f"refused {given}: AgentLake runs exactly one SELECT statement (WITH ... SELECT included); "
                                "nothing that writes, attaches, sets, explains or exports")
         row = parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     finally:

@@ -6,8 +6,10 @@ from typing import Any
 
 from pyarrow.fs import AwsDefaultS3RetryStrategy
 from pyiceberg.catalog.sql import SqlCatalog
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from agentlake.config import Settings
+from agentlake.errors import ConfigError
 
 CATALOG_NAME = "agentlake"
 # pyiceberg's FileIO (pyarrow's S3 filesystem): attempts per request and timeouts, in seconds.
@@ -60,4 +62,15 @@ def open_catalog(settings: Settings) -> SqlCatalog:
         settings.home.mkdir(parents=True, exist_ok=True)
     if settings.s3 is None:
         settings.store_root.joinpath("warehouse").mkdir(parents=True, exist_ok=True)
-    return SqlCatalog(CATALOG_NAME, **catalog_properties(settings))
+    # The URI is never quoted back: in production it carries the catalog's password.
+    try:
+        return SqlCatalog(CATALOG_NAME, **catalog_properties(settings))
+    except NoSuchModuleError as exc:
+        raise ConfigError(f"AGENTLAKE_CATALOG_URI names a database this install cannot open ({exc}); "
+                          "give a SQLAlchemy URI such as sqlite:////path/catalog.db or postgresql+psycopg2://...") from None
+    except ArgumentError:
+        raise ConfigError("AGENTLAKE_CATALOG_URI is not a SQLAlchemy URI; give one such as "
+                          "sqlite:////path/catalog.db or postgresql+psycopg2://user@host/db") from None
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"AGENTLAKE_CATALOG_URI needs the database driver {exc.name}, which is not installed; "
+                          "install it or name an installed driver in the URI (e.g. postgresql+psycopg2://...)") from None

@@ -23,7 +23,7 @@ from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionEr
 from obstore.store import LocalStore, S3Store
 
 from agentlake.config import S3Settings, Settings
-from agentlake.errors import AlreadyExists, ObjectNotFound
+from agentlake.errors import AlreadyExists, ConfigError, ObjectNotFound
 from agentlake.storage.retry import DEFAULT_POLICY, StoreRetry, describe_s3
 
 # Timeouts of one S3 request: connecting, and the whole request (retried when they expire).
@@ -112,7 +112,13 @@ class ObjectStore:
             # One request never retries for longer than a whole stage would wait for the store.
             budget = min(S3_MAX_RETRY_TIMEOUT_S, max(1.0, settings.store_retry_s))
             return cls.s3(settings.s3, retry_timeout_s=budget)
-        return cls.local(settings.store_root)
+        try:
+            return cls.local(settings.store_root)
+        except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+            raise ConfigError(
+                f"cannot keep the local store in {settings.store_root}: {exc.strerror}; set AGENTLAKE_HOME to a "
+                "folder this user can write"
+            ) from None
 
     def uri(self, key: str) -> str:
         """The object's full address (``file://...`` or ``s3://bucket/...``)."""

@@ -1,0 +1,251 @@
+"""Every CLI command given a bad argument answers in one line that names the problem, without a traceback.
+
+The commands are enumerated from the parser, so a new command is walked with an unknown flag,
+each of its required arguments left out, a bad setting and a bad day without anyone adding a
+case; and it must bring its own cases (``SPECIFIC``) for the inputs only it takes. Each case runs
+the real CLI as a subprocess (``python -m agentlake.cli``) against one shared ``AGENTLAKE_HOME``;
+the cases run in a few threads, and each test asserts one recorded answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agentlake import cli
+from agentlake.log.segments import segment_key
+
+CANARY = "canary-pw-7f3a"  # a catalog password that must never be printed back
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad invocation: ``{tmp}`` in an argument or setting is the shared scratch folder."""
+
+    name: str
+    argv: tuple[str, ...]
+    names: str  # what the one line must name
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[
+        tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every runnable command of the parser (``log ls``, ``context build``, ...) with its own parser."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield path, parser
+        return
+    for name, sub in groups[0].choices.items():
+        yield from leaf_commands(sub, (*path, name))
+
+
+# A valid value for each required argument, so that a case gets past the arguments it does not test.
+SAMPLE = {"file": "-", "paths": "{tmp}/a-folder", "sql": "SELECT 1", "ref": "some-run", "key": "log/v1/x",
+          "run_id": "r-1"}
+
+
+def _required(parser: argparse.ArgumentParser) -> list[tuple[str, list[str]]]:
+    """Each required input: what argparse calls it, and the arguments that give it a valid value."""
+    found: list[tuple[str, list[str]]] = []
+    for action in parser._actions:
+        if action.required and not isinstance(action, argparse._SubParsersAction):
+            value = SAMPLE[action.dest]
+            label = action.option_strings[0] if action.option_strings else (action.metavar or action.dest)
+            found.append((str(label), [*action.option_strings[:1], value]))
+    for group in parser._mutually_exclusive_groups:
+        if group.required:
+            first = group._group_actions[0]
+            found.append((first.option_strings[0], [first.option_strings[0], SAMPLE[first.dest]]))
+    return found
+
+
+def generic_cases() -> list[Case]:
+    cases = []
+    bad_settings = [("AGENTLAKE_INGEST_INTERVAL_S", "abc"), ("AGENTLAKE_STORE", "ftp")]
+    for i, (command, parser) in enumerate(leaf_commands(cli.build_parser())):
+        label = " ".join(command)
+        required = _required(parser)
+        valid = [arg for _, args in required for arg in args]
+        cases.append(Case(f"{label}: an unknown flag", (*command, *valid, "--no-such-flag"), "--no-such-flag"))
+        for missing, _ in required:
+            rest = [arg for name, args in required if name != missing for arg in args]
+            cases.append(Case(f"{label}: {missing} left out", (*command, *rest), missing))
+        variable, value = bad_settings[i % len(bad_settings)]
+        cases.append(Case(f"{label}: a bad setting {variable}", (*command, *valid), variable, {variable: value}))
+        for action in parser._actions:
+            if action.type is cli._day:
+                flag = action.option_strings[0]
+                cases.append(Case(f"{label}: {flag} not a day", (*command, *valid, flag, "2024-02-30"), "2024-02-30"))
+    return cases
+
+
+ABSENT_SEGMENT = segment_key(arrival=datetime(2024, 5, 1, 12, tzinfo=UTC), producer="nobody", first_seq=0,
+                             lines=1, digest="0" * 64)
+
+SPECIFIC: dict[str, list[Case]] = {
+    "emit": [
+        Case("emit: a missing file", ("emit", "{tmp}/missing.ndjson"), "missing.ndjson"),
+        Case("emit: a folder instead of a file", ("emit", "{tmp}/a-folder"), "a-folder"),
+    ],
+    "import-otlp": [
+        # A folder is walked for trace files, so only a path that is not there is a user error.
+        Case("import-otlp: a missing file among good ones", ("import-otlp", "{tmp}/a-folder", "{tmp}/missing.json"),
+             "missing.json"),
+    ],
+    "demo": [
+        Case("demo: a negative run count", ("demo", "--runs", "-3"), "-3"),
+        Case("demo: a share of bad lines above one", ("demo", "--bad-share", "1.5"), "1.5"),
+        Case("demo: a rate of zero", ("demo", "--forever", "--rate", "0"), "rate"),
+    ],
+    "ingest": [
+        Case("ingest: a fleet epoch that is not a time", ("ingest",), "AGENTLAKE_QUALITY_FLEET_EPOCH",
+             {"AGENTLAKE_QUALITY_FLEET_EPOCH": "yesterday"}),
+    ],
+    "publish": [
+        Case("publish: an override without a reason", ("publish", "--override"), "--reason"),
+    ],
+    "query": [
+        Case("query: a write", ("query", "DELETE FROM raw.events"), "DELETE"),
+        Case("query: COPY to a host file", ("query", "COPY (SELECT 1) TO '{tmp}/out.csv'"), "COPY"),
+        Case("query: ATTACH of a database", ("query", "ATTACH '{tmp}/other.db'"), "ATTACH"),
+        Case("query: EXPLAIN ANALYZE of a COPY", ("query", "EXPLAIN ANALYZE COPY (SELECT 1) TO '{tmp}/out.csv'"),
+             "EXPLAIN"),
+        Case("query: an unknown table", ("query", "SELECT * FROM raw.no_such_table"), "no_such_table"),
+        Case("query: SQL that does not parse", ("query", "SELEC 1"), "SELEC"),
+        Case("query: an as-of that is not a time", ("query", "SELECT 1", "--as-of", "last tuesday"), "last tuesday"),
+    ],
+    "reconcile": [
+        Case("reconcile: AGENTLAKE_HOME a file", ("reconcile",), "AGENTLAKE_HOME", {"AGENTLAKE_HOME": "{tmp}/a-file"}),
+    ],
+    "maintain": [
+        Case("maintain: an unknown table", ("maintain", "--table", "raw.no_such_table"), "raw.no_such_table"),
+        Case("maintain: a catalog URI of an unknown database", ("maintain",), "AGENTLAKE_CATALOG_URI",
+             {"AGENTLAKE_CATALOG_URI": f"nosuchdb://agentlake:{CANARY}@db.example/catalog"}),
+    ],
+    "context build": [
+        Case("context build: a missing spec", ("context", "build", "--run-id", "r-1", "--spec", "{tmp}/missing.json"),
+             "missing.json"),
+        Case("context build: a folder as the spec", ("context", "build", "--run-id", "r-1", "--spec", "{tmp}/a-folder"),
+             "a-folder"),
+        Case("context build: a spec that is not JSON",
+             ("context", "build", "--run-id", "r-1", "--spec", "{tmp}/not-json.json"), "not-json.json"),
+        Case("context build: a spec that is a list", ("context", "build", "--run-id", "r-1", "--spec", "{tmp}/list.json"),
+             "list.json"),
+        Case("context build: a spec of an unknown table",
+             ("context", "build", "--run-id", "r-1", "--spec", "{tmp}/unknown-table.json"), "raw.no_such_table"),
+        Case("context build: SQL that writes", ("context", "build", "--run-id", "r-1", "--sql",
+                                                "DELETE FROM raw.events"), "DELETE"),
+        Case("context build: an empty run id", ("context", "build", "--run-id", "", "--sql",
+                                                "SELECT * FROM raw.events"), "run id"),
+    ],
+    "replay": [
+        Case("replay: an empty reference", ("replay", ""), "run id ''"),
+        Case("replay: a run that built nothing", ("replay", "no-such-run"), "no-such-run"),
+        Case("replay: an artifact address that is not one", ("replay", "file:///x/artifacts/v1/dt=2024-05-01/abc.json"),
+             "abc.json"),
+    ],
+    "log ls": [
+        Case("log ls: an S3 store without a bucket", ("log", "ls"), "AGENTLAKE_S3_BUCKET", {"AGENTLAKE_STORE": "s3"}),
+    ],
+    "log cat": [
+        Case("log cat: an empty key", ("log", "cat", ""), "''"),
+        Case("log cat: a key that is not a segment's", ("log", "cat", "log/v1/../secrets"), "log/v1/../secrets"),
+        Case("log cat: a segment that is not in the log", ("log", "cat", ABSENT_SEGMENT), ABSENT_SEGMENT),
+    ],
+}
+
+CASES = generic_cases() + [case for cases in SPECIFIC.values() for case in cases]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the cases name as ``{tmp}``: a folder, a plain file, three bad specs and the home."""
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "a-folder").mkdir()
+    (tmp / "a-file").write_text("not a folder\n")
+    (tmp / "not-json.json").write_text("{sources: [\n")
+    (tmp / "list.json").write_text('[{"table": "raw.events"}]')
+    (tmp / "unknown-table.json").write_text('{"sources": [{"table": "raw.no_such_table"}]}')
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def answers(scratch: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every case run once against one shared home, a few at a time."""
+    tmp = scratch
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTLAKE_", "AWS_")) and k != "DAGSTER_HOME"}
+    base["AGENTLAKE_HOME"] = str(tmp / "home")
+
+    def run(case: Case) -> subprocess.CompletedProcess[str]:
+        env = {**base, **{k: v.replace("{tmp}", str(tmp)) for k, v in case.env.items()}}
+        argv = [a.replace("{tmp}", str(tmp)) for a in case.argv]
+        return subprocess.run([sys.executable, "-m", "agentlake.cli", *argv], env=env, cwd=tmp, text=True,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+
+    # Prepare the shared home once (catalog and tables), so parallel cases do not race to create it.
+    first = run(Case("a good command", ("reconcile",), ""))
+    assert first.returncode == 0, first.stderr
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip([c.name for c in CASES], pool.map(run, CASES), strict=True))
+    results["a good command"] = first
+    return results
+
+
+def test_every_command_of_the_parser_brings_cases_for_its_own_inputs() -> None:
+    commands = {" ".join(command) for command, _ in leaf_commands(cli.build_parser())}
+    assert commands == set(SPECIFIC), "add the new command's bad inputs to SPECIFIC"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_a_bad_argument_is_answered_in_one_line_that_names_it(
+    case: Case, answers: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    answer = answers[case.name]
+    lines = answer.stderr.splitlines()
+    assert "Traceback" not in answer.stderr, answer.stderr
+    assert len(lines) == 1 and lines[0].strip(), answer.stderr
+    assert lines[0].startswith("agentlake: "), lines[0]
+    assert case.names in lines[0], lines[0]
+    assert CANARY not in answer.stderr + answer.stdout
+    assert answer.returncode == 2, (answer.returncode, lines[0])
+
+
+def test_a_refused_copy_writes_no_file(answers: dict[str, subprocess.CompletedProcess[str]], scratch: Path) -> None:
+    assert answers["query: COPY to a host file"].returncode == 2
+    assert not (scratch / "out.csv").exists()
+
+
+def test_a_good_command_in_the_same_home_answers_without_complaint(
+    answers: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    answer = answers["a good command"]
+    assert answer.returncode == 0 and answer.stderr == ""
+    assert answer.stdout.strip() == "the log is empty"
+
+
+def test_an_error_that_is_not_agentlakes_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(ctx: cli.Context, args: argparse.Namespace) -> int:
+        raise RuntimeError("a bug, not a user error")
+
+    monkeypatch.setattr(cli, "cmd_log_ls", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["log", "ls"])
+
+
+def test_a_failure_of_agentlake_exits_1_and_a_user_error_2() -> None:
+    from agentlake.context.query import QueryError, SnapshotGone
+    from agentlake.errors import StoreUnavailable
+
+    assert cli.exit_status(cli.UsageError("bad")) == 2
+    assert cli.exit_status(QueryError("refused")) == 2
+    assert cli.exit_status(SnapshotGone("raw.events", 1)) == 1
+    assert cli.exit_status(StoreUnavailable("down")) == 1
