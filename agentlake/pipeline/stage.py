@@ -11,10 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentlake.config import setting_default
 from agentlake.gate.suites import QualityPolicy
 from agentlake.tables.files import Checkpoint
-
-DEFAULT_DEDUP_WINDOW_DAYS = 1
 
 
 @dataclass
@@ -23,7 +22,7 @@ class IngestOptions:
 
     run_id: str = field(default_factory=lambda: f"cli-{uuid.uuid4().hex[:12]}")
     partition: str | None = None
-    dedup_window_days: int = DEFAULT_DEDUP_WINDOW_DAYS
+    dedup_window_days: int = setting_default("dedup_window_days")
     chunk_bytes: int = 16 * 1024 * 1024
     max_attempts: int = 20
     checkpoint: Checkpoint | None = None
