@@ -1,79 +1,150 @@
-"""Deployment settings, resolved from the environment in exactly one place.
+"""Deployment settings: every setting declared once, with its variable, default, bounds and meaning.
 
 Nothing in AgentLake reads ``os.environ`` except :meth:`Settings.from_env`, and only when
-called. The embedded default needs no variable at all; the S3 store needs a bucket.
+called; constructing :class:`Settings` directly reads no environment at all (tests and
+benchmarks build explicit settings). The embedded default needs no variable; the S3 store
+needs a bucket. Secrets are ``SecretStr``: their value is taken out with
+``get_secret_value()`` only where a client is handed it, never in repr, logs or errors.
+
+The policies (quality, retention, compaction, S3 timeouts) take their defaults from the
+declarations here (:func:`setting_default`), and ``docs/configuration.md`` is generated from
+them (``python -m agentlake.config``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agentlake.errors import ConfigError
 
 STORE_KINDS = ("local", "s3")
-
-# Every variable AgentLake reads, with what it means (the README's configuration table).
-ENV_VARS: dict[str, str] = {
-    "AGENTLAKE_HOME": "root folder of the embedded deployment (default ./.agentlake)",
-    "AGENTLAKE_STORE": "object store kind: local (default) or s3",
-    "AGENTLAKE_S3_BUCKET": "bucket holding the log, artifacts and warehouse (required for s3)",
-    "AGENTLAKE_S3_PREFIX": "key prefix inside the bucket (default empty)",
-    "AGENTLAKE_S3_ENDPOINT": "endpoint URL of an S3-compatible server (default: AWS S3)",
-    "AWS_ACCESS_KEY_ID": "S3 access key (standard AWS variable)",
-    "AWS_SECRET_ACCESS_KEY": "S3 secret key (standard AWS variable)",
-    "AWS_SESSION_TOKEN": "S3 session token, if any (standard AWS variable)",
-    "AWS_REGION": "S3 region (standard AWS variable, default us-east-1)",
-    "AGENTLAKE_CATALOG_URI": "SQLAlchemy URI of the Iceberg SQL catalog (default sqlite under AGENTLAKE_HOME)",
-    "AGENTLAKE_UI_PORT": "port of the Dagster UI started by `make run` (default 3000, on 127.0.0.1)",
-    "AGENTLAKE_DEMO_RATE": "agent runs per second the demo fleet of `make run` emits (default 1; 0 turns it off)",
-    "AGENTLAKE_INGEST_INTERVAL_S": "seconds between ingest sensor ticks: at most one commit per table per tick (default 60)",
-    "AGENTLAKE_DEDUP_WINDOW_DAYS": "arrival days before and after a segment's own searched for repeated event_ids (default 1)",
-    "AGENTLAKE_QUALITY_MAX_QUARANTINE_SHARE": "quality gate: a batch with a larger share of quarantined lines is held (default 0.5)",
-    "AGENTLAKE_QUALITY_FUTURE_SKEW_S": "quality gate: seconds an event's ts may be after its segment's arrival (default 3600)",
-    "AGENTLAKE_QUALITY_FLEET_EPOCH": "quality gate: events with an earlier ts are quarantined (ISO 8601, default 2024-01-01T00:00:00Z)",
-    "AGENTLAKE_STORE_RETRY_S": "seconds an ingest keeps retrying while the object store fails before it gives up (default 300)",
-    "AGENTLAKE_SNAPSHOT_RETENTION_HOURS": "table maintenance expires snapshots older than this many hours unless a branch or tag references them; pinned ones stay readable through their pin (default 0.25)",
-    "AGENTLAKE_SNAPSHOTS_KEEP_LAST": "table maintenance always keeps this many latest snapshots of each table (default 10)",
-    "AGENTLAKE_PIN_RETENTION_DAYS": "days a snapshot read by a context artifact stays pinned (readable, its files kept from deletion) after the artifact is made (default 400)",
-}
+M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class S3Settings:
-    """Where and how to reach an S3-compatible bucket. The secret never appears in repr."""
+class S3Settings(BaseModel):
+    """Where and how to reach an S3-compatible bucket. Secrets never appear in repr."""
 
-    bucket: str
-    prefix: str = ""
-    endpoint: str | None = None
-    region: str = "us-east-1"
-    access_key_id: str | None = None
-    secret_access_key: str | None = field(default=None, repr=False)
-    session_token: str | None = field(default=None, repr=False)
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="forbid",
+                              allow_inf_nan=False)
+
+    bucket: str = Field(validation_alias="AGENTLAKE_S3_BUCKET", min_length=1,
+                        description="bucket holding the log, artifacts and warehouse")
+    prefix: str = Field("", validation_alias="AGENTLAKE_S3_PREFIX", description="key prefix inside the bucket")
+    endpoint: str | None = Field(None, validation_alias="AGENTLAKE_S3_ENDPOINT",
+                                 description="endpoint URL of an S3-compatible server (unset: AWS S3)")
+    region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+                        description="S3 region (standard AWS variable; AWS_DEFAULT_REGION also read)")
+    access_key_id: SecretStr | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID",
+                                            description="S3 access key (standard AWS variable)")
+    secret_access_key: SecretStr | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY",
+                                                description="S3 secret key (standard AWS variable)")
+    session_token: SecretStr | None = Field(None, validation_alias="AWS_SESSION_TOKEN",
+                                            description="S3 session token, if any (standard AWS variable)")
+    connect_timeout_s: float = Field(5.0, validation_alias="AGENTLAKE_S3_CONNECT_TIMEOUT_S", gt=0, le=600,
+                                     description="seconds to connect to the S3 server before the attempt is retried")
+    request_timeout_s: float = Field(30.0, validation_alias="AGENTLAKE_S3_REQUEST_TIMEOUT_S", gt=0, le=3600,
+                                     description="seconds one S3 request may take before it is abandoned and retried")
+    max_retries: int = Field(10, validation_alias="AGENTLAKE_S3_MAX_RETRIES", ge=0, le=100,
+                             description="retries of one object-store request; beyond them the stages retry")
+    max_retry_timeout_s: float = Field(180.0, validation_alias="AGENTLAKE_S3_MAX_RETRY_TIMEOUT_S", gt=0,
+                                       description="seconds one object-store request is retried at most "
+                                                   "(also bounded by AGENTLAKE_STORE_RETRY_S)")
+
+    @field_validator("prefix", mode="before")
+    @classmethod
+    def _strip_slashes(cls, value: Any) -> Any:
+        return value.strip("/") if isinstance(value, str) else value
 
 
-@dataclass(frozen=True)
-class Settings:
-    """One deployment of AgentLake: its home folder, object store and catalog."""
+class Settings(BaseSettings):
+    """One deployment of AgentLake: its home folder, object store, catalog and tuning."""
 
-    home: Path
-    store: str = "local"
-    s3: S3Settings | None = None
-    catalog_uri: str | None = None
-    ui_port: int = 3000
-    demo_rate: float = 1.0
-    ingest_interval_s: int = 60
-    dedup_window_days: int = 1
-    quality_max_quarantine_share: float = 0.5
-    quality_future_skew_s: float = 3600.0
-    quality_fleet_epoch: str = "2024-01-01T00:00:00+00:00"
-    store_retry_s: float = 300.0
-    snapshot_retention_hours: float = 0.25
-    snapshots_keep_last: int = 10
-    pin_retention_days: float = 400.0
+    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="forbid",
+                                      allow_inf_nan=False, validate_default=True)
+
+    home: Path = Field(Path(".agentlake"), validation_alias="AGENTLAKE_HOME",
+                       description="root folder of the embedded deployment")
+    store: Literal["local", "s3"] = Field("local", validation_alias="AGENTLAKE_STORE",
+                                          description="object store kind: local or s3")
+    s3: S3Settings | None = Field(None, description="the bucket, when AGENTLAKE_STORE=s3 (the AGENTLAKE_S3_* "
+                                                     "and AWS_* variables)")
+    catalog_uri: SecretStr | None = Field(
+        None, validation_alias="AGENTLAKE_CATALOG_URI",
+        description="SQLAlchemy URI of the Iceberg SQL catalog (unset: sqlite under AGENTLAKE_HOME); "
+                    "a secret, since a Postgres URI carries its password")
+    ui_port: int = Field(3000, validation_alias="AGENTLAKE_UI_PORT", ge=1, le=65535,
+                         description="port of the Dagster UI started by `make run`, on 127.0.0.1")
+    demo_rate: float = Field(1.0, validation_alias="AGENTLAKE_DEMO_RATE", ge=0,
+                             description="agent runs per second the demo fleet of `make run` emits (0 turns it off)")
+    ingest_interval_s: int = Field(60, validation_alias="AGENTLAKE_INGEST_INTERVAL_S", ge=0,
+                                   description="seconds between ingest sensor ticks: at most one commit per table "
+                                               "per tick")
+    dedup_window_days: int = Field(1, validation_alias="AGENTLAKE_DEDUP_WINDOW_DAYS", ge=0,
+                                   description="arrival days before and after a segment's own searched for "
+                                               "repeated event_ids")
+    quality_max_quarantine_share: float = Field(
+        0.5, validation_alias="AGENTLAKE_QUALITY_MAX_QUARANTINE_SHARE", ge=0, le=1,
+        description="quality gate: a batch with a larger share of quarantined lines is held")
+    quality_future_skew_s: float = Field(3600.0, validation_alias="AGENTLAKE_QUALITY_FUTURE_SKEW_S", ge=0,
+                                         description="quality gate: seconds an event's ts may be after its "
+                                                     "segment's arrival")
+    quality_fleet_epoch: str = Field("2024-01-01T00:00:00+00:00", validation_alias="AGENTLAKE_QUALITY_FLEET_EPOCH",
+                                     description="quality gate: events with an earlier ts are quarantined "
+                                                 "(ISO 8601 with a zone)")
+    store_retry_s: float = Field(300.0, validation_alias="AGENTLAKE_STORE_RETRY_S", ge=0,
+                                 description="seconds an ingest keeps retrying while the object store fails "
+                                             "before it gives up")
+    snapshot_retention_hours: float = Field(
+        0.25, validation_alias="AGENTLAKE_SNAPSHOT_RETENTION_HOURS", ge=0,
+        description="table maintenance expires snapshots older than this unless a branch or tag references "
+                    "them; pinned ones stay readable through their pin")
+    snapshots_keep_last: int = Field(10, validation_alias="AGENTLAKE_SNAPSHOTS_KEEP_LAST", ge=1,
+                                     description="table maintenance always keeps this many latest snapshots of "
+                                                 "each table (at least 1: the current one)")
+    compaction_small_file_bytes: int = Field(
+        8 * 1024 * 1024, validation_alias="AGENTLAKE_COMPACTION_SMALL_FILE_BYTES", ge=1,
+        description="table maintenance compacts data files smaller than this")
+    compaction_target_file_bytes: int = Field(
+        64 * 1024 * 1024, validation_alias="AGENTLAKE_COMPACTION_TARGET_FILE_BYTES", ge=1,
+        description="size of the files compaction writes")
+    compaction_min_files: int = Field(4, validation_alias="AGENTLAKE_COMPACTION_MIN_FILES", ge=1,
+                                      description="a partition is compacted once it has this many small files")
+    pin_retention_days: float = Field(400.0, validation_alias="AGENTLAKE_PIN_RETENTION_DAYS", ge=0,
+                                      description="days a snapshot read by a context artifact stays pinned "
+                                                  "(readable, its files kept) after the artifact is made")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the keywords given: the environment is read by from_env, from the mapping it is handed.
+        return (init_settings,)
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_kind(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("quality_fleet_epoch")
+    @classmethod
+    def _instant(cls, value: str) -> str:
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("is not an ISO 8601 time; set it like 2024-01-01T00:00:00Z") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"has no zone; add one, e.g. {value.strip()}Z")
+        return parsed.isoformat()
 
     @property
     def store_root(self) -> Path:
@@ -86,7 +157,10 @@ class Settings:
 
     @property
     def resolved_catalog_uri(self) -> str:
-        return self.catalog_uri or f"sqlite:///{self.home / 'catalog.db'}"
+        """The catalog's SQLAlchemy URI, unwrapped for the catalog client only: it may carry a password."""
+        if self.catalog_uri is not None:
+            return self.catalog_uri.get_secret_value()
+        return f"sqlite:///{self.home / 'catalog.db'}"
 
     @property
     def warehouse_uri(self) -> str:
@@ -98,79 +172,119 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Resolve the deployment from environment variables (see ``ENV_VARS``).
+        """Resolve the deployment from environment variables (the process's, or ``environ``).
 
         Raises:
-            ConfigError: an unknown store kind, or S3 without a bucket.
+            ConfigError: a value out of its bounds or not of its kind, an unknown store kind,
+                or S3 without a bucket; one line naming the variable and the remedy.
         """
         env = os.environ if environ is None else environ
-        home = Path(env.get("AGENTLAKE_HOME") or ".agentlake").expanduser().resolve()
-        kind = (env.get("AGENTLAKE_STORE") or "local").strip().lower()
-        if kind not in STORE_KINDS:
-            raise ConfigError(
-                f"AGENTLAKE_STORE={kind!r} is not a known store; set it to one of {', '.join(STORE_KINDS)}"
-            )
-        s3 = None
-        if kind == "s3":
-            bucket = env.get("AGENTLAKE_S3_BUCKET", "").strip()
-            if not bucket:
+        values = _values_of(cls, env)
+        values["home"] = Path(values.get("home", setting_default("home"))).expanduser().resolve()
+        store = str(values.get("store", "local")).strip().lower()
+        if store == "s3":
+            s3_values = _values_of(S3Settings, env)
+            if not s3_values.get("bucket", "").strip():
                 raise ConfigError("AGENTLAKE_STORE=s3 needs AGENTLAKE_S3_BUCKET: set it to the bucket's name")
-            s3 = S3Settings(
-                bucket=bucket,
-                prefix=env.get("AGENTLAKE_S3_PREFIX", "").strip("/"),
-                endpoint=env.get("AGENTLAKE_S3_ENDPOINT") or None,
-                region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-                access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-                secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-                session_token=env.get("AWS_SESSION_TOKEN") or None,
-            )
-        return cls(
-            home=home,
-            store=kind,
-            s3=s3,
-            catalog_uri=env.get("AGENTLAKE_CATALOG_URI") or None,
-            ui_port=_number(env, "AGENTLAKE_UI_PORT", 3000, int),
-            demo_rate=_number(env, "AGENTLAKE_DEMO_RATE", 1.0, float),
-            ingest_interval_s=_number(env, "AGENTLAKE_INGEST_INTERVAL_S", 60, int),
-            dedup_window_days=_number(env, "AGENTLAKE_DEDUP_WINDOW_DAYS", 1, int),
-            quality_max_quarantine_share=_number(env, "AGENTLAKE_QUALITY_MAX_QUARANTINE_SHARE", 0.5, float),
-            quality_future_skew_s=_number(env, "AGENTLAKE_QUALITY_FUTURE_SKEW_S", 3600.0, float),
-            quality_fleet_epoch=_instant(env, "AGENTLAKE_QUALITY_FLEET_EPOCH", "2024-01-01T00:00:00+00:00"),
-            store_retry_s=_number(env, "AGENTLAKE_STORE_RETRY_S", 300.0, float),
-            snapshot_retention_hours=_number(env, "AGENTLAKE_SNAPSHOT_RETENTION_HOURS", 0.25, float),
-            snapshots_keep_last=_at_least_one(env, "AGENTLAKE_SNAPSHOTS_KEEP_LAST", 10),
-            pin_retention_days=_number(env, "AGENTLAKE_PIN_RETENTION_DAYS", 400.0, float),
-        )
+            s3_values["bucket"] = s3_values["bucket"].strip()
+            values["s3"] = _validated(S3Settings, s3_values, env)
+        return _validated(cls, values, env)
 
 
-def _instant(env: Mapping[str, str], name: str, default: str) -> str:
-    from datetime import datetime
+def _env_names(info: FieldInfo) -> list[str]:
+    alias = info.validation_alias
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return []
 
-    raw = (env.get(name) or "").strip() or default
+
+def _values_of(model: type[BaseModel], env: Mapping[str, str]) -> dict[str, Any]:
+    """The model's fields found in ``env`` under their variables; an empty value counts as unset."""
+    values: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        for variable in _env_names(info):
+            raw = env.get(variable)
+            if raw is not None and raw.strip() != "":
+                values[name] = raw
+                break
+    return values
+
+
+def _validated(model: type[M], values: dict[str, Any], env: Mapping[str, str]) -> M:
     try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an ISO 8601 time; set it like 2024-01-01T00:00:00Z") from None
-    if parsed.tzinfo is None:
-        raise ConfigError(f"{name}={raw!r} has no zone; add one, e.g. {raw}Z")
-    return parsed.isoformat()
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(model, exc.errors()[0], env)) from None
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return kind(default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; set it to a {kind.__name__} or unset it") from None
-    if value < 0:
-        raise ConfigError(f"{name}={raw!r} must not be negative")
-    return value
+def _one_line(model: type[BaseModel], error: Any, env: Mapping[str, str]) -> str:
+    """One line naming the variable, its value and what to set instead."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    info = model.model_fields.get(name)
+    variables = _env_names(info) if info else []
+    variable = next((v for v in variables if env.get(v, "").strip()), variables[0] if variables else name)
+    shown = f"{variable}={env.get(variable)!r}"
+    if info is not None and _is_secret(info):
+        shown = variable  # a secret's value is never echoed
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in ("int_parsing", "int_from_float", "float_parsing", "int_type", "float_type", "finite_number"):
+        wanted = "a whole number" if "int" in kind else "a number"
+        return f"{shown} is not {wanted}; set it to {wanted} or unset it"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        return f"{shown} is out of bounds; set it to a value {_bounds(info)} or unset it for the default"
+    if kind == "literal_error":
+        return f"{shown} is not a known {name}; set it to one of {ctx.get('expected', '')}"
+    if kind == "value_error":
+        return f"{shown} {str(error['msg']).removeprefix('Value error, ')}"
+    return f"{shown}: {error['msg']}; see docs/configuration.md"
 
 
-def _at_least_one(env: Mapping[str, str], name: str, default: int) -> int:
-    value: int = _number(env, name, default, int)
-    if value < 1:
-        raise ConfigError(f"{name}={value} must be at least 1: the current snapshot of a table is always kept")
-    return value
+def _is_secret(info: FieldInfo) -> bool:
+    return "SecretStr" in str(info.annotation)
+
+
+def _bounds(info: FieldInfo | None) -> str:
+    """The field's bounds as text, e.g. ``>= 0, <= 1``; empty if it has none."""
+    if info is None:
+        return ""
+    parts = []
+    for meta in info.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            bound = getattr(meta, attr, None)
+            if bound is not None:
+                parts.append(f"{sign} {bound}")
+    return ", ".join(parts)
+
+
+def setting_default(name: str) -> Any:
+    """The declared default of a setting (of :class:`Settings` or :class:`S3Settings`), for the
+    policies' own defaults: one declaration, no second copy."""
+    for model in (Settings, S3Settings):
+        if name in model.model_fields:
+            return model.model_fields[name].get_default(call_default_factory=True)
+    raise KeyError(f"{name} is not a declared setting")
+
+
+def settings_table() -> str:
+    """The configuration table of the docs, generated from the declarations (markdown)."""
+    rows = ["| Variable | Default | Bounds | Description | Secret |", "|---|---|---|---|---|"]
+    for model in (Settings, S3Settings):
+        for info in model.model_fields.values():
+            variables = _env_names(info)
+            if not variables:
+                continue  # a group of other settings (s3), listed by its own variables
+            default = info.get_default(call_default_factory=True)
+            shown = "" if default is None else "(empty)" if default == "" else f"`{default}`"
+            if model is S3Settings and info.is_required():
+                shown = "(required for s3)"
+            description = (info.description or "").replace("|", "\\|")
+            name = " or ".join(f"`{v}`" for v in variables)
+            rows.append(f"| {name} | {shown} | {_bounds(info)} | {description} | "
+                        f"{'yes' if _is_secret(info) else 'no'} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")

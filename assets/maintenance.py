@@ -8,6 +8,7 @@ each table's own page gets an observation with its figures.
 """
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from dagster import (
@@ -61,12 +62,12 @@ _TOTALS = ("files_rewritten", "files_written", "snapshots_expired", "files_delet
 
 
 class MaintenanceConfig(Config):
-    """What a maintenance run does. Empty retention values mean the deployment's settings
-    (``AGENTLAKE_SNAPSHOT_RETENTION_HOURS``, ``AGENTLAKE_SNAPSHOTS_KEEP_LAST``)."""
+    """What a maintenance run does. Empty values mean the deployment's settings
+    (``AGENTLAKE_SNAPSHOT_RETENTION_HOURS``, ``AGENTLAKE_SNAPSHOTS_KEEP_LAST``, ``AGENTLAKE_COMPACTION_MIN_FILES``)."""
 
     retention_hours: float | None = None
     keep_last: int | None = None
-    min_files: int = CompactionPolicy.min_files
+    min_files: int | None = None
     delete_files: bool = True
 
 
@@ -116,8 +117,11 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
                 metadata={f"maintenance/{k}": v for k, v in row.items() if k != "table"},
             ))
 
+        compaction = CompactionPolicy.from_settings(settings)
+        if config.min_files is not None:
+            compaction = replace(compaction, min_files=config.min_files)
         reports = maintain(
-            lk, [t.name for t in tables], retention=retention, compaction=CompactionPolicy(min_files=config.min_files),
+            lk, [t.name for t in tables], retention=retention, compaction=compaction,
             delete_files=config.delete_files, progress=progress,
         )
         yield MaterializeResult(metadata=metadata_of(reports, retention))

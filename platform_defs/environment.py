@@ -17,10 +17,13 @@ def resolve_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def build_lake_resource(settings: Settings) -> LakeResource:
-    """The lake resource for these settings; S3 secrets stay ``EnvVar``s, resolved only at run time."""
+    """The lake resource for these settings. Every secret-bearing setting (the catalog URI, which
+    may carry a password, and the AWS keys and token) is an ``EnvVar``: the UI shows its name, and
+    the value is resolved only at run time."""
     tuning = {"ingest_interval_s": settings.ingest_interval_s, "dedup_window_days": settings.dedup_window_days}
+    catalog_uri = EnvVar("AGENTLAKE_CATALOG_URI") if settings.catalog_uri is not None else None
     if settings.s3 is None:
-        return LakeResource(home=str(settings.home), catalog_uri=settings.catalog_uri, **tuning)
+        return LakeResource(home=str(settings.home), catalog_uri=catalog_uri, **tuning)
     # Imported only here: the embedded default never loads dagster-aws (see LakeResource).
     from dagster_aws.s3 import S3Resource
 
@@ -40,7 +43,7 @@ def build_lake_resource(settings: Settings) -> LakeResource:
         home=str(settings.home),
         s3_bucket=s3.bucket,
         s3_prefix=s3.prefix,
-        catalog_uri=settings.catalog_uri,
+        catalog_uri=catalog_uri,
         s3=S3Resource(**s3_kwargs),
         **tuning,
     )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from dagster import ConfigurableResource
+from pydantic import SecretStr
 from pyiceberg.catalog.sql import SqlCatalog
 
-from agentlake.config import S3Settings, Settings
+from agentlake.config import S3Settings, Settings, setting_default
 from agentlake.log.reader import LogReader
 from agentlake.storage.catalog import open_catalog
 from agentlake.storage.store import ObjectStore
@@ -21,12 +21,16 @@ class LakeResource(ConfigurableResource):
     dagster-aws's ``S3Resource``. It lives in its own module so that the embedded default never
     imports dagster-aws and boto3: every run process imports these definitions, and those two
     imports cost seconds of freshness per run.
+
+    ``catalog_uri`` may carry a password: it is given as ``EnvVar("AGENTLAKE_CATALOG_URI")``
+    (platform_defs/environment.py), so the UI shows the variable's name and the value is
+    resolved only in the run.
     """
 
     home: str
     catalog_uri: str | None = None
-    ingest_interval_s: int = 60
-    dedup_window_days: int = 1
+    ingest_interval_s: int = setting_default("ingest_interval_s")
+    dedup_window_days: int = setting_default("dedup_window_days")
 
     def s3_settings(self) -> S3Settings | None:
         return None
@@ -34,11 +38,11 @@ class LakeResource(ConfigurableResource):
     def settings(self) -> Settings:
         """The deployment's settings: this resource's fields over the environment's tuning."""
         s3 = self.s3_settings()
-        return replace(
-            Settings.from_env(), home=Path(self.home), store="s3" if s3 else "local", s3=s3,
-            catalog_uri=self.catalog_uri, ingest_interval_s=self.ingest_interval_s,
-            dedup_window_days=self.dedup_window_days,
-        )
+        return Settings.from_env().model_copy(update={
+            "home": Path(self.home), "store": "s3" if s3 else "local", "s3": s3,
+            "catalog_uri": SecretStr(self.catalog_uri) if self.catalog_uri else None,
+            "ingest_interval_s": self.ingest_interval_s, "dedup_window_days": self.dedup_window_days,
+        })
 
     def object_store(self) -> ObjectStore:
         return ObjectStore.from_settings(self.settings())

@@ -18,12 +18,10 @@ class S3LakeResource(LakeResource):
 
     def s3_settings(self) -> S3Settings | None:
         cfg = self.s3
-        return S3Settings(
-            bucket=self.s3_bucket,
-            prefix=self.s3_prefix,
-            endpoint=cfg.endpoint_url,
-            region=cfg.region_name or "us-east-1",
-            access_key_id=cfg.aws_access_key_id,
-            secret_access_key=cfg.aws_secret_access_key,
-            session_token=cfg.aws_session_token,
-        )
+        given = {
+            "endpoint": cfg.endpoint_url, "region": cfg.region_name, "access_key_id": cfg.aws_access_key_id,
+            "secret_access_key": cfg.aws_secret_access_key, "session_token": cfg.aws_session_token,
+        }
+        # What dagster-aws leaves unset keeps the declared default (agentlake.config).
+        return S3Settings(bucket=self.s3_bucket, prefix=self.s3_prefix,
+                          **{name: value for name, value in given.items() if value is not None})

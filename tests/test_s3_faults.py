@@ -11,7 +11,6 @@ import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def proxy(s3_endpoint: str) -> Iterator[FaultyS3Proxy]:
 
 def lake_via(tmp_path: Path, s3: S3Settings, endpoint: str, *, store_retry_s: float = 300.0) -> Lake:
     """A lake on the test bucket, reaching it through ``endpoint`` (the proxy, or the server itself)."""
-    return Lake(Settings(home=tmp_path / "home", store="s3", s3=replace(s3, endpoint=endpoint),
+    return Lake(Settings(home=tmp_path / "home", store="s3", s3=s3.model_copy(update={"endpoint": endpoint}),
                          store_retry_s=store_retry_s))
 
 
@@ -162,7 +161,7 @@ def test_giving_up_names_the_store_and_leaves_the_tables_untouched(
     message = str(failure.value)
     assert f"bucket {s3_settings.bucket!r} at {proxy.url}" in message
     assert "AGENTLAKE_STORE_RETRY_S" in message and "run it again" in message
-    assert s3_settings.secret_access_key and s3_settings.secret_access_key not in message
+    assert s3_settings.secret_access_key and s3_settings.secret_access_key.get_secret_value() not in message
     assert {t.name: direct.table(t.name).current_snapshot() for t in ALL_TABLES} == before
     proxy.down_for(0.0)
     report = ingest(lake, segments, IngestOptions(run_id="back"))
@@ -222,7 +221,7 @@ def test_a_cut_segment_body_is_read_again_or_raises_never_short(
     direct = lake_via(tmp_path, s3_settings, s3_settings.endpoint or "")
     (seg,) = write_segments(direct.store, [corpus[0] * 40])
     expected = corpus[0] * 40
-    proxied = replace(s3_settings, endpoint=proxy.url)
+    proxied = s3_settings.model_copy(update={"endpoint": proxy.url})
 
     def cut_next_read() -> None:
         proxy.fault_on(lambda method, path: method == "GET" and path.endswith(seg.key), "cut")
@@ -261,7 +260,7 @@ def test_a_request_left_unanswered_times_out_and_is_retried(
     """The store accepts a request and never answers: the client gives up after its timeout and retries."""
     direct = lake_via(tmp_path, s3_settings, s3_settings.endpoint or "")
     direct.store.put_once("log/v1/slow", b"answer")
-    store = ObjectStore.s3(replace(s3_settings, endpoint=proxy.url), request_timeout_s=1.0)
+    store = ObjectStore.s3(s3_settings.model_copy(update={"endpoint": proxy.url}), request_timeout_s=1.0)
     proxy.fault_on(lambda method, path: method == "GET" and path.endswith("/log/v1/slow"), "stall")
     started = time.monotonic()
     assert store.get("log/v1/slow") == b"answer"

@@ -171,8 +171,7 @@ def scan_expression(lake: Lake, table: Table, name: str, snapshot_id: int, locat
         location = snapshot_location(lake, table, name, snapshot_id)
     else:
         location = _readable(table, name, snapshot_id, location)
-    quoted = location.replace("'", "''")
-    return f"iceberg_scan('{quoted}', snapshot_from_id => {int(snapshot_id)})"
+    return f"iceberg_scan({sql_literal(location)}, snapshot_from_id => {int(snapshot_id)})"
 
 
 def connect(
@@ -196,17 +195,26 @@ def connect(
     return con, resolved
 
 
+def sql_literal(value: str) -> str:
+    """``value`` as a SQL string literal: quoted, its quotes doubled, so no value can end it early."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _s3_secret(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    # DuckDB's CREATE SECRET takes no prepared parameters: every value goes in as an escaped literal.
     s3 = lake.settings.s3
     assert s3 is not None
-    parts = ["TYPE s3", f"REGION '{s3.region}'"]
+    parts = ["TYPE s3", f"REGION {sql_literal(s3.region)}"]
     if s3.access_key_id:
-        parts.append(f"KEY_ID '{s3.access_key_id}'")
+        parts.append(f"KEY_ID {sql_literal(s3.access_key_id.get_secret_value())}")
     if s3.secret_access_key:
-        parts.append(f"SECRET '{s3.secret_access_key}'")
+        parts.append(f"SECRET {sql_literal(s3.secret_access_key.get_secret_value())}")
+    if s3.session_token:
+        parts.append(f"SESSION_TOKEN {sql_literal(s3.session_token.get_secret_value())}")
     if s3.endpoint:
         scheme, _, host = s3.endpoint.partition("://")
-        parts += [f"ENDPOINT '{host}'", "URL_STYLE 'path'", f"USE_SSL {'true' if scheme == 'https' else 'false'}"]
+        parts += [f"ENDPOINT {sql_literal(host)}", "URL_STYLE 'path'",
+                  f"USE_SSL {'true' if scheme == 'https' else 'false'}"]
     con.execute(f"CREATE OR REPLACE SECRET agentlake_s3 ({', '.join(parts)})")
 
 

@@ -27,13 +27,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
 
-from agentlake.config import Settings
+from agentlake.config import Settings, setting_default
 from agentlake.log.events import EVENT_TYPES
 
 if TYPE_CHECKING:
@@ -57,9 +57,10 @@ _BULKY_RESULT_KEYS = ("unexpected_list", "unexpected_index_list", "unexpected_in
 class QualityPolicy:
     """The thresholds the suites are held to (``AGENTLAKE_QUALITY_*`` settings)."""
 
-    fleet_epoch: datetime = datetime(2024, 1, 1, tzinfo=UTC)
-    future_skew_s: float = 3600.0
-    max_quarantine_share: float = 0.5
+    # Defaults are the settings' declared ones (agentlake.config): no second copy here.
+    fleet_epoch: datetime = datetime.fromisoformat(setting_default("quality_fleet_epoch"))
+    future_skew_s: float = setting_default("quality_future_skew_s")
+    max_quarantine_share: float = setting_default("quality_max_quarantine_share")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QualityPolicy:

@@ -48,7 +48,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.table.update import RemoveSnapshotsUpdate, ValidatableTableRequirement
 
-from agentlake.config import Settings
+from agentlake.config import Settings, setting_default
 from agentlake.context.pins import PIN_GRANULARITY_MS, Pin, historical_pins, retention_ms
 from agentlake.errors import AgentLakeError, ObjectNotFound
 from agentlake.maintenance.clustering import ROW_GROUP_ROWS
@@ -77,8 +77,9 @@ class RetentionPolicy:
     """Which snapshots expiry keeps: those newer than ``keep_hours``, and at least the last
     ``keep_last`` of ``main``. Snapshots a branch or tag references are always kept."""
 
-    keep_hours: float = 0.25
-    keep_last: int = 10
+    # Defaults are the settings' declared ones (agentlake.config): no second copy here.
+    keep_hours: float = setting_default("snapshot_retention_hours")
+    keep_last: int = setting_default("snapshots_keep_last")
 
     def __post_init__(self) -> None:
         if self.keep_hours < 0 or self.keep_last < 1:
@@ -94,9 +95,14 @@ class CompactionPolicy:
     """Which files compaction rewrites: files under ``small_file_bytes``, in partitions that
     have at least ``min_files`` of them, packed into outputs of about ``target_file_bytes``."""
 
-    small_file_bytes: int = 8 * 1024 * 1024
-    target_file_bytes: int = 64 * 1024 * 1024
-    min_files: int = 4
+    small_file_bytes: int = setting_default("compaction_small_file_bytes")
+    target_file_bytes: int = setting_default("compaction_target_file_bytes")
+    min_files: int = setting_default("compaction_min_files")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CompactionPolicy:
+        return cls(small_file_bytes=settings.compaction_small_file_bytes,
+                   target_file_bytes=settings.compaction_target_file_bytes, min_files=settings.compaction_min_files)
 
 
 # --- reports ------------------------------------------------------------------------------------

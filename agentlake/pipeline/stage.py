@@ -11,14 +11,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agentlake.config import setting_default
 from agentlake.gate.suites import QualityPolicy
 from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy
 from agentlake.tables.files import Checkpoint
 
 if TYPE_CHECKING:
     from agentlake.gate.batch import GateOutcome
-
-DEFAULT_DEDUP_WINDOW_DAYS = 1
 
 
 @dataclass
@@ -27,7 +26,7 @@ class IngestOptions:
 
     run_id: str = field(default_factory=lambda: f"cli-{uuid.uuid4().hex[:12]}")
     partition: str | None = None
-    dedup_window_days: int = DEFAULT_DEDUP_WINDOW_DAYS
+    dedup_window_days: int = setting_default("dedup_window_days")
     chunk_bytes: int = 16 * 1024 * 1024
     retry: RetryPolicy = DEFAULT_POLICY  # how conflicts and store outages are retried
     checkpoint: Checkpoint | None = None

@@ -12,10 +12,9 @@ from agentlake.config import Settings
 from agentlake.errors import ConfigError
 
 CATALOG_NAME = "agentlake"
-# pyiceberg's FileIO (pyarrow's S3 filesystem): attempts per request and timeouts, in seconds.
+# pyiceberg's FileIO (pyarrow's S3 filesystem): attempts per request. Not a setting: pyiceberg
+# builds the strategy from its import path, without arguments. Timeouts come from S3Settings.
 S3_MAX_ATTEMPTS = 6
-S3_CONNECT_TIMEOUT_S = 5
-S3_REQUEST_TIMEOUT_S = 30
 
 
 class StoreRetryStrategy(AwsDefaultS3RetryStrategy):
@@ -45,14 +44,15 @@ def catalog_properties(settings: Settings) -> dict[str, Any]:
             props["s3.endpoint"] = s3.endpoint
             props["s3.force-virtual-addressing"] = "false"
         props["s3.retry-strategy-impl"] = f"{StoreRetryStrategy.__module__}.{StoreRetryStrategy.__qualname__}"
-        props["s3.connect-timeout"] = str(S3_CONNECT_TIMEOUT_S)
-        props["s3.request-timeout"] = str(S3_REQUEST_TIMEOUT_S)
+        props["s3.connect-timeout"] = f"{s3.connect_timeout_s:g}"
+        props["s3.request-timeout"] = f"{s3.request_timeout_s:g}"
+        # The secrets are unwrapped here only, for the client that needs them.
         if s3.access_key_id:
-            props["s3.access-key-id"] = s3.access_key_id
+            props["s3.access-key-id"] = s3.access_key_id.get_secret_value()
         if s3.secret_access_key:
-            props["s3.secret-access-key"] = s3.secret_access_key
+            props["s3.secret-access-key"] = s3.secret_access_key.get_secret_value()
         if s3.session_token:
-            props["s3.session-token"] = s3.session_token
+            props["s3.session-token"] = s3.session_token.get_secret_value()
     return props
 
 

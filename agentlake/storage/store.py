@@ -22,16 +22,12 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
 from obstore.store import LocalStore, S3Store
 
-from agentlake.config import S3Settings, Settings
+from agentlake.config import S3Settings, Settings, setting_default
 from agentlake.errors import AlreadyExists, ConfigError, ObjectNotFound
 from agentlake.storage.retry import DEFAULT_POLICY, StoreRetry, describe_s3
 
-# Timeouts of one S3 request: connecting, and the whole request (retried when they expire).
-S3_CONNECT_TIMEOUT_S = 5.0
-S3_REQUEST_TIMEOUT_S = 30.0
-# obstore's per-request retries; beyond them, the stages retry (see agentlake.retry).
-S3_MAX_RETRIES = 10
-S3_MAX_RETRY_TIMEOUT_S = 180.0
+# How long one request is retried when no S3 settings say (a local store): the declared default.
+S3_MAX_RETRY_TIMEOUT_S: float = setting_default("max_retry_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -66,29 +62,35 @@ class ObjectStore:
 
     @classmethod
     def s3(
-        cls, s3: S3Settings, *, max_retries: int = S3_MAX_RETRIES, retry_timeout_s: float = S3_MAX_RETRY_TIMEOUT_S,
-        request_timeout_s: float = S3_REQUEST_TIMEOUT_S,
+        cls, s3: S3Settings, *, max_retries: int | None = None, retry_timeout_s: float | None = None,
+        request_timeout_s: float | None = None,
     ) -> ObjectStore:
         """A bucket on S3 or any S3-compatible server (credentials passed in, never logged).
 
         Args:
-            max_retries / retry_timeout_s: how often and for how long one request is retried.
-            request_timeout_s: a request not answered within this time is abandoned and retried.
+            max_retries / retry_timeout_s: how often and for how long one request is retried
+                (default: ``s3.max_retries`` / ``s3.max_retry_timeout_s``).
+            request_timeout_s: a request not answered within this time is abandoned and retried
+                (default: ``s3.request_timeout_s``).
         """
+        max_retries = s3.max_retries if max_retries is None else max_retries
+        retry_timeout_s = s3.max_retry_timeout_s if retry_timeout_s is None else retry_timeout_s
+        request_timeout_s = s3.request_timeout_s if request_timeout_s is None else request_timeout_s
         config: dict[str, Any] = {"region": s3.region}
         if s3.endpoint:
             config["endpoint"] = s3.endpoint
             # S3-compatible servers are usually addressed by path, not virtual host.
             config["virtual_hosted_style_request"] = False
+        # The secrets are unwrapped here only, for the client that needs them.
         if s3.access_key_id:
-            config["access_key_id"] = s3.access_key_id
+            config["access_key_id"] = s3.access_key_id.get_secret_value()
         if s3.secret_access_key:
-            config["secret_access_key"] = s3.secret_access_key
+            config["secret_access_key"] = s3.secret_access_key.get_secret_value()
         if s3.session_token:
-            config["session_token"] = s3.session_token
+            config["session_token"] = s3.session_token.get_secret_value()
         client: dict[str, Any] = {
             "allow_http": bool(s3.endpoint and s3.endpoint.startswith("http://")),
-            "connect_timeout": _seconds(S3_CONNECT_TIMEOUT_S),
+            "connect_timeout": _seconds(s3.connect_timeout_s),
             "timeout": _seconds(request_timeout_s),
         }
         retry: dict[str, Any] = {
@@ -110,7 +112,7 @@ class ObjectStore:
     def from_settings(cls, settings: Settings) -> ObjectStore:
         if settings.s3 is not None:
             # One request never retries for longer than a whole stage would wait for the store.
-            budget = min(S3_MAX_RETRY_TIMEOUT_S, max(1.0, settings.store_retry_s))
+            budget = min(settings.s3.max_retry_timeout_s, max(1.0, settings.store_retry_s))
             return cls.s3(settings.s3, retry_timeout_s=budget)
         try:
             return cls.local(settings.store_root)
