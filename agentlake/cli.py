@@ -215,12 +215,14 @@ def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.gate.suites import QualityPolicy
+    from agentlake.gate.validations import write_data_docs
     from agentlake.pipeline.flow import ingest_pending_then_facts
     from agentlake.pipeline.stage import IngestOptions
     from agentlake.tables.lake import Lake
 
     options = IngestOptions(quality=QualityPolicy.from_settings(ctx.settings))
     report = ingest_pending_then_facts(Lake(ctx.settings, store=ctx.store), options, day=args.date)
+    write_data_docs(ctx.store, [(g.validation, g.audit) for g in report.gate])
     data = report.as_dict()
     text = (f"ingested {report.segments} segment(s), {report.lines} lines: {report.rows} rows, "
             f"{report.quarantined} quarantined, {report.duplicates} duplicates "

@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from agentlake.gate.suites import QualityPolicy
+from agentlake.gate.validations import write_data_docs
 from agentlake.log.segments import SegmentInfo
 from agentlake.pipeline.facts import rebuild_facts, update_facts
 from agentlake.pipeline.ingest import ingest
@@ -114,6 +115,8 @@ def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeR
     else:
         segments = lk.log.list_day(day)
     report = ingest(lk, segments, _options(context, lake))
+    # Published (or held) already: the audits' Data Docs pages are rendered off the way to main.
+    write_data_docs(lk.store, [(g.validation, g.audit) for g in report.gate])
     context.log.info(
         f"{day}: {report.segments} segment(s), {report.rows} rows, {report.quarantined} quarantined, "
         f"{report.duplicates} duplicates in {report.seconds:.2f}s"

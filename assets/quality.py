@@ -24,8 +24,9 @@ from dagster import (
 )
 
 from agentlake.gate.batch import GateOutcome
-from agentlake.gate.suites import BATCH, SEVERITY, QualityPolicy, RuleResult, events_suite
+from agentlake.gate.suites import BATCH, EVENTS_SUITE, SEVERITY, QualityPolicy, RuleResult, events_rules
 from agentlake.pipeline.ingest import IngestReport
+from agentlake.tables.schemas import EVENTS
 from assets.raw_log import RAW_EVENT_LOG
 
 STAGED_EVENTS_KEY = AssetKey(["raw", "events_staged"])
@@ -42,8 +43,7 @@ STAGED_EVENTS = AssetSpec(
     skippable=True,
 )
 
-_SUITE = events_suite(QualityPolicy())
-_RULES = _SUITE.rules
+_RULES = events_rules(QualityPolicy())
 
 GATE_CHECKS = [
     AssetCheckSpec(
@@ -54,14 +54,14 @@ GATE_CHECKS = [
         + (" Blocking: a failure publishes nothing." if rule.level == BATCH
            else " Rows that break it are quarantined with this rule's name; the rest publish."),
         blocking=rule.level == BATCH,
-        metadata={"expectation_suite": _SUITE.name, "expectation": rule.expectation},
+        metadata={"expectation_suite": EVENTS_SUITE, "expectation": rule.expectation},
     )
     for rule in _RULES
 ]
 
 
 def _events_batches(report: IngestReport) -> list[GateOutcome]:
-    return [g for g in report.gate if g.table == _SUITE.table]
+    return [g for g in report.gate if g.table == EVENTS.name]
 
 
 def gate_outcome(report: IngestReport) -> tuple[bool, bool]:

@@ -79,12 +79,13 @@ def test_embedded_instance_uses_sqlite_under_the_home(tmp_path: Path) -> None:
 
 
 def test_embedded_definitions_load_without_dagster_aws(tmp_path: Path) -> None:
-    """Every run process imports the definitions: on the embedded default they skip dagster-aws and
-    boto3, whose import costs seconds of freshness per run."""
+    """Every run process imports the definitions: on the embedded default they skip dagster-aws, boto3
+    and Great Expectations (the gate imports it when it first validates), whose imports cost seconds."""
     import subprocess
     import sys
 
-    code = "import sys, platform_defs.definitions; print(sorted({'dagster_aws', 'boto3'} & set(sys.modules)))"
+    code = ("import sys, platform_defs.definitions; "
+            "print(sorted({'dagster_aws', 'boto3', 'great_expectations'} & set(sys.modules)))")
     env = {"PATH": "/usr/bin:/bin", "AGENTLAKE_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
                          capture_output=True, text=True, check=True).stdout

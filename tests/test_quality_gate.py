@@ -490,3 +490,12 @@ def test_a_staged_snapshot_has_its_validation_result_and_data_docs_page_and_the_
     assert more is not None
     (answer,) = orjson.loads(orjson.dumps(ingest(lake, [more], gated("more")).as_dict()))["gate"]
     assert answer["table"] == EVENTS.name and answer["audit"]["passed"] and answer["data_docs"].endswith(".html")
+
+
+@pytest.mark.unit
+def test_the_declared_rules_are_the_rules_of_the_great_expectations_suites() -> None:
+    from agentlake.gate.suites import events_rules, events_suite, facts_rules, facts_suite
+
+    assert events_rules(POLICY) == events_suite(POLICY).rules
+    for table in ("facts.agent_runs", "facts.llm_calls", "facts.retrievals", "facts.feedback"):
+        assert facts_rules(table) == facts_suite(table).rules

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
 ROW = "row"
+EVENTS_SUITE = "agentlake.raw.events"
 BATCH = "batch"
 SEVERITY = {ROW: "warning", BATCH: "critical"}  # a rule's level is its expectation's severity
 LEVEL = {severity: level for level, severity in SEVERITY.items()}
@@ -159,19 +160,54 @@ def _gxe() -> Any:
     return gxe
 
 
-def _not_null(gxe: Any, column: str, level: str = ROW) -> Expectation:
+class _Declared:
+    """An expectation as declared, without Great Expectations: its class name and arguments.
+
+    The suites are written once, as functions of a namespace of expectation classes. Given Great
+    Expectations' own (``_gxe()``) they build the suite the gate validates with; given this
+    stand-in they give the rules' names, levels and meanings to whoever only describes them (the
+    Dagster definitions, loaded by every process, which must not pay GX's import of seconds).
+    """
+
+    def __init__(self, expectation: str, kwargs: dict[str, Any]) -> None:
+        self.expectation = expectation
+        self.kwargs = kwargs
+
+    def rule(self) -> Rule:
+        meta = self.kwargs.get("meta") or {}
+        return Rule(name=meta["rule"], level=LEVEL[self.kwargs["severity"]], expectation=self.expectation,
+                    column=self.kwargs.get("column"), description=self.kwargs.get("description", ""),
+                    frame=meta.get("frame", ROWS_FRAME))
+
+
+class _Declarations:
+    def __getattr__(self, name: str) -> Callable[..., _Declared]:
+        return lambda **kwargs: _Declared(name, kwargs)
+
+
+def events_rules(policy: QualityPolicy) -> tuple[Rule, ...]:
+    """The rules of the ``raw.events`` suite, as declared (Great Expectations is not imported)."""
+    return tuple(e.rule() for e in _events_list(_Declarations(), policy))
+
+
+def facts_rules(table: str) -> tuple[Rule, ...]:
+    """The rules of a fact table's suite, as declared (Great Expectations is not imported)."""
+    return tuple(e.rule() for e in _facts_list(_Declarations(), table))
+
+
+def _not_null(gxe: Any, column: str, level: str = ROW) -> Any:
     return gxe.ExpectColumnValuesToNotBeNull(
         column=column, severity=SEVERITY[level], description=f"every row has a {column}",
         meta={"rule": f"{column}_not_null"})
 
 
-def _at_least_zero(gxe: Any, column: str, name: str, level: str = ROW) -> Expectation:
+def _at_least_zero(gxe: Any, column: str, name: str, level: str = ROW) -> Any:
     return gxe.ExpectColumnValuesToBeBetween(
         column=column, min_value=0, severity=SEVERITY[level], description=f"{column} is not negative",
         meta={"rule": name})
 
 
-def _unit_interval(gxe: Any, column: str, name: str, description: str, level: str = ROW) -> Expectation:
+def _unit_interval(gxe: Any, column: str, name: str, description: str, level: str = ROW) -> Any:
     return gxe.ExpectColumnValuesToBeBetween(
         column=column, min_value=0, max_value=1, severity=SEVERITY[level], description=description,
         meta={"rule": name})
@@ -187,9 +223,12 @@ def events_suite(policy: QualityPolicy, *, expected_rows: int | None = None) -> 
 def _events_expectations(policy: QualityPolicy) -> ExpectationSuite:
     import great_expectations as gx
 
-    gxe = _gxe()
+    return gx.ExpectationSuite(name=EVENTS_SUITE, expectations=_events_list(_gxe(), policy))
+
+
+def _events_list(gxe: Any, policy: QualityPolicy) -> list[Any]:
     row, batch = SEVERITY[ROW], SEVERITY[BATCH]
-    return gx.ExpectationSuite(name="agentlake.raw.events", expectations=[
+    return [
         *(_not_null(gxe, c) for c in ("event_id", "run_id", "agent_id", "type", "ts")),
         gxe.ExpectColumnValuesToBeInSet(
             column="type", value_set=list(EVENT_TYPES), severity=row,
@@ -231,7 +270,7 @@ def _events_expectations(policy: QualityPolicy) -> ExpectationSuite:
             column="schema_breaking_changes", value_set=[0], severity=batch,
             description="the table's schema is unchanged or evolved only by added columns",
             meta={"rule": "schema_additive", "frame": BATCH_FRAME}),
-    ])
+    ]
 
 
 # Per fact table: the columns checked for range, beyond the keys every fact table has.
@@ -256,10 +295,13 @@ def facts_suite(table: str) -> Suite:
 def _facts_expectations(table: str) -> ExpectationSuite:
     import great_expectations as gx
 
-    gxe = _gxe()
+    return gx.ExpectationSuite(name=f"agentlake.{table}", expectations=_facts_list(_gxe(), table))
+
+
+def _facts_list(gxe: Any, table: str) -> list[Any]:
     non_negative, unit = _FACT_RANGES[table]
     batch = SEVERITY[BATCH]
-    keys: list[Expectation] = [
+    keys: list[Any] = [
         _not_null(gxe, "run_id", BATCH),
         gxe.ExpectColumnValuesToBeInSet(
             column="run_id_known", value_set=[True], severity=batch,
@@ -273,10 +315,10 @@ def _facts_expectations(table: str) -> ExpectationSuite:
             meta={"rule": "run_id_unique"}))
     else:
         keys.append(_not_null(gxe, "event_id", BATCH))
-    return gx.ExpectationSuite(name=f"agentlake.{table}", expectations=[
+    return [
         *keys, *(_at_least_zero(gxe, c, f"{c}_non_negative", BATCH) for c in non_negative),
         *(_unit_interval(gxe, c, f"{c}_in_unit_interval", f"{c} lies in [0, 1]", BATCH) for c in unit),
-    ])
+    ]
 
 
 def fact_audit_frame(table: str, rows: pa.Table, known_runs: pl.Series) -> pl.DataFrame:

@@ -6,7 +6,9 @@ For each staged snapshot the gate audited, two write-once objects in the store:
   ``ExpectationSuiteValidationResult`` of the whole suite, as GX serialises it (``to_json_dict``),
   with the table, branch and snapshot in its ``meta``;
 - ``audit/v1/data_docs/<table>/<snapshot id>.html``: its Data Docs page, rendered by GX's own
-  validation-results renderer, the page ``build_data_docs`` would write for it.
+  validation-results renderer, the page ``build_data_docs`` would write for it. Rendering takes
+  about 0.4 s, so it is not done on the way to ``main``: :func:`write_data_docs` renders the pages
+  once the run has published (the ingest asset and the CLI call it after the stage).
 
 The snapshot id is random and never reused, so write-once keys never collide; a crash between the
 audit and the publish leaves the result of a staged batch that was never published, still
@@ -20,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from agentlake.errors import AlreadyExists
 from agentlake.gate.suites import AuditResult
 from agentlake.storage.store import ObjectStore
 
@@ -54,8 +57,21 @@ def keep_validation(
     validation.meta = {**(validation.meta or {}), "table": table, "staged_snapshot_id": str(snapshot_id), **meta}
     result_key, page_key = validation_key(table, snapshot_id), data_docs_key(table, snapshot_id)
     store.put_once(result_key, orjson.dumps(validation.to_json_dict(), option=orjson.OPT_INDENT_2))
-    store.put_once(page_key, data_docs_page(validation).encode())
     return KeptValidation(result_key, page_key, store.uri(result_key), store.uri(page_key))
+
+
+def write_data_docs(store: ObjectStore, audits: list[tuple[KeptValidation | None, AuditResult]]) -> int:
+    """Render the Data Docs page of each kept validation not rendered yet; returns how many were written."""
+    written = 0
+    for kept, audit in audits:
+        if kept is None or audit.validation is None:
+            continue
+        try:
+            store.put_once(kept.page_key, data_docs_page(audit.validation).encode())
+            written += 1
+        except AlreadyExists:
+            continue  # rendered by an earlier attempt: pages are write-once like the results
+    return written
 
 
 def data_docs_page(validation: Any) -> str:
