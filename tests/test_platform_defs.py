@@ -89,3 +89,27 @@ def test_embedded_definitions_load_without_dagster_aws(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_the_dg_cli_checks_and_lists_the_definitions(tmp_path: Path) -> None:
+    """`dg check defs` (as CI runs it) and `dg list defs` load the project from pyproject's [tool.dg]."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    dg = str(Path(sys.executable).with_name("dg"))
+    env = {**os.environ, "AGENTLAKE_HOME": str(tmp_path / "home")}
+    check = subprocess.run([dg, "check", "defs"], cwd=root, env=env, capture_output=True, text=True, timeout=200)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "All definitions loaded successfully" in check.stdout + check.stderr
+    listed = subprocess.run([dg, "list", "defs", "--json"], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=200)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    defs = json.loads(listed.stdout)
+    assert "ingest" in {job["name"] for job in defs["jobs"]}
+    assert "raw/events" in {asset["asset_key"] for asset in defs["assets"]}
+    assert "raw_event_log_sensor" in {sensor["name"] for sensor in defs["sensors"]}
