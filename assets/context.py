@@ -24,6 +24,7 @@ from agentlake.maintenance.clustering import cluster_day
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import EVENTS, RETRIEVALS
 from assets.ingest import ARRIVAL_DAYS, table_key
+from assets.table_metadata import table_definition_metadata, table_metadata
 from platform_defs.resources import LakeResource
 
 CONTEXT_ARTIFACTS_KEY = AssetKey("context_artifacts")
@@ -45,7 +46,7 @@ _CHECKS = {
     kinds={"iceberg", "s3"},
     check_specs=[AssetCheckSpec(name, asset=CONTEXT_ARTIFACTS_KEY, description=doc)
                  for name, (_attr, doc) in _CHECKS.items()],
-    metadata={"dagster/table_name": CONTEXT_ARTIFACTS.name},
+    metadata=table_definition_metadata(CONTEXT_ARTIFACTS),
     description="Per-run context artifacts made on the day (UTC), indexed into the Iceberg table "
     "context.artifacts: artifact key, run, agent, pins {table: snapshot_id}, record count and records hash. "
     "Each artifact is write-once and content-addressed under artifacts/v1/ in the object store; "
@@ -53,10 +54,12 @@ _CHECKS = {
 )
 def context_artifacts(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
     day = context.partition_key
-    report = index_day(Lake(lake.settings()), day, run_id=context.run.run_id)
+    lk = Lake(lake.settings())
+    report = index_day(lk, day, run_id=context.run.run_id)
     context.log.info(f"{day}: indexed {report.artifacts} artifact(s), {report.records} records")
     yield MaterializeResult(
         metadata={
+            **table_metadata(lk.table(CONTEXT_ARTIFACTS.name), CONTEXT_ARTIFACTS, day),
             "artifacts": report.artifacts,
             "records": report.records,
             "snapshot_id": str(report.snapshot_id or ""),

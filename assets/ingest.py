@@ -15,8 +15,6 @@ from dagster import (
     DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
-    TableColumn,
-    TableSchema,
     multi_asset,
 )
 
@@ -37,6 +35,7 @@ from assets.quality import (
     staged_materialization,
 )
 from assets.raw_log import RAW_EVENT_LOG
+from assets.table_metadata import table_definition_metadata, table_metadata
 from platform_defs.resources import LakeResource
 
 # Arrival days are the partitions; today's partition exists from midnight UTC.
@@ -59,7 +58,7 @@ def _spec(tdef: TableDef) -> AssetSpec:
         description=tdef.description,
         group_name="raw" if tdef in (EVENTS, QUARANTINE) else "facts",
         kinds={"iceberg", "polars"},
-        metadata={"dagster/table_name": tdef.name},
+        metadata=table_definition_metadata(tdef),
     )
 
 
@@ -124,7 +123,7 @@ def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeR
         yield staged_materialization(report)
     yield from gate_check_results(report)
     for tdef in (EVENTS, QUARANTINE) if published else ():
-        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, report, result.as_dict()))
+        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, day, report, result.as_dict()))
     yield AssetCheckResult(
         check_name="reconciliation",
         asset_key=table_key(EVENTS),
@@ -160,23 +159,19 @@ def build_facts(context: AssetExecutionContext, config: FactsConfig, lake: LakeR
     report = rebuild_facts(lk, day, options) if config.rebuild else update_facts(lk, day, options)
     context.log.info(f"{day}: {report.rows} fact rows from {report.segments} segment(s) in {report.seconds:.2f}s")
     for tdef in FACT_TABLES:
-        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, report, None))
+        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, day, report, None))
 
 
 def _metadata(
-    lake: Lake, tdef: TableDef, report: IngestReport, reconciliation: dict[str, Any] | None
+    lake: Lake, tdef: TableDef, day: str, report: IngestReport, reconciliation: dict[str, Any] | None
 ) -> dict[str, Any]:
     table = lake.table(tdef.name)
     snapshot = table.current_snapshot()
-    total = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else 0
     meta: dict[str, Any] = {
+        **table_metadata(table, tdef, day),
         "snapshot_id": str(snapshot.snapshot_id) if snapshot else "",
         "committed_snapshot": str(report.snapshots.get(tdef.name, "")) or "nothing new",
         "table_location": MetadataValue.path(table.location()),
-        "dagster/row_count": total,
-        "dagster/column_schema": TableSchema(
-            columns=[TableColumn(f.name, str(f.field_type), description=f.doc or None) for f in table.schema().fields]
-        ),
         "segments": report.segments,
         "first_segment": report.first_key or "",
         "last_segment": report.last_key or "",
