@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from agentlake.log.segments import LOG_PREFIX, SEGMENT_SUFFIX, SegmentInfo, day_
 from agentlake.storage.store import ObjectStore
 
 DEFAULT_LOOKBACK_S = 600.0
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 LINE_BATCH_SCHEMA = pa.schema(
     [pa.field("line_offset", pa.int64(), nullable=False), pa.field("line", pa.large_binary(), nullable=False)]
@@ -78,6 +80,12 @@ class LogReader:
     def list_all(self) -> list[SegmentInfo]:
         """Every segment in the log, in key (arrival) order."""
         return self._segments(self.prefix + "/")
+
+    def days(self) -> list[str]:
+        """The arrival days (``YYYY-MM-DD``) the log holds segments for, oldest first, from the day
+        folders alone (no segment is listed)."""
+        found = [folder.rsplit("/dt=", 1)[-1] for folder in self.store.list_folders(self.prefix)]
+        return sorted(day for day in found if _DAY.fullmatch(day))
 
     def list_day(self, day: str) -> list[SegmentInfo]:
         """Every segment that arrived on ``day`` (``YYYY-MM-DD``): one Dagster partition."""
