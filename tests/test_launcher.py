@@ -10,6 +10,25 @@ from agentlake.config import Settings
 from platform_defs.launcher import banner
 from tests.platform import running_platform
 
+_LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+
+
+def _code_location(url: str, timeout: float = 90.0) -> tuple[str, str]:
+    """The UI's one code location and its load status, once it has finished loading."""
+    import json
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(url + "/graphql", data=json.dumps({"query": _LOCATIONS}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            (entry,) = json.load(resp)["data"]["workspaceOrError"]["locationEntries"]
+        if entry["loadStatus"] != "LOADING" or time.monotonic() > deadline:
+            return entry["name"], entry["loadStatus"]
+        time.sleep(1)
+
 
 @pytest.mark.unit
 def test_the_banner_names_the_ui_the_data_the_logs_and_how_to_stop_but_no_password(tmp_path: Path) -> None:
@@ -29,7 +48,8 @@ def test_the_banner_names_the_ui_the_data_the_logs_and_how_to_stop_but_no_passwo
 def test_the_launcher_prints_the_banner_and_sends_dagster_output_to_the_log_file(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with running_platform(home, demo_rate=0) as url:
-        pass
+        status = _code_location(url)
+    assert status == ("agentlake", "LOADED")
     terminal = (tmp_path / "platform.log").read_text()  # what `make run` shows
     assert f"UI        {url}" in terminal and f"data      {home}" in terminal and "Ctrl-C" in terminal
     assert str(home / "logs" / "dagster.log") in terminal
