@@ -43,12 +43,12 @@ _CHECKS = {
 
 def _index_artifacts(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
     day = context.partition_key
-    lk = Lake(lake.settings())
-    report = index_day(lk, day, run_id=context.run.run_id)
+    tables = Lake(lake.settings())
+    report = index_day(tables, day, run_id=context.run.run_id)
     context.log.info(f"{day}: indexed {report.artifacts} artifact(s), {report.records} records")
     yield MaterializeResult(
         metadata={
-            **table_metadata(lk.table(CONTEXT_ARTIFACTS.name), CONTEXT_ARTIFACTS, day),
+            **table_metadata(tables.table(CONTEXT_ARTIFACTS.name), CONTEXT_ARTIFACTS, day),
             "artifacts": report.artifacts,
             "records": report.records,
             "snapshot_id": str(report.snapshot_id or ""),
