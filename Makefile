@@ -4,7 +4,7 @@ TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := .venv
 
-.PHONY: run test install system-deps lint bench-quick clean
+.PHONY: run test install install-run system-deps lint bench-quick clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -15,6 +15,11 @@ $(TOOLS)/bin/uv:
 install: $(if $(filter $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
 	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 
+# What running needs, without the test tools (the dev group). --inexact leaves them installed if
+# `make test` put them there, so switching between the two commands does not reinstall.
+install-run: $(if $(filter $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
+	$(UV) sync --frozen --no-dev --inexact --compile-bytecode --python $(PYTHON)
+
 # Chromium from Debian's packages, for the browser tests (skipped where it cannot be installed).
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -22,8 +27,8 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is not installed and cannot be installed here: browser tests will be skipped"; fi; }
 
-run: install
-	$(VENV)/bin/python -m platform_defs.launcher
+run: install-run
+	@$(VENV)/bin/python -m platform_defs.launcher
 
 test: install system-deps
 	$(VENV)/bin/python -m pytest -q

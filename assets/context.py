@@ -14,6 +14,8 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetsDefinition,
+    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -23,7 +25,8 @@ from agentlake.context.index import CONTEXT_ARTIFACTS, DayIndex, index_day
 from agentlake.maintenance.clustering import cluster_day
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import EVENTS, RETRIEVALS
-from assets.ingest import ARRIVAL_DAYS, table_key
+from assets.ingest import ALL_ARRIVAL_DAYS, table_key
+from assets.table_metadata import table_definition_metadata, table_metadata
 from platform_defs.resources import LakeResource
 
 CONTEXT_ARTIFACTS_KEY = AssetKey("context_artifacts")
@@ -38,25 +41,14 @@ _CHECKS = {
 }
 
 
-@asset(
-    key=CONTEXT_ARTIFACTS_KEY,
-    partitions_def=ARRIVAL_DAYS,
-    group_name="context",
-    kinds={"iceberg", "s3"},
-    check_specs=[AssetCheckSpec(name, asset=CONTEXT_ARTIFACTS_KEY, description=doc)
-                 for name, (_attr, doc) in _CHECKS.items()],
-    metadata={"dagster/table_name": CONTEXT_ARTIFACTS.name},
-    description="Per-run context artifacts made on the day (UTC), indexed into the Iceberg table "
-    "context.artifacts: artifact key, run, agent, pins {table: snapshot_id}, record count and records hash. "
-    "Each artifact is write-once and content-addressed under artifacts/v1/ in the object store; "
-    "`agentlake replay ARTIFACT|RUN_ID` re-executes it at its pinned snapshots.",
-)
-def context_artifacts(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
+def _index_artifacts(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
     day = context.partition_key
-    report = index_day(Lake(lake.settings()), day, run_id=context.run.run_id)
+    tables = Lake(lake.settings())
+    report = index_day(tables, day, run_id=context.run.run_id)
     context.log.info(f"{day}: indexed {report.artifacts} artifact(s), {report.records} records")
     yield MaterializeResult(
         metadata={
+            **table_metadata(tables.table(CONTEXT_ARTIFACTS.name), CONTEXT_ARTIFACTS, day),
             "artifacts": report.artifacts,
             "records": report.records,
             "snapshot_id": str(report.snapshot_id or ""),
@@ -86,18 +78,7 @@ def _check(report: DayIndex, name: str, attr: str) -> AssetCheckResult:
 CLUSTERED_BY_RUN = (EVENTS, RETRIEVALS)
 
 
-@asset(
-    key=AssetKey("context_layout"),
-    partitions_def=ARRIVAL_DAYS,
-    group_name="context",
-    kinds={"iceberg"},
-    deps=[table_key(t) for t in CLUSTERED_BY_RUN],
-    description="Clusters an arrival day of raw.events and facts.retrievals by run: the day's files are "
-    "rewritten sorted by run_id into files with disjoint run_id ranges and small row groups, so a context "
-    "request for one run opens one file and one row group. Rows are unchanged; snapshots pinned by artifacts "
-    "keep their files. Run it for days that have stopped receiving segments (yesterday and older).",
-)
-def context_layout(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+def _cluster_day(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     lk = Lake(lake.settings())
     reports = [cluster_day(lk, tdef.name, context.partition_key) for tdef in CLUSTERED_BY_RUN]
     for r in reports:
@@ -108,3 +89,42 @@ def context_layout(context: AssetExecutionContext, lake: LakeResource) -> Materi
                                           "seconds": round(r.seconds, 2)})
         for r in reports
     })
+
+
+def build_context_assets(days: DailyPartitionsDefinition) -> tuple[AssetsDefinition, AssetsDefinition]:
+    """The context index and layout assets over these arrival days."""
+
+    @asset(
+        key=CONTEXT_ARTIFACTS_KEY,
+        partitions_def=days,
+        group_name="context",
+        kinds={"iceberg", "s3"},
+        check_specs=[AssetCheckSpec(name, asset=CONTEXT_ARTIFACTS_KEY, description=doc)
+                     for name, (_attr, doc) in _CHECKS.items()],
+        metadata=table_definition_metadata(CONTEXT_ARTIFACTS),
+        description="Per-run context artifacts made on the day (UTC), indexed into the Iceberg table "
+        "context.artifacts: artifact key, run, agent, pins {table: snapshot_id}, record count and records hash. "
+        "Each artifact is write-once and content-addressed under artifacts/v1/ in the object store; "
+        "`agentlake replay ARTIFACT|RUN_ID` re-executes it at its pinned snapshots.",
+    )
+    def context_artifacts(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
+        yield from _index_artifacts(context, lake)
+
+    @asset(
+        key=AssetKey("context_layout"),
+        partitions_def=days,
+        group_name="context",
+        kinds={"iceberg"},
+        deps=[table_key(t) for t in CLUSTERED_BY_RUN],
+        description="Clusters an arrival day of raw.events and facts.retrievals by run: the day's files are "
+        "rewritten sorted by run_id into files with disjoint run_id ranges and small row groups, so a context "
+        "request for one run opens one file and one row group. Rows are unchanged; snapshots pinned by artifacts "
+        "keep their files. Run it for days that have stopped receiving segments (yesterday and older).",
+    )
+    def context_layout(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+        return _cluster_day(context, lake)
+
+    return context_artifacts, context_layout
+
+
+context_artifacts, context_layout = build_context_assets(ALL_ARRIVAL_DAYS)

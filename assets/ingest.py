@@ -2,6 +2,7 @@
 
 
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 from dagster import (
@@ -10,13 +11,12 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetsDefinition,
     AssetSpec,
     Config,
     DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
-    TableColumn,
-    TableSchema,
     multi_asset,
 )
 
@@ -38,10 +38,13 @@ from assets.quality import (
     staged_materialization,
 )
 from assets.raw_log import RAW_EVENT_LOG
+from assets.table_metadata import table_definition_metadata, table_metadata
+from platform_defs.partitions import arrival_days
 from platform_defs.resources import LakeResource
 
-# Arrival days are the partitions; today's partition exists from midnight UTC.
-ARRIVAL_DAYS = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", end_offset=1)
+# Arrival days outside a deployment (tests, scripts): every day since the log's format began. A
+# deployment's definitions start at its first day instead (platform_defs.partitions).
+ALL_ARRIVAL_DAYS = arrival_days(date(2025, 1, 1))
 INGEST_LANE_TAG = "agentlake/lane"
 
 
@@ -60,7 +63,7 @@ def _spec(tdef: TableDef) -> AssetSpec:
         description=tdef.description,
         group_name="raw" if tdef in (EVENTS, QUARANTINE) else "facts",
         kinds={"iceberg", "polars"},
-        metadata={"dagster/table_name": tdef.name},
+        metadata=table_definition_metadata(tdef),
     )
 
 
@@ -94,17 +97,38 @@ def _options(context: AssetExecutionContext, lake: LakeResource) -> IngestOption
     )
 
 
-@multi_asset(
-    name="ingest_log",
-    specs=[STAGED_EVENTS, _spec(EVENTS), _spec(QUARANTINE)],
-    check_specs=[RECONCILIATION, *GATE_CHECKS],
-    partitions_def=ARRIVAL_DAYS,
-    can_subset=False,
-    description="Ingests the log segments of one arrival day exactly once into raw.events, with every bad "
-    "line in raw.quarantine. Launched by raw_event_log_sensor for new segments; a backfill of a day ingests "
-    "whatever of that day the tables do not hold yet.",
-)
-def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeResource) -> Iterator[Any]:
+def build_ingest_assets(days: DailyPartitionsDefinition) -> tuple[AssetsDefinition, AssetsDefinition]:
+    """The ingest and facts assets over these arrival days (a deployment's, or :data:`ALL_ARRIVAL_DAYS`)."""
+
+    @multi_asset(
+        name="ingest_log",
+        specs=[STAGED_EVENTS, _spec(EVENTS), _spec(QUARANTINE)],
+        check_specs=[RECONCILIATION, *GATE_CHECKS],
+        partitions_def=days,
+        can_subset=False,
+        description="Ingests the log segments of one arrival day exactly once into raw.events, with every bad "
+        "line in raw.quarantine. Launched by raw_event_log_sensor for new segments; a backfill of a day ingests "
+        "whatever of that day the tables do not hold yet.",
+    )
+    def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeResource) -> Iterator[Any]:
+        yield from _ingest_day(context, config, lake)
+
+    @multi_asset(
+        name="build_facts",
+        specs=[_spec(t) for t in FACT_TABLES],
+        partitions_def=days,
+        can_subset=False,
+        description="Derives the fact tables from raw.events for one arrival day: incrementally for the "
+        "segments the sensor ingested, or, in a backfill, by rebuilding the day and replacing it in one commit "
+        "per table. Both give identical results.",
+    )
+    def build_facts(context: AssetExecutionContext, config: FactsConfig, lake: LakeResource) -> Iterator[Any]:
+        yield from _facts_day(context, config, lake)
+
+    return ingest_log, build_facts
+
+
+def _ingest_day(context: AssetExecutionContext, config: IngestConfig, lake: LakeResource) -> Iterator[Any]:
     day = context.partition_key
     lk = Lake(lake.settings())
     if config.segments:
@@ -127,7 +151,7 @@ def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeR
         yield staged_materialization(report)
     yield from gate_check_results(report)
     for tdef in (EVENTS, QUARANTINE) if published else ():
-        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, report, result.as_dict()))
+        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, day, report, result.as_dict()))
     yield AssetCheckResult(
         check_name="reconciliation",
         asset_key=table_key(EVENTS),
@@ -147,39 +171,26 @@ def ingest_log(context: AssetExecutionContext, config: IngestConfig, lake: LakeR
     )
 
 
-@multi_asset(
-    name="build_facts",
-    specs=[_spec(t) for t in FACT_TABLES],
-    partitions_def=ARRIVAL_DAYS,
-    can_subset=False,
-    description="Derives the fact tables from raw.events for one arrival day: incrementally for the "
-    "segments the sensor ingested, or, in a backfill, by rebuilding the day and replacing it in one commit "
-    "per table. Both give identical results.",
-)
-def build_facts(context: AssetExecutionContext, config: FactsConfig, lake: LakeResource) -> Iterator[Any]:
+def _facts_day(context: AssetExecutionContext, config: FactsConfig, lake: LakeResource) -> Iterator[Any]:
     day = context.partition_key
     lk = Lake(lake.settings())
     options = _options(context, lake)
     report = rebuild_facts(lk, day, options) if config.rebuild else update_facts(lk, day, options)
     context.log.info(f"{day}: {report.rows} fact rows from {report.segments} segment(s) in {report.seconds:.2f}s")
     for tdef in FACT_TABLES:
-        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, report, None))
+        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, day, report, None))
 
 
 def _metadata(
-    lake: Lake, tdef: TableDef, report: IngestReport, reconciliation: dict[str, Any] | None
+    lake: Lake, tdef: TableDef, day: str, report: IngestReport, reconciliation: dict[str, Any] | None
 ) -> dict[str, Any]:
     table = lake.table(tdef.name)
     snapshot = table.current_snapshot()
-    total = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else 0
     meta: dict[str, Any] = {
+        **table_metadata(table, tdef, day),
         "snapshot_id": str(snapshot.snapshot_id) if snapshot else "",
         "committed_snapshot": str(report.snapshots.get(tdef.name, "")) or "nothing new",
         "table_location": MetadataValue.path(table.location()),
-        "dagster/row_count": total,
-        "dagster/column_schema": TableSchema(
-            columns=[TableColumn(f.name, str(f.field_type), description=f.doc or None) for f in table.schema().fields]
-        ),
         "segments": report.segments,
         "first_segment": report.first_key or "",
         "last_segment": report.last_key or "",
@@ -196,3 +207,6 @@ def _rows_added(snapshot: Any) -> int:
     if snapshot is None or snapshot.summary is None:
         return 0
     return int(snapshot.summary.additional_properties.get("added-records", 0))
+
+
+ingest_log, build_facts = build_ingest_assets(ALL_ARRIVAL_DAYS)

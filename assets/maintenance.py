@@ -32,6 +32,7 @@ from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import ALL_TABLES, RAW_TABLES, TableDef
 from assets.context import CONTEXT_ARTIFACTS_KEY
 from assets.ingest import table_key
+from assets.table_metadata import TableMetadata
 from platform_defs.resources import LakeResource
 
 MAINTENANCE_LANE = "maintenance"
@@ -112,9 +113,13 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
                 f"{row['snapshots_expired']} snapshots expired ({row['snapshots_kept']} kept, {row['files_deferred']} "
                 f"files deferred), {row['bytes_before']:,} -> {row['bytes_after']:,} bytes in {report.seconds:.2f}s"
             )
+            tdef = next(t for t in tables if t.name == report.table)
             context.log_event(AssetObservation(
-                asset_key=_asset_key(next(t for t in tables if t.name == report.table)),
-                metadata={f"maintenance/{k}": v for k, v in row.items() if k != "table"},
+                asset_key=_asset_key(tdef),
+                metadata={
+                    **TableMetadata(table_name=tdef.name, row_count=row["rows"]).as_metadata(),
+                    **{f"maintenance/{k}": v for k, v in row.items() if k != "table"},
+                },
             ))
 
         compaction = CompactionPolicy.from_settings(settings)

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, definitions
 
-from assets.context import context_artifacts, context_layout
-from assets.ingest import build_facts, ingest_log
+from agentlake.storage.store import ObjectStore
+from assets.context import build_context_assets
+from assets.ingest import build_ingest_assets
 from assets.maintenance import build_maintenance_assets
 from assets.raw_log import raw_event_log
 from platform_defs.environment import build_lake_resource, resolve_settings
 from platform_defs.jobs import facts_job, ingest_job, maintenance_job, maintenance_schedule
+from platform_defs.partitions import arrival_days, first_partition_day
 from sensors.log_sensor import build_facts_sensor, build_log_sensor
 
 
 def build_definitions() -> Definitions:
+    """AgentLake's definitions for the deployment the environment describes.
+
+    Reads the store (the first partition day, see ``platform_defs.partitions``): call it when the
+    definitions load, never at import.
+    """
     settings = resolve_settings()
+    days = arrival_days(first_partition_day(ObjectStore.from_settings(settings)))
     return Definitions(
-        assets=[raw_event_log, ingest_log, build_facts, context_artifacts, context_layout, *build_maintenance_assets(settings)],
+        assets=[raw_event_log, *build_ingest_assets(days), *build_context_assets(days),
+                *build_maintenance_assets(settings)],
         jobs=[ingest_job, facts_job, maintenance_job],
         schedules=[maintenance_schedule],
         sensors=[build_log_sensor(settings.ingest_interval_s), build_facts_sensor()],
@@ -24,4 +33,7 @@ def build_definitions() -> Definitions:
     )
 
 
-defs = build_definitions()
+@definitions
+def defs() -> Definitions:
+    """The code location ``agentlake`` (workspace.yaml, ``dg``): built when Dagster loads it, not at import."""
+    return build_definitions()

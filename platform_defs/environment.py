@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
 from dagster import EnvVar
 
 from agentlake.config import Settings
@@ -79,62 +80,54 @@ RUN_PRELOAD = (
 def instance_yaml(settings: Settings) -> str:
     """dagster.yaml for this deployment: SQLite storage under the home, run queue lanes,
     and, when S3 is configured, run logs kept beside the data by dagster-aws."""
-    lines = [
-        "# Written by AgentLake's launcher from the environment; edits are overwritten.",
-        "storage:",
-        "  sqlite:",
-        f"    base_dir: {settings.dagster_home / 'storage'}",
-        "run_coordinator:",
-        "  module: dagster.core.run_coordinator",
-        "  class: QueuedRunCoordinator",
-        "  config:",
-        "    max_concurrent_runs: 4",
-        "    # Freshness: a queued ingest run starts within a second, not the default five.",
-        "    dequeue_interval_seconds: 1",
-        "    dequeue_use_threads: true",
-        "    tag_concurrency_limits:",
-        "      # Lanes: ingestion (two runs overlap so the next one's process starts while the",
-        "      # previous commits), facts and backfills each queue in their own.",
-        "      - key: agentlake/lane",
-        "        value: ingest",
-        "        limit: 2",
-        "      - key: agentlake/lane",
-        "        value: facts",
-        "        limit: 1",
-        "      # Table maintenance (compaction, snapshot expiry) runs one at a time, apart from ingestion.",
-        "      - key: agentlake/lane",
-        "        value: maintenance",
-        "        limit: 1",
-        "      - key: dagster/backfill",
-        "        limit: 2",
-        "# Runs start warm: forked from a server that imported these once (AgentLake's own code is",
-        "# imported by each run, so reloaded definitions take effect at once).",
-        "run_launcher:",
-        "  module: platform_defs.run_launcher",
-        "  class: WarmRunLauncher",
-        "  config:",
-        "    preload:",
-        *[f"      - {module}" for module in RUN_PRELOAD],
-        "run_retries:",
-        "  enabled: true",
-        "  max_retries: 3",
-        "telemetry:",
-        "  enabled: false",
-    ]
+    config: dict[str, Any] = {
+        "storage": {"sqlite": {"base_dir": str(settings.dagster_home / "storage")}},
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {
+                "max_concurrent_runs": 4,
+                # Freshness: a queued ingest run starts within a second, not the default five.
+                "dequeue_interval_seconds": 1,
+                "dequeue_use_threads": True,
+                "tag_concurrency_limits": [
+                    # Lanes: ingestion (two runs overlap so the next one's process starts while the
+                    # previous commits), facts and backfills each queue in their own.
+                    {"key": "agentlake/lane", "value": "ingest", "limit": 2},
+                    {"key": "agentlake/lane", "value": "facts", "limit": 1},
+                    # Table maintenance (compaction, snapshot expiry) runs one at a time, apart from ingestion.
+                    {"key": "agentlake/lane", "value": "maintenance", "limit": 1},
+                    {"key": "dagster/backfill", "limit": 2},
+                ],
+            },
+        },
+        # Runs start warm: forked from a server that imported these once (AgentLake's own code is
+        # imported by each run, so reloaded definitions take effect at once).
+        "run_launcher": {
+            "module": "platform_defs.run_launcher",
+            "class": "WarmRunLauncher",
+            "config": {"preload": list(RUN_PRELOAD)},
+        },
+        "run_retries": {"enabled": True, "max_retries": 3},
+        "telemetry": {"enabled": False},
+    }
     if settings.s3 is not None:
-        lines += [
-            "compute_logs:",
-            "  module: dagster_aws.s3.compute_log_manager",
-            "  class: S3ComputeLogManager",
-            "  config:",
-            "    bucket:",
-            "      env: AGENTLAKE_S3_BUCKET",
-            f"    prefix: {(settings.s3.prefix + '/' if settings.s3.prefix else '')}dagster/compute-logs",
-            f"    local_dir: {settings.dagster_home / 'compute-logs'}",
-            f"    region: {settings.s3.region}",
-        ]
-        if settings.s3.endpoint:
-            lines += ["    endpoint_url:", "      env: AGENTLAKE_S3_ENDPOINT"]
-            if settings.s3.endpoint.startswith("http://"):
-                lines += ["    use_ssl: false"]
-    return "\n".join(lines) + "\n"
+        s3 = settings.s3
+        compute_logs: dict[str, Any] = {
+            # The bucket is named by its variable, resolved by Dagster when the instance loads.
+            "bucket": {"env": "AGENTLAKE_S3_BUCKET"},
+            "prefix": f"{s3.prefix + '/' if s3.prefix else ''}dagster/compute-logs",
+            "local_dir": str(settings.dagster_home / "compute-logs"),
+            "region": s3.region,
+        }
+        if s3.endpoint:
+            compute_logs["endpoint_url"] = {"env": "AGENTLAKE_S3_ENDPOINT"}
+            if s3.endpoint.startswith("http://"):
+                compute_logs["use_ssl"] = False
+        config["compute_logs"] = {
+            "module": "dagster_aws.s3.compute_log_manager",
+            "class": "S3ComputeLogManager",
+            "config": compute_logs,
+        }
+    header = "# Written by AgentLake's launcher from the environment; edits are overwritten.\n"
+    return header + yaml.safe_dump(config, sort_keys=False)

@@ -1,19 +1,20 @@
 """Every job and schedule of AgentLake, in one place: what runs, in which lane, on what cadence.
 
 Sensors (``sensors/``) decide when ingest and facts runs start; these definitions say what they run.
+Jobs select assets by key and take their partitions from the assets of the Definitions they are in
+(the deployment's arrival days, see ``platform_defs.partitions``).
 """
 
 from __future__ import annotations
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition, define_asset_job, in_process_executor
 
-from assets.ingest import ARRIVAL_DAYS, INGEST_LANE_TAG, build_facts, ingest_log
+from assets.ingest import INGEST_LANE_TAG, build_facts, ingest_log
 from assets.maintenance import MAINTENANCE_CRON, MAINTENANCE_LANE, OTHER_MAINTENANCE, RAW_MAINTENANCE
 
 ingest_job = define_asset_job(
     "ingest",
-    selection=[ingest_log],
-    partitions_def=ARRIVAL_DAYS,
+    selection=sorted(ingest_log.keys),
     # The step runs in the run's own process: no second process start, fresher tables.
     executor_def=in_process_executor,
     description="Ingest log segments of one arrival day into raw.events and raw.quarantine.",
@@ -21,8 +22,7 @@ ingest_job = define_asset_job(
 
 facts_job = define_asset_job(
     "facts",
-    selection=[build_facts],
-    partitions_def=ARRIVAL_DAYS,
+    selection=sorted(build_facts.keys),
     executor_def=in_process_executor,
     description="Bring one arrival day's fact tables up to date with raw.events (launched after each ingest).",
 )

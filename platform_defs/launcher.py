@@ -2,7 +2,9 @@
 
 Creates AGENTLAKE_HOME (object store folder, Iceberg SQLite catalog, Dagster instance),
 writes dagster.yaml, starts `dagster dev` (webserver and daemon) on 127.0.0.1 and the demo
-workload, and stops everything it started on Ctrl-C or SIGTERM.
+workload, prints a short banner (the UI's address, where the data lives, the log file, how to
+stop), and stops everything it started on Ctrl-C or SIGTERM. Dagster's own event stream goes to
+``AGENTLAKE_HOME/logs/dagster.log`` rather than the terminal, where it would bury the banner.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
 
+from agentlake.config import Settings
 from agentlake.storage.catalog import open_catalog
+from agentlake.storage.retry import describe_store
 from platform_defs.environment import instance_yaml, resolve_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +32,37 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, start_new_session=True, preexec_fn=_reset_signals)
+def _start(cmd: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=_reset_signals)
+
+
+def log_dir(settings: Settings) -> Path:
+    """Where the platform's processes write their output: ``AGENTLAKE_HOME/logs``."""
+    return settings.home / "logs"
+
+
+def describe_catalog(uri: str) -> str:
+    """The catalog's address without its credentials (a Postgres URI may carry a password)."""
+    parts = urlsplit(uri)
+    if parts.scheme.startswith("sqlite"):
+        return uri
+    host = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or "")
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def banner(settings: Settings) -> str:
+    """What a newcomer needs on starting: the UI, where the data lives, the logs, how to stop."""
+    logs = log_dir(settings)
+    return "\n".join([
+        "AgentLake is starting (the UI answers in a few seconds).",
+        f"  UI        http://127.0.0.1:{settings.ui_port}",
+        f"  data      {settings.home}  (AGENTLAKE_HOME)",
+        f"  store     {describe_store(settings)}",
+        f"  catalog   {describe_catalog(settings.resolved_catalog_uri)}",
+        f"  logs      {logs / 'dagster.log'}" + (f", {logs / 'demo.log'}" if settings.demo_rate > 0 else ""),
+        "  stop      Ctrl-C",
+    ])
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -52,22 +87,25 @@ def main() -> int:
     (settings.dagster_home / "dagster.yaml").write_text(instance_yaml(settings))
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "AGENTLAKE_HOME": str(settings.home)}
     bin_dir = Path(sys.executable).parent
+    log_dir(settings).mkdir(parents=True, exist_ok=True)
+    # Appended, not truncated: the log of an earlier start is still there to read after a restart.
+    dagster_log = open(log_dir(settings) / "dagster.log", "ab")  # noqa: SIM115 - closed in the finally below
+    logs = [dagster_log]
     procs = [
         _start(
             [str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(settings.ui_port), "-w",
              str(PROJECT_ROOT / "workspace.yaml")],
-            env,
+            env, dagster_log,
         )
     ]
     if settings.demo_rate > 0:
+        demo_log = open(log_dir(settings) / "demo.log", "ab")  # noqa: SIM115 - closed in the finally below
+        logs.append(demo_log)
         procs.append(
             _start([sys.executable, "-m", "agentlake.cli", "demo", "--forever", "--rate", str(settings.demo_rate),
-                    "--bad-share", "0.01"], env)
+                    "--bad-share", "0.01"], env, demo_log)
         )
-    print(
-        f"AgentLake is starting: UI on http://127.0.0.1:{settings.ui_port} (home {settings.home}). Ctrl-C stops it.",
-        flush=True,
-    )
+    print(banner(settings), flush=True)
     stopping = False
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -79,12 +117,15 @@ def main() -> int:
     try:
         while not stopping:
             if any(proc.poll() is not None for proc in procs):
-                print("agentlake: a platform process exited; stopping the rest", file=sys.stderr, flush=True)
+                print(f"agentlake: a platform process exited; stopping the rest (see {log_dir(settings)})",
+                      file=sys.stderr, flush=True)
                 break
             time.sleep(0.5)
     finally:
         for proc in reversed(procs):
             _stop(proc)
+        for log in logs:
+            log.close()
     return 0
 
 

@@ -364,6 +364,11 @@ def test_context_artifacts_asset_indexes_the_day_with_checks(tmp_path: Path) -> 
         rows = lake.table("context.artifacts").scan().to_arrow()
         assert sorted(rows.column("artifact_key").to_pylist()) == sorted(m.artifact.key for m in made)
         assert rows.column("record_count").to_pylist() == [8, 8]
+        (mat,) = result.asset_materializations_for_node("context_artifacts")
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        assert meta["dagster/table_name"] == "context.artifacts"
+        assert meta["dagster/row_count"] == meta["dagster/partition_row_count"] == 2
+        assert [c.name for c in meta["dagster/column_schema"].columns] == rows.column_names
         # Idempotent; and an altered artifact fails the hash check, naming it.
         part = made[1].manifest["parts"]["history"]["key"]
         lake.store.put_overwrite(part, lake.store.get(part) + b"x")

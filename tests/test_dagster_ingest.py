@@ -24,6 +24,7 @@ from dagster import (
     build_sensor_context,
     materialize,
 )
+from dagster._core.definitions.metadata.metadata_set import TableMetadataSet  # not exported by dagster 1.13
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from agentlake.errors import InvalidEvent
@@ -254,15 +255,21 @@ def reconciliation_check(result: Any) -> Any:
     return evaluation
 
 
-def check_table_metadata(lake: Lake, tdef: TableDef, meta: dict[str, Any]) -> None:
+def check_table_metadata(lake: Lake, tdef: TableDef, meta: dict[str, Any], day: str) -> None:
     for name in REQUIRED_METADATA + (("reconciliation",) if tdef in (EVENTS, QUARANTINE) else ()):
         assert name in meta, (tdef.name, name)
     table = lake.table(tdef.name)
     snapshot = table.current_snapshot()
     assert snapshot is not None and meta["snapshot_id"] == str(snapshot.snapshot_id)
     assert meta["table_location"] == table.location()
-    assert meta["dagster/row_count"] == table.scan().to_arrow().num_rows
+    rows = table.scan().to_arrow()
+    assert meta["dagster/row_count"] == rows.num_rows
     assert [c.name for c in meta["dagster/column_schema"].columns] == [f.name for f in table.schema().fields]
+    # The keys are Dagster's typed table metadata: its own TableMetadataSet reads them back.
+    typed = TableMetadataSet.extract(meta)
+    assert typed.table_name == tdef.name and typed.row_count == rows.num_rows
+    days = [ts.date().isoformat() for ts in rows.column(tdef.partition_column).to_pylist()]
+    assert typed.partition_row_count == days.count(day)
 
 
 def ingest_run(lake: LakeResource, day: str, run_config: dict[str, Any], *, facts: bool = True,
@@ -290,7 +297,7 @@ def test_sensor_style_run_materialises_every_table_with_its_metadata(
     # raw.events_staged: the batch on its staging branch, audited before raw.events published it.
     assert set(meta) == {EVENTS.name, QUARANTINE.name, "raw.events_staged"} | {t.name for t in FACT_TABLES}
     for tdef in (EVENTS, QUARANTINE, *FACT_TABLES):
-        check_table_metadata(lake, tdef, meta[tdef.name])
+        check_table_metadata(lake, tdef, meta[tdef.name], request.partition_key)
     events, quarantine = meta[EVENTS.name], meta[QUARANTINE.name]
     assert (events["segments"], events["rows_added"], events["rows_quarantined"], events["duplicates"]) == (
         3, valid, bad, 0)
@@ -340,7 +347,7 @@ def test_backfill_style_run_ingests_what_is_missing_and_rebuilds_facts(lake_reso
     assert meta[QUARANTINE.name]["dagster/row_count"] == b1 + b2
     assert events["reconciliation"]["balanced"]
     for tdef in (EVENTS, QUARANTINE, *FACT_TABLES):
-        check_table_metadata(lake, tdef, meta[tdef.name])
+        check_table_metadata(lake, tdef, meta[tdef.name], day)
     for tdef in FACT_TABLES:
         snapshot = lake.table(tdef.name).current_snapshot()
         assert snapshot is not None and snapshot.summary is not None

@@ -459,6 +459,9 @@ def test_maintenance_job_reports_what_it_did_per_table(tmp_path: Path) -> None:
     # Each table's own page shows what maintenance did to it.
     obs = instance.fetch_observations(records_filter=table_key(EVENTS), limit=1).records
     assert obs and obs[0].asset_observation.metadata["maintenance/files_rewritten"].value == 6  # type: ignore[union-attr]
+    observed = obs[0].asset_observation.metadata  # type: ignore[union-attr]
+    assert observed["dagster/table_name"].value == EVENTS.name
+    assert observed["dagster/row_count"].value == lake.table(EVENTS.name).scan().to_arrow().num_rows
     for sql, old, new in zip(QUERIES, before, results(lake), strict=True):
         assert new.equals(old), sql
 

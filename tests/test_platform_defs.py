@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, EnvVar
+from dagster import AssetKey, DagsterInstance, EnvVar
 
 from agentlake.config import Settings
 from agentlake.errors import ConfigError
+from agentlake.storage.store import ObjectStore
+from agentlake.tables.lake import Lake
 from platform_defs.environment import build_lake_resource, instance_yaml, resolve_settings
+from platform_defs.partitions import FIRST_DAY_KEY, first_partition_day, recorded_first_day
 
 pytestmark = pytest.mark.unit
 
@@ -84,9 +87,102 @@ def test_embedded_definitions_load_without_dagster_aws(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = ("import sys, platform_defs.definitions; "
+    code = ("import sys, platform_defs.definitions as d; d.build_definitions(); "
             "print(sorted({'dagster_aws', 'boto3', 'great_expectations'} & set(sys.modules)))")
     env = {"PATH": "/usr/bin:/bin", "AGENTLAKE_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_the_dg_cli_checks_and_lists_the_definitions(tmp_path: Path) -> None:
+    """`dg check defs` (as CI runs it) and `dg list defs` load the project from pyproject's [tool.dg]."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    dg = str(Path(sys.executable).with_name("dg"))
+    env = {**os.environ, "AGENTLAKE_HOME": str(tmp_path / "home")}
+    check = subprocess.run([dg, "check", "defs"], cwd=root, env=env, capture_output=True, text=True, timeout=200)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "All definitions loaded successfully" in check.stdout + check.stderr
+    listed = subprocess.run([dg, "list", "defs", "--json"], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=200)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    defs = json.loads(listed.stdout)
+    assert "ingest" in {job["name"] for job in defs["jobs"]}
+    assert "raw/events" in {asset["asset_key"] for asset in defs["assets"]}
+    assert "raw_event_log_sensor" in {sensor["name"] for sensor in defs["sensors"]}
+
+
+def test_importing_the_definitions_opens_nothing_they_are_built_when_dagster_loads_them(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = "import platform_defs.definitions"
+    env = {"PATH": "/usr/bin:/bin", "AGENTLAKE_HOME": str(tmp_path / "home")}
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env, check=True)
+    assert not (tmp_path / "home").exists()  # no store, no catalog, no first-day record touched
+
+
+def _segment_on(store: ObjectStore, day: str) -> int:
+    """Writes one segment of demo events arriving on ``day``; returns its line count."""
+    from datetime import UTC, datetime
+
+    from agentlake.log.writer import LogWriter
+    from tests.corpus import demo_lines
+
+    arrival = datetime.fromisoformat(day).replace(hour=9, tzinfo=UTC)
+    writer = LogWriter(store, "old", background_flush=False, clock=lambda: arrival)
+    lines = list(demo_lines(1, 1, arrival))
+    for line in lines:
+        writer.append_line(line)
+    assert writer.flush() is not None
+    return len(lines)
+
+
+def test_partitions_start_at_the_deployments_first_day_recorded_once(tmp_path: Path) -> None:
+    from datetime import date
+
+    store = ObjectStore.local(tmp_path / "store")
+    assert first_partition_day(store, today=date(2026, 6, 10)) == date(2026, 6, 10)
+    assert store.exists(FIRST_DAY_KEY)
+    # Every later process (another day, another run) reads the same first day: it is write-once.
+    assert recorded_first_day(store, today=date(2026, 6, 12)) == date(2026, 6, 10)
+    assert first_partition_day(store, today=date(2026, 7, 1)) == date(2026, 6, 10)
+    # Imported history older than the deployment keeps its own days as partitions.
+    _segment_on(store, "2026-03-04")
+    assert first_partition_day(store, today=date(2026, 7, 1)) == date(2026, 3, 4)
+    store.put_overwrite(FIRST_DAY_KEY, b"not json")
+    with pytest.raises(ConfigError, match="first-day.json"):
+        recorded_first_day(store)
+
+
+@pytest.mark.integration
+def test_a_new_deployment_shows_only_its_days_and_can_still_ingest_older_imported_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from dagster import DagsterInstance
+
+    from platform_defs.definitions import build_definitions
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("AGENTLAKE_HOME", str(home))
+    today = datetime.now(UTC).date()
+    assert build_definitions().resolve_job_def("ingest").partitions_def.get_first_partition_key() == today.isoformat()
+    old_day = (today - timedelta(days=40)).isoformat()
+    lines = _segment_on(ObjectStore.local(home / "store"), old_day)
+    defs = build_definitions()
+    for job in ("ingest", "facts"):
+        assert defs.resolve_job_def(job).partitions_def.get_first_partition_key() == old_day
+    assert defs.resolve_assets_def(AssetKey(["context_artifacts"])).partitions_def.get_first_partition_key() == old_day
+    result = defs.resolve_job_def("ingest").execute_in_process(partition_key=old_day,
+                                                               instance=DagsterInstance.ephemeral())
+    assert result.success
+    assert Lake(resolve_settings()).table("raw.events").scan().count() == lines

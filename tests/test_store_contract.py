@@ -54,6 +54,17 @@ def test_listing_after_a_cursor_is_sorted_and_exclusive(store: ObjectStore) -> N
     assert store.list("nothing/") == []
 
 
+def test_the_logs_days_are_listed_from_their_folders_oldest_first(store: ObjectStore) -> None:
+    from agentlake.log.reader import LogReader
+
+    assert LogReader(store).days() == []
+    for key in ("log/v1/dt=2026-11-26/hr=01/a", "log/v1/dt=2025-02-03/hr=23/b", "log/v1/dt=2026-11-26/hr=02/c",
+                "deployment/v1/first-day.json"):
+        store.put_once(key, b"x")
+    assert store.list_folders("log/v1") == ["log/v1/dt=2025-02-03", "log/v1/dt=2026-11-26"]
+    assert LogReader(store).days() == ["2025-02-03", "2026-11-26"]
+
+
 def test_read_back_whole_and_streamed(store: ObjectStore) -> None:
     payload = bytes(range(256)) * 40_000  # 10 MB, several stream chunks
     store.put_once("blob", payload)

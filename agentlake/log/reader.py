@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,14 +28,15 @@ from agentlake.log.segments import LOG_PREFIX, SEGMENT_SUFFIX, SegmentInfo, day_
 from agentlake.storage.store import ObjectStore
 
 DEFAULT_LOOKBACK_S = 600.0
-# What one segment may inflate to, and one line's length. The SDK seals a segment at 8 MiB of
-# lines, so an honest segment is far below both; a compressed bomb stops here, not in memory.
 # How far ahead of the reader's clock a segment's arrival may be and still be handed out. With the
 # writers' upload lag (300 s) it must stay inside the lookback (600 s), or a late honest upload
 # could land behind the cursor's horizon.
 MAX_FUTURE_S = 60.0
+# What one segment may inflate to, and one line's length. The SDK seals a segment at 8 MiB of
+# lines, so an honest segment is far below both; a compressed bomb stops here, not in memory.
 DEFAULT_MAX_INFLATED_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 LINE_BATCH_SCHEMA = pa.schema(
     [pa.field("line_offset", pa.int64(), nullable=False), pa.field("line", pa.large_binary(), nullable=False)]
@@ -93,6 +95,12 @@ class LogReader:
     def list_all(self) -> list[SegmentInfo]:
         """Every segment in the log, in key (arrival) order."""
         return self._segments(self.prefix + "/")
+
+    def days(self) -> list[str]:
+        """The arrival days (``YYYY-MM-DD``) the log holds segments for, oldest first, from the day
+        folders alone (no segment is listed)."""
+        found = [folder.rsplit("/dt=", 1)[-1] for folder in self.store.list_folders(self.prefix)]
+        return sorted(day for day in found if _DAY.fullmatch(day))
 
     def list_day(self, day: str) -> list[SegmentInfo]:
         """Every segment that arrived on ``day`` (``YYYY-MM-DD``): one Dagster partition."""

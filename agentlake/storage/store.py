@@ -12,7 +12,7 @@ writing already there has succeeded (the first attempt landed, its response was 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -206,6 +206,12 @@ class ObjectStore:
         if not self._sorts_listings:
             found.sort(key=lambda info: info.key)
         return found
+
+    def list_folders(self, prefix: str) -> Sequence[str]:
+        """The "folders" directly under ``prefix`` (keys up to the next ``/``), sorted: one request per
+        thousand folders, however many objects they hold."""
+        listed = obstore.list_with_delimiter(self._inner, prefix.rstrip("/") or None)
+        return sorted(str(folder) for folder in listed["common_prefixes"])
 
     def delete(self, key: str) -> None:
         """Remove an object (maintenance of derived files only; the log is never deleted by AgentLake)."""

@@ -57,11 +57,11 @@ def _libc() -> Any:
     return libc
 
 
-def day_bounds(day: str, days_before: int = 0) -> BooleanExpression:
-    """Rows whose arrival falls on ``day`` or the ``days_before`` days before it (whole partitions)."""
+def day_bounds(day: str, days_before: int = 0, column: str = "arrival") -> BooleanExpression:
+    """Rows whose ``column`` (the arrival) falls on ``day`` or the ``days_before`` days before it (whole partitions)."""
     start = datetime.combine(date.fromisoformat(day) - timedelta(days=days_before), datetime.min.time(), UTC)
     end = datetime.combine(date.fromisoformat(day) + timedelta(days=1), datetime.min.time(), UTC)
-    return And(_ge("arrival", start.isoformat()), _lt("arrival", end.isoformat()))
+    return And(_ge(column, start.isoformat()), _lt(column, end.isoformat()))
 
 
 # pyiceberg's expression classes confuse type checkers; these are the only places they are built.
