@@ -227,11 +227,14 @@ def cmd_ingest(ctx: Context, args: argparse.Namespace) -> int:
     text = (f"ingested {report.segments} segment(s), {report.lines} lines: {report.rows} rows, "
             f"{report.quarantined} quarantined, {report.duplicates} duplicates "
             f"({report.segments_skipped} segment(s) already in the tables) in {report.seconds:.2f}s")
+    if report.segments_bad:
+        text += (f"\n{report.segments_bad} segment(s) held as a whole (corrupt, truncated, oversized or not what "
+                 "their keys claim): their bytes stay in the log; `agentlake reconcile` names them")
     if report.segments_held:
         text += (f"\nthe quality gate held {report.segments_held} segment(s), {report.lines_held} lines: nothing of "
                  "them is published; list them with `agentlake publish` (they are retried by the next ingest)")
     _out(args, data, text)
-    return 1 if report.segments_held else 0
+    return 1 if report.segments_held or report.segments_bad else 0
 
 
 def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
@@ -312,6 +315,8 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
             f"pending {r.segments_pending}" + (f"; data files read {r.files_checked}" if r.verified else "")
         )
         lines += [f"  missing: {key}" for key in r.segments_missing]
+        lines += [f"  held as a whole: {key}" for key in r.segments_bad]
+        lines += [f"  not a segment: {stray}" for stray in r.stray_objects]
         lines += [f"  tampered: {problem}" for problem in r.file_problems]
     _out(args, {"days": [r.as_dict() for r in results]}, "\n".join(lines) or "the log is empty")
     return 0 if all(r.balanced for r in results) else 1

@@ -60,12 +60,28 @@ class SegmentConflict(TerminalError, StoreError):
     """A segment key exists with different bytes than the producer tried to write."""
 
 
-class CorruptSegment(StoreError):
+class BadSegment(StoreError):
+    """An object in the log that cannot be ingested as it is; ``key`` names it.
+
+    Ingestion holds such a segment as a whole (its key, size and reason in ``raw.quarantine``,
+    its bytes left in the log) and goes on with the others; reconciliation names it.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class CorruptSegment(BadSegment):
     """A segment's bytes do not match the checksum its key carries.
 
     Neither transient nor terminal: a damaged transfer is read again a few times
     (:attr:`agentlake.storage.retry.RetryPolicy.corrupt_rereads`), then reported.
     """
+
+
+class SegmentMismatch(TerminalError, BadSegment):
+    """A segment's content disagrees with what its key claims (its line count)."""
 
 
 class StageAborted(TerminalError, AgentLakeError):
@@ -76,7 +92,7 @@ class StageAborted(TerminalError, AgentLakeError):
     """
 
 
-class OversizedSegment(TerminalError, StoreError):
+class OversizedSegment(TerminalError, BadSegment):
     """A segment inflates past the bound the reader holds in memory (a compressed bomb, or not the SDK's)."""
 
 

@@ -689,3 +689,62 @@ def test_reconcile_verify_reads_the_data_files_that_metadata_counts_cannot_see(
     assert main(["reconcile", "--verify"]) == 1
     out = capsys.readouterr().out
     assert "NOT BALANCED" in out and f"tampered: {victim.file_path}" in out
+
+
+@pytest.mark.integration
+def test_one_bad_object_never_stops_the_log(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corrupt, a truncated, a mis-named object and a segment lying about its lines, among good
+    segments over several days: the good ones flow, the bad are held as a whole and named."""
+    import zstandard
+
+    from agentlake.cli import main
+    from agentlake.log.segments import checksum, segment_key
+
+    lake = new_lake(tmp_path)
+    root = lake.settings.store_root
+    good: list[SegmentInfo] = []
+    for day in range(3):
+        writer = LogWriter(lake.store, f"day{day}", background_flush=False,
+                           clock=lambda day=day: DAY0 + timedelta(days=day, hours=9))
+        for n in range(2):
+            for line in demo_lines(day * 10 + n, 3, DAY0 + timedelta(days=day, hours=8)):
+                writer.append_line(line)
+            good.append(writer.flush())  # type: ignore[arg-type]
+        writer.close()
+    day1, day2 = good[2].dt, good[4].dt
+    # Corrupt: a byte flipped in a good segment of day 1; truncated: half of another, day 2.
+    corrupt, truncated = good[2], good[4]
+    data = bytearray((root / corrupt.key).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (root / corrupt.key).write_bytes(bytes(data))
+    (root / truncated.key).write_bytes((root / truncated.key).read_bytes()[:100])
+    # A liar: 3 lines under a key that claims 2, on day 1; and a stray object in day 2's folder.
+    body = zstandard.ZstdCompressor().compress(b"".join(line + b"\n" for line in demo_lines(99, 1)[:3]))
+    liar = segment_key(arrival=good[3].arrival + timedelta(seconds=1), producer="liar0123456789ab",
+                       first_seq=0, lines=2, digest=checksum(body))
+    lake.store.put_once(liar, body)
+    stray = f"log/v1/dt={day2}/hr=09/not-a-segment.ndjson.zst"
+    lake.store.put_once(stray, b"junk")
+
+    report = ingest_pending(lake)
+    assert report.segments_bad == 3
+    intact = [s for s in good if s.key not in (corrupt.key, truncated.key)]
+    events = rows_of(lake, "raw.events")
+    assert set(events.column("segment_key").to_pylist()) == {s.key for s in intact}
+    quarantined = rows_of(lake, "raw.quarantine").to_pylist()
+    wholes = {r["segment_key"]: r["reason"] for r in quarantined if r["line_offset"] == -1}
+    assert set(wholes) == {corrupt.key, truncated.key, liar}
+    assert "checksum" in wholes[corrupt.key] and "holds 3 lines, its key says 2" in wholes[liar]
+    days = {d.day: d for d in reconcile(lake)}
+    assert days[good[0].dt].balanced
+    assert not days[day1].balanced and days[day1].accounted and set(days[day1].segments_bad) == {corrupt.key, liar}
+    assert not days[day2].balanced and days[day2].segments_bad == [truncated.key]
+    assert any(stray in s for s in days[day2].stray_objects)
+    # Nothing is read twice, nothing doubles; the CLI names every one of them.
+    again = ingest_pending(lake)
+    assert (again.rows, again.segments_bad) == (0, 0) and rows_of(lake, "raw.events").num_rows == events.num_rows
+    monkeypatch.setenv("AGENTLAKE_HOME", str(lake.settings.home))
+    assert main(["reconcile"]) == 1
+    out = capsys.readouterr().out
+    assert all(k in out for k in (corrupt.key, truncated.key, liar, stray))

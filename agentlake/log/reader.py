@@ -24,7 +24,7 @@ import zstandard
 
 from agentlake.errors import CorruptSegment, InvalidSegmentKey, OversizedSegment
 from agentlake.log.events import OVERSIZED_HEAD_BYTES, oversized_line
-from agentlake.log.segments import LOG_PREFIX, SEGMENT_SUFFIX, SegmentInfo, day_prefix, key_floor
+from agentlake.log.segments import LOG_PREFIX, SegmentInfo, day_prefix, key_floor
 from agentlake.storage.store import ObjectStore
 
 DEFAULT_LOOKBACK_S = 600.0
@@ -86,11 +86,28 @@ class LogReader:
         self.max_line_bytes = max_line_bytes
 
     def _segments(self, prefix: str, after: str | None = None) -> list[SegmentInfo]:
+        """The segments under ``prefix``; an object that is no segment is passed over (see :meth:`strays`)."""
         found = []
         for obj in self.store.list(prefix, after=after):
-            if obj.key.endswith(SEGMENT_SUFFIX):
+            try:
                 found.append(SegmentInfo.from_key(obj.key, size=obj.size))
+            except InvalidSegmentKey:
+                continue  # not the log writer's: never ingested, named by reconcile
         return found
+
+    def strays(self, day: str | None = None) -> list[tuple[str, str]]:
+        """Objects in the log (or in one arrival day's folder) that are no segment: ``(key, reason)``.
+
+        Only the log writer writes there; anything else is left in place, never ingested, and named.
+        """
+        prefix = day_prefix(day, self.prefix) if day else self.prefix + "/"
+        out = []
+        for obj in self.store.list(prefix):
+            try:
+                SegmentInfo.from_key(obj.key)
+            except InvalidSegmentKey as exc:
+                out.append((obj.key, f"{obj.size} bytes, {exc}"))
+        return out
 
     def list_all(self) -> list[SegmentInfo]:
         """Every segment in the log, in key (arrival) order."""
@@ -158,14 +175,16 @@ class LogReader:
                 if inflated > self.max_inflated_bytes:
                     raise OversizedSegment(
                         f"segment {key!r} inflates to more than {self.max_inflated_bytes} bytes "
-                        "(AGENTLAKE_MAX_SEGMENT_INFLATED_BYTES); it is held as a whole, its bytes stay in the log"
+                        "(AGENTLAKE_MAX_SEGMENT_INFLATED_BYTES); it is held as a whole, its bytes stay in the log",
+                        key,
                     )
                 yield piece
         # zstandard ends quietly on a truncated frame: the key's checksum catches that, and tampering.
         if expected is not None and source.digest() != expected:
             raise CorruptSegment(
                 f"segment {key!r} does not match the checksum in its key (object changed or truncated); "
-                "restore it from a replica or backup: the log is write-once"
+                "restore it from a replica or backup: the log is write-once",
+                key,
             )
 
     def iter_chunks(

@@ -184,7 +184,8 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
     report = IngestReport()
     events = lake.table(EVENTS.name)
     held = read_ledger(events.properties, day)
-    segments = [seg for seg in lake.log.list_day(day) if held.holds(seg)]
+    # Segments raw.events holds as a whole (bad) gave it no rows, and claim no range in a fact ledger.
+    segments = [seg for seg in lake.log.list_day(day) if held.holds(seg) and seg.key not in held.bad]
     tables = {t.name: lake.table(t.name) for t in FACT_TABLES}
     ledgers = {name: read_ledger(t.properties, day) for name, t in tables.items()}
     todo = {name: segments if rebuild else [s for s in segments if not ledgers[name].holds(s)] for name in tables}

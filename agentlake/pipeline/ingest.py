@@ -34,6 +34,7 @@ from pyiceberg.expressions import And, BooleanExpression
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
+from agentlake.errors import BadSegment, SegmentMismatch
 from agentlake.log.events import EVENT_ARROW_SCHEMA
 from agentlake.log.parse import parse_run
 from agentlake.log.reader import ReadAhead
@@ -51,7 +52,7 @@ from agentlake.tables.files import (
     write_files,
 )
 from agentlake.tables.lake import Lake
-from agentlake.tables.ledger import DayLedger, read_ledger
+from agentlake.tables.ledger import DayLedger, LedgerCorrupt, read_ledger
 from agentlake.tables.quarantine import Verdict, quarantine_lines, quarantine_row
 from agentlake.tables.schemas import EVENTS, QUARANTINE
 
@@ -107,43 +108,66 @@ class _Batch:
     report: IngestReport = field(default_factory=IngestReport)
     window: pl.Series | None = None  # the event ids raw.events held in the dedup window when read
     orphans: list[pl.DataFrame] = field(default_factory=list)  # rows a row rule kept off raw.events earlier
+    # Segments held as a whole, that raw.events / raw.quarantine do not record as such yet: (segment, reason).
+    bad_events: list[tuple[SegmentInfo, str]] = field(default_factory=list)
+    bad_quarantine: list[tuple[SegmentInfo, str]] = field(default_factory=list)
 
 
 def _ingest_day(lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions) -> IngestReport:
     committed = IngestReport()  # what earlier attempts committed before a later one failed
-    retry = StageRetry(f"ingesting arrival day {day}", lake.settings, policy=options.retry)
+    bad: dict[str, str] = {}  # segments found bad in this stage: held as a whole, the rest goes on
+    attempts = store_retries = 0
+    while True:
+        retry = StageRetry(f"ingesting arrival day {day}", lake.settings, policy=options.retry)
 
-    def attempt() -> IngestReport:
-        before = dict(committed.snapshots)
+        def attempt(retry: StageRetry = retry) -> IngestReport:
+            before = dict(committed.snapshots)
+            try:
+                return _attempt_day(lake, day, segments, options, committed, bad)
+            finally:
+                # Nothing of a failed attempt is visible (each commit is atomic) and the next one reads
+                # the ledgers again, so it only does what is still missing; a commit that landed is progress.
+                if committed.snapshots != before:
+                    retry.progressed()
+
         try:
-            return _attempt_day(lake, day, segments, options, committed)
+            report = retry.run(attempt)
+            break
+        except BadSegment as exc:
+            # One bad object never stops the log: held as a whole, and the day is ingested without it.
+            if exc.key is None or exc.key in bad or exc.key not in {s.key for s in segments}:
+                raise
+            bad[exc.key] = str(exc)
         finally:
-            # Nothing of a failed attempt is visible (each commit is atomic) and the next one reads
-            # the ledgers again, so it only does what is still missing; a commit that landed is progress.
-            if committed.snapshots != before:
-                retry.progressed()
-
-    report = retry.run(attempt)
-    for name in ("rows", "duplicates", "quarantined", "conflicts"):
+            attempts += retry.attempts
+            store_retries += retry.store_retries
+    for name in ("rows", "duplicates", "quarantined", "conflicts", "segments_bad"):
         setattr(report, name, getattr(committed, name))
     report.snapshots = dict(committed.snapshots)
-    report.attempts = retry.attempts
-    report.store_retries = retry.store_retries
+    report.attempts = attempts
+    report.store_retries = store_retries
     return report
 
 
 def _attempt_day(
-    lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions, committed: IngestReport
+    lake: Lake, day: str, segments: list[SegmentInfo], options: IngestOptions, committed: IngestReport,
+    bad: dict[str, str],
 ) -> IngestReport:
     check = options.checkpoint or (lambda _stage: None)
     events, quarantine = lake.table(EVENTS.name), lake.table(QUARANTINE.name)
     events_ledger = read_ledger(events.properties, day)
     quarantine_ledger = read_ledger(quarantine.properties, day)
+    events_hold = {s.key: _holds(events_ledger, s, bad) for s in segments}
+    quarantine_hold = {s.key: _holds(quarantine_ledger, s, bad) for s in segments}
     batch = _Batch(
         day=day,
-        events_todo=[s for s in segments if not events_ledger.holds(s)],
-        quarantine_todo=[s for s in segments if not quarantine_ledger.holds(s)],
+        events_todo=[s for s in segments if not events_hold[s.key] and s.key not in bad],
+        quarantine_todo=[s for s in segments if not quarantine_hold[s.key] and s.key not in bad],
+        bad_events=[(s, bad[s.key]) for s in segments if s.key in bad and s.key not in events_ledger.bad],
+        bad_quarantine=[(s, bad[s.key]) for s in segments if s.key in bad and s.key not in quarantine_ledger.bad],
     )
+    batch.quarantine_rows += [quarantine_row(s, -1, b"", Verdict("bad_segment", reason), options.run_id)
+                              for s, reason in batch.bad_quarantine]
     report = batch.report
     work = sorted(set(batch.events_todo) | set(batch.quarantine_todo))
     report.segments_skipped = len(segments) - len(work)
@@ -153,7 +177,7 @@ def _attempt_day(
     partition = options.partition or day
     if batch.events_todo and options.quality is not None:
         _gate(lake, events, events_ledger, batch, options, committed, check)
-    elif batch.events_todo:
+    elif batch.events_todo or batch.bad_events:
         committed.snapshots[EVENTS.name] = commit(
             events, batch.event_files, _updated_ledger(events_ledger, batch.events_todo, batch),
             summary(batch.events_todo, run_id=options.run_id, partition=partition,
@@ -164,7 +188,9 @@ def _attempt_day(
         committed.duplicates += report.duplicates
     if batch.orphans:
         _quarantine_orphans(lake, batch, options)
-    if batch.quarantine_todo:
+    # A gated batch records its bad segments with its own ledger when it publishes; while it is held,
+    # raw.quarantine already records them, so they are named, and read again only by that batch.
+    if batch.quarantine_todo or batch.bad_quarantine:
         files = write_files(quarantine, QUARANTINE, batch.quarantine_rows)
         committed.snapshots[QUARANTINE.name] = commit(
             quarantine, files, _updated_ledger(quarantine_ledger, batch.quarantine_todo, batch, quarantine=True),
@@ -174,7 +200,17 @@ def _attempt_day(
         )
         committed.quarantined += report.quarantined
         committed.conflicts += report.conflicts
+        committed.segments_bad += len(batch.bad_quarantine)
     return report
+
+
+def _holds(ledger: DayLedger, seg: SegmentInfo, bad: dict[str, str]) -> bool:
+    """Whether the ledger holds ``seg``; a segment claiming sequence numbers another holds is bad, not fatal."""
+    try:
+        return ledger.holds(seg)
+    except LedgerCorrupt as exc:
+        bad.setdefault(seg.key, str(exc))
+        return False
 
 
 def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentInfo], options: IngestOptions) -> None:
@@ -193,7 +229,9 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
         report.lines += seg.lines
         report.first_key = min(filter(None, (report.first_key, seg.key)))
         report.last_key = max(filter(None, (report.last_key, seg.key)))
+        lines_read = 0
         for first, run in ahead.iter_chunks(seg.key, options.chunk_bytes):
+            lines_read += run.count(b"\n")
             parsed = parse_run(run, first)
             report.fast_lines += parsed.fast_lines
             report.slow_lines += parsed.slow_lines
@@ -213,6 +251,11 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
                 batch.orphans.append(fresh.drop("_hash"))
             del parsed, rows, fresh, known
             release_memory()
+        if lines_read != seg.lines:
+            ahead.close()
+            raise SegmentMismatch(
+                f"segment {seg.key!r} holds {lines_read} lines, its key says {seg.lines}: a segment must be what its "
+                "key claims; it is held as a whole, its bytes stay in the log", seg.key)
     batch.event_files += writer.finish()
     if held_back:
         _resolve_known(events, batch, pl.concat(held_back), options)
@@ -385,6 +428,11 @@ def _updated_ledger(
             updated.add(seg, quarantined=counts["quarantined"])
         else:
             updated.add(seg, rows=counts["rows"], quarantined=counts["quarantined"], duplicates=counts["duplicates"])
+    for seg, reason in batch.bad_quarantine if quarantine else batch.bad_events:
+        if seg.key not in updated.bad:
+            updated.add_bad(seg, reason)
+            if quarantine:
+                updated.quarantined += 1  # its one row in raw.quarantine: the segment's key and the reason
     return updated
 
 

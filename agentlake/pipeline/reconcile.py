@@ -6,10 +6,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agentlake.gate.publish import held as held_segments
+from agentlake.log.segments import SegmentInfo
 from agentlake.storage.retry import retrying
 from agentlake.tables.files import day_bounds
 from agentlake.tables.lake import Lake
-from agentlake.tables.ledger import ledger_days, read_ledger
+from agentlake.tables.ledger import DayLedger, LedgerCorrupt, ledger_days, read_ledger
 from agentlake.tables.schemas import EVENTS, QUARANTINE
 from agentlake.tables.verify import verify_files
 
@@ -31,6 +32,9 @@ class DayReconciliation:
     lines_held: int = 0
     ledger_rows: int = 0
     ledger_quarantined: int = 0
+    segments_bad: list[str] = field(default_factory=list)  # held as a whole: corrupt, truncated, lying, ...
+    lines_bad: int = 0  # the lines their keys claim
+    stray_objects: list[str] = field(default_factory=list)  # objects in the day's log folder that are no segment
     verified: bool = False  # the day's data files were read (``verify``), not only their metadata counts
     files_checked: int = 0
     file_problems: list[str] = field(default_factory=list)  # data files that are not what their manifests say
@@ -39,7 +43,8 @@ class DayReconciliation:
     def accounted(self) -> bool:
         """Every line of the log is a row, a quarantined line, a duplicate, pending or held; the ledgers agree."""
         return (
-            self.lines_in_log - self.lines_pending == self.rows + self.quarantined + self.duplicates + self.lines_held
+            self.lines_in_log - self.lines_pending - self.lines_bad
+            == self.rows + self.quarantined - len(self.segments_bad) + self.duplicates + self.lines_held
             and self.rows == self.ledger_rows
             and self.quarantined == self.ledger_quarantined
         )
@@ -54,7 +59,8 @@ class DayReconciliation:
         ingest takes them. Segments whose batch failed its audit are held: accounted for, but not
         balanced until they are published or their batch is fixed.
         """
-        return self.accounted and not self.segments_missing and not self.segments_held and not self.file_problems
+        return (self.accounted and not self.segments_missing and not self.segments_held and not self.file_problems
+                and not self.segments_bad and not self.stray_objects)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "balanced": self.balanced}
@@ -88,10 +94,15 @@ def _reconcile(lake: Lake, day: str | None, verify: bool) -> list[DayReconciliat
         qledger = read_ledger(quarantine.properties, d)
         result.segments_in_log = len(segments)
         result.lines_in_log = sum(s.lines for s in segments)
-        held = [s for s in segments if ledger.holds(s) and qledger.holds(s)]
+        in_tables = {s.key for s in segments if _holds(ledger, s) and _holds(qledger, s)}
+        held = [s for s in segments if s.key in in_tables]
         newest_held = max((s.key for s in held), default="")
         held_back = held_segments(events.properties, d)
-        not_held = [s for s in segments if not (ledger.holds(s) and qledger.holds(s)) and s.key not in held_back]
+        not_held = [s for s in segments if s.key not in in_tables and s.key not in held_back]
+        bad = {**ledger.bad, **qledger.bad}
+        result.segments_bad = sorted(bad)
+        result.lines_bad = sum(s.lines for s in segments if s.key in bad)
+        result.stray_objects = [f"{key}: {reason}" for key, reason in lake.log.strays(d)]
         result.segments_held = sum(1 for s in segments if s.key in held_back)
         result.lines_held = sum(s.lines for s in segments if s.key in held_back)
         # Not held and older than the newest segment held: skipped, a gap. Newer: still to come.
@@ -112,6 +123,13 @@ def _reconcile(lake: Lake, day: str | None, verify: bool) -> list[DayReconciliat
                 result.file_problems += check.problems
         results.append(result)
     return results
+
+
+def _holds(ledger: DayLedger, seg: SegmentInfo) -> bool:
+    try:
+        return ledger.holds(seg)
+    except LedgerCorrupt:
+        return False  # it claims another segment's sequence numbers: ingest will hold it as a whole
 
 
 def _count(table: Any, day: str) -> int:

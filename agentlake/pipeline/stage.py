@@ -56,12 +56,14 @@ class IngestReport:
     seconds: float = 0.0
     segments_held: int = 0  # segments whose batch failed its audit: staged on a branch, not on main
     lines_held: int = 0  # the lines of those segments
+    segments_bad: int = 0  # segments held as a whole (corrupt, truncated, oversized, lying): named by reconcile
     rules_quarantined: int = 0  # rows quarantined by a row rule of the quality suite
     gate: list[GateOutcome] = field(default_factory=list)  # each batch's audit and what the gate did
 
     def merge(self, other: IngestReport) -> None:
         self.segments_held += other.segments_held
         self.lines_held += other.lines_held
+        self.segments_bad += other.segments_bad
         self.rules_quarantined += other.rules_quarantined
         self.gate += other.gate
         for name in ("segments", "segments_skipped", "lines", "rows", "quarantined", "duplicates", "conflicts",

@@ -38,6 +38,9 @@ class DayLedger:
     rows: int = 0
     quarantined: int = 0
     duplicates: int = 0
+    # Segments held as a whole (corrupt, truncated, oversized, lying about their lines, or claiming
+    # sequence numbers another segment holds): key -> reason. Their rows are not in the table.
+    bad: dict[str, str] = field(default_factory=dict)
 
     @property
     def property_name(self) -> str:
@@ -49,6 +52,8 @@ class DayLedger:
         Raises:
             LedgerCorrupt: the segment's range partly overlaps a recorded range.
         """
+        if seg.key in self.bad:
+            return True
         for lo, hi in self.producers.get(seg.producer, ()):
             if lo <= seg.first_seq and seg.last_seq <= hi:
                 return True
@@ -76,13 +81,19 @@ class DayLedger:
         self.quarantined += quarantined
         self.duplicates += duplicates
 
+    def add_bad(self, seg: SegmentInfo, reason: str) -> None:
+        """Record ``seg`` as held as a whole: it is never read again, and reconciliation names it."""
+        self.bad[seg.key] = reason
+        self.segments += 1
+
     def copy(self) -> DayLedger:
         return DayLedger.from_json(self.day, self.to_json())
 
     def to_json(self) -> str:
         return orjson.dumps(
             {"p": self.producers, "segments": self.segments, "lines": self.lines, "rows": self.rows,
-             "quarantined": self.quarantined, "duplicates": self.duplicates}
+             "quarantined": self.quarantined, "duplicates": self.duplicates,
+             **({"bad": self.bad} if self.bad else {})}
         ).decode()
 
     @classmethod
@@ -98,6 +109,7 @@ class DayLedger:
             rows=data.get("rows", 0),
             quarantined=data.get("quarantined", 0),
             duplicates=data.get("duplicates", 0),
+            bad=dict(data.get("bad", {})),
         )
 
 
