@@ -469,3 +469,42 @@ def test_maintenance_job_reports_what_it_did_per_table(tmp_path: Path) -> None:
     again = materialize([assets[0]], resources={"lake": resource}, instance=instance)
     assert again.success
 
+
+
+@pytest.mark.integration
+def test_a_forged_trash_record_deletes_nothing_that_is_not_provably_garbage(tmp_path: Path) -> None:
+    """Anyone with write access to the store can write a trash record: its word deletes nothing."""
+    import orjson
+
+    from agentlake.maintenance.maintain import empty_trash
+    from agentlake.tables.files import live_files
+
+    lake, _ = build_lake(tmp_path, per_day=2, facts=False)
+    events = lake.table(EVENTS.name)
+    location = events.location().rstrip("/")
+    root = lake.settings.store_root
+    segment = lake.log.list_all()[0]
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the lake's")
+    live = live_files(events, data_only=True)[0].file_path
+    current_metadata = events.metadata_location
+    garbage = f"{location}/data/forged-garbage.parquet"
+    Path(garbage.removeprefix("file://")).write_bytes(b"PAR1 unreferenced PAR1")
+    named = {
+        (root / segment.key).resolve().as_uri(): 1,  # a log segment
+        outside.resolve().as_uri(): 1,  # a file outside the store
+        f"{location}/data/../../../../../{outside.name}": 1,  # climbing out of the table
+        live: 1,  # a data file main still reads
+        current_metadata: 1,  # a metadata file
+        garbage: 22,  # unreferenced, under the table's own data folder: the only thing it may delete
+    }
+    lake.store.put_once(f"{trash_prefix(EVENTS.name)}{0:015d}-forged.json",
+                        orjson.dumps({"table": EVENTS.name, "noticed_ms": 0, "files": named}))
+    report = empty_trash(lake, EVENTS.name)
+    assert (root / segment.key).exists() and outside.exists()
+    assert Path(live.removeprefix("file://")).exists() and Path(current_metadata.removeprefix("file://")).exists()
+    assert not Path(garbage.removeprefix("file://")).exists() and report.files_deleted == 1
+    assert len(report.refused) == 5, report.refused
+    assert any("outside the table's own folders" in r for r in report.refused)
+    assert any("still referenced" in r and live in r for r in report.refused)
+    assert balanced_counts(lake)  # every table still reconciles

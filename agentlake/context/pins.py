@@ -132,6 +132,21 @@ def pin_in_force(lake: Lake, table: str, snapshot_id: int) -> Pin | None:
     return found[-1] if found else None
 
 
+def pins_in_force(lake: Lake, table: str, now_ms: int) -> list[Pin]:
+    """Every pin record of ``table`` (historical ones included) that has not run out at ``now_ms``."""
+    out = []
+    for info in lake.store.list(f"{PIN_ROOT}/{table}/"):
+        stem = info.key.rsplit("/", 1)[-1].removesuffix(".json")
+        expires = stem.rsplit("-", 1)[-1] if info.key.startswith(historical_prefix(table)) else stem
+        if not expires.isdigit() or int(expires) <= now_ms:
+            continue  # run out (or not a pin record's name): holds nothing
+        try:
+            out.append(Pin.from_json(lake.store.get(info.key)))
+        except (ObjectNotFound, ValueError, KeyError):
+            continue
+    return [p for p in out if p.expires_ms > now_ms]
+
+
 def historical_pins(lake: Lake, table: str, created_after_ms: int) -> list[Pin]:
     """Historical pins of ``table`` made after ``created_after_ms``."""
     prefix = historical_prefix(table)

@@ -29,10 +29,11 @@ Manifest merging happens on every commit (``commit.manifest-merge.enabled``, mer
 
 from __future__ import annotations
 
+import posixpath
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -49,7 +50,7 @@ from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.table.update import RemoveSnapshotsUpdate, ValidatableTableRequirement
 
 from agentlake.config import Settings, setting_default
-from agentlake.context.pins import PIN_GRANULARITY_MS, Pin, historical_pins, retention_ms
+from agentlake.context.pins import PIN_GRANULARITY_MS, Pin, historical_pins, pins_in_force, retention_ms
 from agentlake.errors import AgentLakeError, ObjectNotFound
 from agentlake.maintenance.clustering import ROW_GROUP_ROWS
 from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy, StageRetry
@@ -141,6 +142,7 @@ class ExpiryReport:
     files_spared: int = 0  # files of due records that a later historical pin still reads: recorded again
     files_deleted: int = 0
     bytes_deleted: int = 0
+    refused: list[str] = field(default_factory=list)  # paths trash records named that were not provably garbage
     attempts: int = 0
     seconds: float = 0.0
 
@@ -444,6 +446,7 @@ def expire(
         emptied = empty_trash(lake, table_name, now=now)
         report.trash_records_due, report.files_spared = emptied.records_due, emptied.files_spared
         report.files_deleted, report.bytes_deleted = emptied.files_deleted, emptied.bytes_deleted
+        report.refused = emptied.refused
     report.seconds = time.perf_counter() - started
     return report
 
@@ -496,6 +499,7 @@ class TrashReport:
     files_deleted: int = 0
     bytes_deleted: int = 0
     files_spared: int = 0
+    refused: list[str] = field(default_factory=list)  # paths a record named that are not provably garbage
 
 
 def empty_trash(lake: Lake, table_name: str, *, now: datetime | None = None) -> TrashReport:
@@ -518,6 +522,7 @@ def empty_trash(lake: Lake, table_name: str, *, now: datetime | None = None) -> 
     table = lake.table(table_name)
     later = [p for p in historical_pins(lake, table_name, min(n for n, _ in due)) if p.expires_ms > now_ms]
     read_by: dict[tuple[str, int], dict[str, int]] = {}
+    garbage = _Garbage(lake, table, now_ms)
     for noticed_ms, key in sorted(due):
         try:
             record = orjson.loads(lake.store.get(key))
@@ -539,6 +544,10 @@ def empty_trash(lake: Lake, table_name: str, *, now: datetime | None = None) -> 
             size = files[path]
             if path in spared:
                 continue
+            refusal = garbage.refusal(path)
+            if refusal is not None:  # a record names what is not provably garbage: nothing is deleted on its word
+                report.refused.append(f"{path}: {refusal} (named by {key})")
+                continue
             try:
                 table.io.delete(path)
             except FileNotFoundError:
@@ -552,6 +561,50 @@ def empty_trash(lake: Lake, table_name: str, *, now: datetime | None = None) -> 
         report.records_due += 1
         report.files_spared += len(spared)
     return report
+
+
+class _Garbage:
+    """Whether a path a trash record names is provably this table's garbage; a record's word is not enough.
+
+    A trash record is an object in the store, and anyone with write access to the store can write
+    one. So a file is deleted only if it lies under the table's own data or metadata folder, is no
+    metadata file (those are never deleted: pins and as-of reads go through them), and no snapshot
+    in the table's metadata (``main``, branches, tags) nor any pin in force references it.
+    """
+
+    def __init__(self, lake: Lake, table: Table, now_ms: int) -> None:
+        self._lake, self._table, self._now_ms = lake, table, now_ms
+        location = table.location().rstrip("/")
+        self._folders = (f"{location}/data/", f"{location}/metadata/")
+        self._referenced: set[str] | None = None
+
+    def refusal(self, path: str) -> str | None:
+        scheme, sep, rest = path.partition("://")
+        normal = f"{scheme}{sep}{posixpath.normpath(rest)}" if sep else posixpath.normpath(path)
+        if normal != path or "/../" in f"/{rest}/":
+            return "not a plain path"
+        if not path.startswith(self._folders):
+            return f"outside the table's own folders ({', '.join(self._folders)})"
+        if path.endswith(".metadata.json"):
+            return "a metadata file, which is never deleted"
+        if path in self.referenced():
+            return "still referenced by a snapshot of the table or a pin in force"
+        return None
+
+    def referenced(self) -> set[str]:
+        if self._referenced is None:
+            cache: ManifestCache = {}
+            found = set(referenced_files(self._table.io, self._table.metadata.snapshots, cache))
+            in_metadata = {s.snapshot_id for s in self._table.metadata.snapshots}
+            for pin in pins_in_force(self._lake, _table_name(self._table), self._now_ms):
+                if pin.snapshot_id not in in_metadata:
+                    found |= set(_pinned_files(self._table, pin))
+            self._referenced = found
+        return self._referenced
+
+
+def _table_name(table: Table) -> str:
+    return ".".join(table.name())
 
 
 def _deletion_order(path: str) -> tuple[int, str]:
