@@ -499,3 +499,33 @@ def test_the_declared_rules_are_the_rules_of_the_great_expectations_suites() -> 
     assert events_rules(POLICY) == events_suite(POLICY).rules
     for table in ("facts.agent_runs", "facts.llm_calls", "facts.retrievals", "facts.feedback"):
         assert facts_rules(table) == facts_suite(table).rules
+
+
+def test_maintenance_removes_the_staging_branch_a_killed_run_left_once_no_run_owns_it(tmp_path: Path) -> None:
+    from agentlake.maintenance.maintain import RetentionPolicy, maintain, remove_abandoned_branches
+
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    seg = log.segment([event(i) for i in range(10)])
+
+    def crash(at: str) -> None:
+        if at == "after-stage:events":
+            raise Crash(at)  # the run dies between staging and publishing
+
+    with pytest.raises(Crash):
+        ingest(new_lake(tmp_path), [seg], gated("killed", checkpoint=crash))
+    events = lake.table(EVENTS.name)
+    (left,) = staged_branches(events)
+    held_seg = log.segment([event(i, "h") for i in range(4)] + [b"{"] * 6, minutes=2)
+    ingest(lake, [held_seg], gated("held"))  # a held batch's branch stays for inspection
+    assert len(staged_branches(lake.table(EVENTS.name))) == 2
+    # Within the grace period the branch may still belong to a run that is auditing: kept.
+    assert remove_abandoned_branches(lake, EVENTS.name) == []
+    later = datetime.now(UTC) + timedelta(hours=2)
+    (report,) = maintain(lake, [EVENTS.name], now=later, retention=RetentionPolicy(keep_hours=0, keep_last=1))
+    assert report.expiry.branches_removed == [left]
+    remaining = staged_branches(lake.table(EVENTS.name))
+    assert remaining == [held(lake.table(EVENTS.name).properties, held_seg.dt)[held_seg.key]["branch"]]
+    # The killed run's segment is ingested again by the next run, once.
+    ingest(lake, [seg], gated("rerun"))
+    assert sorted(i for i in main_ids(lake) if i.startswith("e")) == sorted(f"e{i}" for i in range(10))

@@ -52,6 +52,7 @@ from pyiceberg.table.update import RemoveSnapshotsUpdate, ValidatableTableRequir
 from agentlake.config import Settings, setting_default
 from agentlake.context.pins import PIN_GRANULARITY_MS, Pin, historical_pins, pins_in_force, retention_ms
 from agentlake.errors import AgentLakeError, ObjectNotFound
+from agentlake.gate.publish import discard, held, held_days, staged_branches
 from agentlake.maintenance.clustering import ROW_GROUP_ROWS
 from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy, StageRetry
 from agentlake.tables.files import Checkpoint, ManifestCache, file_day, live_files, referenced_files
@@ -81,6 +82,9 @@ class RetentionPolicy:
     # Defaults are the settings' declared ones (agentlake.config): no second copy here.
     keep_hours: float = setting_default("snapshot_retention_hours")
     keep_last: int = setting_default("snapshots_keep_last")
+    # A staging branch no held record names and whose head is older than this was left by a run that
+    # died between staging and publishing (no run takes an hour to audit a batch): it is removed.
+    abandoned_branch_hours: float = 1.0
 
     def __post_init__(self) -> None:
         if self.keep_hours < 0 or self.keep_last < 1:
@@ -143,6 +147,7 @@ class ExpiryReport:
     files_deleted: int = 0
     bytes_deleted: int = 0
     refused: list[str] = field(default_factory=list)  # paths trash records named that were not provably garbage
+    branches_removed: list[str] = field(default_factory=list)  # staging branches of runs that died
     attempts: int = 0
     seconds: float = 0.0
 
@@ -646,6 +651,29 @@ def maintained_tables(lake: Lake) -> list[str]:
     return names + [CONTEXT_ARTIFACTS.name] if lake.catalog.table_exists(CONTEXT_ARTIFACTS.name) else names
 
 
+def remove_abandoned_branches(lake: Lake, table_name: str, *, now: datetime | None = None,
+                              policy: RetentionPolicy | None = None) -> list[str]:
+    """Remove the staging branches that runs killed between staging and publishing left behind.
+
+    A branch a held record names is kept (the held batch stays inspectable); so is one whose head
+    is newer than the policy's ``abandoned_branch_hours`` (its run may still be auditing). Once
+    removed, the branch's snapshots expire like any other and their files are deferred as usual.
+    """
+    policy = policy or RetentionPolicy.from_settings(lake.settings)
+    cutoff_ms = int((now or datetime.now(UTC)).timestamp() * 1000) - int(policy.abandoned_branch_hours * 3600_000)
+    table = lake.table(table_name)
+    held_branches = {record["branch"] for day in held_days(table.properties)
+                     for record in held(table.properties, day).values()}
+    removed = []
+    for branch in staged_branches(table):
+        head = table.metadata.snapshot_by_id(table.metadata.refs[branch].snapshot_id)
+        if branch in held_branches or head is None or head.timestamp_ms >= cutoff_ms:
+            continue
+        discard(table, branch)
+        removed.append(branch)
+    return removed
+
+
 def maintain(
     lake: Lake,
     tables: Sequence[str] | None = None,
@@ -670,7 +698,9 @@ def maintain(
         started = time.perf_counter()
         before = footprint(lake.table(name))
         compacted = compact(lake, name, policy=compaction)
+        abandoned = remove_abandoned_branches(lake, name, now=now, policy=retention)
         expired = expire(lake, name, now=now, policy=retention, delete_files=delete_files)
+        expired.branches_removed = abandoned
         report = MaintenanceReport(name, compacted, expired, before, footprint(lake.table(name)),
                                    seconds=time.perf_counter() - started)
         if progress is not None:
