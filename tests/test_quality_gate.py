@@ -529,3 +529,23 @@ def test_maintenance_removes_the_staging_branch_a_killed_run_left_once_no_run_ow
     # The killed run's segment is ingested again by the next run, once.
     ingest(lake, [seg], gated("rerun"))
     assert sorted(i for i in main_ids(lake) if i.startswith("e")) == sorted(f"e{i}" for i in range(10))
+
+
+def test_the_gate_measures_ts_against_the_real_arrival_not_the_producers_claim(tmp_path: Path) -> None:
+    lake = new_lake(tmp_path)
+    future = datetime(2099, 1, 1, 7, 0, tzinfo=UTC)
+    writer = LogWriter(lake.store, "fastclock", background_flush=False, clock=lambda: future)
+    honest = datetime.now(UTC) - timedelta(minutes=1)
+    for i in range(20):
+        writer.append_line(orjson.dumps({"event_id": f"e{i}", "run_id": "r", "agent_id": "a", "type": "llm_call",
+                                         "ts": honest.isoformat()}))
+    for i in range(6):
+        writer.append_line(orjson.dumps({"event_id": f"f{i}", "run_id": "r", "agent_id": "a", "type": "llm_call",
+                                         "ts": (future + timedelta(seconds=i)).isoformat()}))
+    seg = writer.flush()
+    assert seg is not None and seg.dt == "2099-01-01"
+    ingest(lake, [seg], gated("clock"))
+    # Events "from 2099" never reach main, whatever the segment's key claims: only the honest ones do.
+    assert main_ids(lake) == sorted(f"e{i}" for i in range(20))
+    rules = lake.table(QUARANTINE.name).scan().to_arrow().column("rule").to_pylist()
+    assert rules == ["ts_not_in_future"] * 6

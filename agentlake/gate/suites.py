@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -337,14 +337,21 @@ def fact_audit_frame(table: str, rows: pa.Table, known_runs: pl.Series) -> pl.Da
 EVENT_AUDIT_COLUMNS = ("event_id", "run_id", "agent_id", "type", "ts", "status", "input_tokens", "output_tokens",
                        "latency_ms", "feedback_score", "documents", "arrival", "segment_key", "line_offset")
 
-def event_audit_frame(rows: pa.Table, ids_on_main: pl.Series) -> pl.DataFrame:
-    """The frame the events suite validates: the audited columns plus the derived ones, in row order."""
+def event_audit_frame(rows: pa.Table, ids_on_main: pl.Series, *, now: datetime | None = None) -> pl.DataFrame:
+    """The frame the events suite validates: the audited columns plus the derived ones, in row order.
+
+    An event's lead is measured against its real arrival: the segment's arrival as its key claims
+    it, but never later than ``now`` (the audit's own clock), so a producer whose clock runs ahead
+    cannot carry events from the future past ``ts_not_in_future``.
+    """
     frame = pl.from_arrow(rows.select(list(EVENT_AUDIT_COLUMNS)))
     assert isinstance(frame, pl.DataFrame)
     scores = pl.col("documents").list.eval(pl.element().struct.field("score"))
+    audit_us = int((now or datetime.now(UTC)).timestamp() * 1_000_000)
+    arrived_us = pl.min_horizontal(pl.col("arrival").dt.epoch("us"), pl.lit(audit_us))
     return frame.with_columns(
         (pl.col("ts").dt.epoch("us") / 1e6).alias("ts_epoch_s"),
-        ((pl.col("ts").dt.epoch("us") - pl.col("arrival").dt.epoch("us")) / 1e6).alias("ts_lead_s"),
+        ((pl.col("ts").dt.epoch("us") - arrived_us) / 1e6).alias("ts_lead_s"),
         scores.list.min().alias("document_score_min"),
         scores.list.max().alias("document_score_max"),
         pl.col("event_id").hash(seed=11).alias("event_id_hash"),
