@@ -639,3 +639,30 @@ def test_documents_fixture_is_what_the_sdk_recorded(run: AgentRun, document: dic
     assert {"key": "gen_ai.retrieval.documents", "value": {"stringValue": DOCUMENTS_JSON}} in retrieval[
         "attributes"
     ]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["gz", "zst"])
+def test_a_compressed_bomb_is_refused_before_it_is_held_in_memory(tmp_path: Path, method: str) -> None:
+    import gzip
+    import subprocess
+    import sys
+
+    import zstandard
+
+
+    body = b" " * (600 * 1024 * 1024)  # 600 MiB of blanks: a few hundred kB compressed
+    data = gzip.compress(body, compresslevel=1) if method == "gz" else zstandard.ZstdCompressor(level=3).compress(body)
+    del body
+    path = tmp_path / f"traces_bomb.json.{method}"
+    path.write_bytes(data)
+    assert path.stat().st_size < 3_000_000  # gzip's ratio tops out near 1000:1, zstd's far higher
+    # Read in a process of its own, its peak taken from VmHWM (ru_maxrss carries the parent's over exec).
+    code = ("import re, sys; from agentlake.sources import otlp\n"
+            "try:\n    otlp.read_otlp_file(sys.argv[1])\nexcept Exception as exc:\n    print(exc)\n"
+            "status = open('/proc/self/status').read()\n"
+            "print(int(re.search(r'VmHWM:\\s+(\\d+)', status).group(1)) // 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
+    message, peak_mb = out.strip().rsplit("\n", 1)
+    assert "inflates to more than" in message
+    assert int(peak_mb) < 500, f"peak {peak_mb} MB: the 600 MiB the bomb inflates to were held"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import io
 import math
 import os
 import re
@@ -258,27 +259,56 @@ def _decompress(data: bytes, file_name: str) -> bytes:
     )
 
 
+# What one OTLP file may inflate to. The Collector writes one export batch per object (megabytes);
+# a file that inflates past this is a compressed bomb, refused before it is held in memory.
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
+_FEED_BYTES = 4096  # compressed bytes fed at a time: at most a few MiB of output between checks
+
+
+def _too_large() -> _Malformed:
+    return _Malformed(f"it inflates to more than {MAX_INFLATED_BYTES} bytes (a compressed bomb, or not one "
+                      "export batch); it is refused before it is held in memory")
+
+
 def _gunzip(data: bytes) -> bytes:
+    out: list[bytes] = []
+    size = 0
     try:
-        return gzip.decompress(data)  # reads every member of a multi-member file
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:  # every member of a multi-member file
+            while piece := stream.read(1024 * 1024):
+                size += len(piece)
+                if size > MAX_INFLATED_BYTES:
+                    raise _too_large()
+                out.append(piece)
     except EOFError:
         raise _Malformed("the gzip stream is truncated (it ends before its end marker)") from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise _Malformed(f"corrupt gzip data: {exc}") from None
+    return b"".join(out)
 
 
 def _unzstd(data: bytes) -> bytes:
     out: list[bytes] = []
-    remaining = data
+    size = 0
+    view = memoryview(data)
+    position = 0
     try:
         # One decompressobj per frame: a file may hold several concatenated frames, and a
         # streamed frame has no content size, which rules out ZstdDecompressor.decompress.
-        while remaining:
+        # Input goes in small pieces, so a bomb is stopped a few MiB past the bound, not in memory.
+        while position < len(data):
             frame = zstandard.ZstdDecompressor().decompressobj()
-            out.append(frame.decompress(remaining))
+            while not frame.eof and position < len(data):
+                fed = view[position:position + _FEED_BYTES]
+                piece = frame.decompress(fed)
+                position += len(fed)
+                size += len(piece)
+                if size > MAX_INFLATED_BYTES:
+                    raise _too_large()
+                out.append(piece)
             if not frame.eof:
                 raise _Malformed("the zstd stream is truncated (its last frame is incomplete)")
-            remaining = frame.unused_data
+            position -= len(frame.unused_data)
     except zstandard.ZstdError as exc:
         raise _Malformed(f"corrupt zstd data: {exc}") from None
     return b"".join(out)
