@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     pin_retention_days: float = Field(400.0, validation_alias="AGENTLAKE_PIN_RETENTION_DAYS", ge=0,
                                       description="days a snapshot read by a context artifact stays pinned "
                                                   "(readable, its files kept) after the artifact is made")
+    signing_key: SecretStr | None = Field(
+        None, validation_alias="AGENTLAKE_SIGNING_KEY",
+        description="key of the HMAC that AgentLake's own records (context manifests, pins, trash and audit "
+                    "records) carry; when set, a record without a valid one is treated as forged")
 
     @classmethod
     def settings_customise_sources(

@@ -493,3 +493,42 @@ def test_replay_trusts_no_pointer_and_no_data_file_it_cannot_verify(tmp_path: Pa
     path.unlink()
     (deleted,) = replay(lake, first.artifact.key)
     assert deleted.status == TAMPERED and any(str(path) in p and "missing" in p for p in deleted.problems), deleted.text()
+
+
+def test_with_a_signing_key_a_record_agentlake_did_not_sign_is_acted_on_by_nobody(tmp_path: Path) -> None:
+    from agentlake.context.assembly import write_artifact
+    from agentlake.context.pins import Pin, pins_of
+    from agentlake.maintenance.maintain import empty_trash, trash_prefix
+    from agentlake.tables.files import live_files
+
+    lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home"), "AGENTLAKE_SIGNING_KEY": "k3y-of-the-lake"}))
+    _ingest(lake, _run_events("r1", T0))
+    made = assemble(lake, _spec("r1"), run_id="r1", agent_id="triage")
+    manifest = orjson.loads(lake.store.get(made.artifact.key))
+    assert len(manifest["signature"]) == 64
+    (honest,) = replay(lake, made.artifact.key)
+    assert honest.status == REPRODUCIBLE
+
+    # Someone with write access to the store, but not the key, writes a well-formed artifact.
+    forged = {k: v for k, v in manifest.items() if k != "signature"} | {"run_id": "forged",
+                                                                       "created_at": datetime.now(UTC).isoformat()}
+    forged["parts"] = {name: dict(part) for name, part in manifest["parts"].items()}
+    key = write_artifact(lake.store, forged, made.records).key
+    (report,) = replay(lake, key)
+    assert report.status == TAMPERED and any("carries no signature" in p for p in report.problems)
+
+    # A forged pin is ignored; a forged trash record deletes nothing, not even unreferenced files.
+    events = lake.table("raw.events")
+    sid = events.current_snapshot().snapshot_id
+    genuine = pins_of(lake, "raw.events", sid)
+    bogus = Pin("raw.events", sid, "file:///tmp/forged.metadata.json", 0, 9_999_999_999_999, False)
+    lake.store.put_once(f"pins/raw.events/{sid}/9999999999999.json", bogus.to_json())
+    assert pins_of(lake, "raw.events", sid) == genuine
+    garbage = f"{events.location().rstrip('/')}/data/unreferenced.parquet"
+    Path(garbage.removeprefix("file://")).write_bytes(b"x")
+    lake.store.put_once(f"{trash_prefix('raw.events')}{0:015d}-forged.json",
+                        orjson.dumps({"table": "raw.events", "noticed_ms": 0, "files": {garbage: 1}}))
+    emptied = empty_trash(lake, "raw.events")
+    assert Path(garbage.removeprefix("file://")).exists() and emptied.files_deleted == 0
+    assert any("carries no signature" in r for r in emptied.refused)
+    assert live_files(events)  # and the table is untouched

@@ -39,6 +39,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import SecretStr
 from pyiceberg.catalog.sql import IcebergTables
 from pyiceberg.table import Table
 from sqlalchemy import select
@@ -58,6 +59,7 @@ from agentlake.context.query import (
 from agentlake.context.sandbox import first_line, referenced_tables
 from agentlake.errors import AgentLakeError, AlreadyExists, ObjectNotFound
 from agentlake.log.writer import LogWriter
+from agentlake.storage.signing import signed
 from agentlake.storage.store import ObjectStore
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import TABLES_BY_NAME
@@ -406,8 +408,11 @@ def _put_content_addressed(store: ObjectStore, key: str, data: bytes, sha: str) 
             raise ArtifactTampered(key, sha, existing) from None
 
 
-def write_artifact(store: ObjectStore, manifest: dict[str, Any], parts: Mapping[str, pa.Table]) -> ArtifactRef:
+def write_artifact(store: ObjectStore, manifest: dict[str, Any], parts: Mapping[str, pa.Table], *,
+                   signing_key: SecretStr | None = None) -> ArtifactRef:
     """Write the records, then the manifest (write-once, addressed by its sha256), then the run's pointer.
+
+    With a signing key, the manifest carries its HMAC (:mod:`agentlake.storage.signing`).
 
     Raises:
         AlreadyExists: the manifest's key is taken: an artifact is never overwritten.
@@ -418,6 +423,7 @@ def write_artifact(store: ObjectStore, manifest: dict[str, Any], parts: Mapping[
         key = f"{ARTIFACT_PREFIX}/records/{sha}.parquet"
         _put_content_addressed(store, key, data, sha)
         manifest["parts"][name].update({"key": key, "sha256": sha, "bytes": len(data)})
+    manifest = signed(signing_key, manifest)
     body = orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
     digest = hashlib.sha256(body).hexdigest()
     key = manifest_key(manifest["created_at"][:10], digest)
@@ -740,7 +746,7 @@ def assemble(
         },
         "platform_version": platform_version(),
     }
-    ref = write_artifact(lake.store, manifest, records)
+    ref = write_artifact(lake.store, manifest, records, signing_key=lake.settings.signing_key)
     _emit(lake, manifest, ref, log)
     return ContextResult(artifact=ref, manifest=manifest, records=records)
 

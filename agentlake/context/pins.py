@@ -30,6 +30,7 @@ import orjson
 from pyiceberg.table import Table
 
 from agentlake.errors import AgentLakeError, AlreadyExists, ObjectNotFound
+from agentlake.storage.signing import signature_problem, signed
 from agentlake.tables.lake import Lake
 
 PIN_ROOT = "pins"
@@ -99,12 +100,27 @@ def historical_key(pin: Pin) -> str:
 
 def write_pin(lake: Lake, pin: Pin) -> bool:
     """Write a pin record (and its as-of listing when historical); False if an equal expiry was there already."""
-    written = _put(lake, pin.key, pin.to_json())
+    body = orjson.dumps(signed(lake.settings.signing_key, asdict(pin)), option=orjson.OPT_SORT_KEYS)
+    written = _put(lake, pin.key, body)
     if pin.historical:
         # Listed by creation time even if the snapshot already had a record for this hour: the
         # record in place may be a current pin, which maintenance does not look for.
-        written = _put(lake, historical_key(pin), pin.to_json()) or written
+        written = _put(lake, historical_key(pin), body) or written
     return written
+
+
+def _read_pin(lake: Lake, key: str) -> Pin | None:
+    """The pin record at ``key``; None if it is gone, or not provably AgentLake's (see agentlake.storage.signing)."""
+    try:
+        raw = orjson.loads(lake.store.get(key))
+    except (ObjectNotFound, orjson.JSONDecodeError):
+        return None
+    if not isinstance(raw, dict) or signature_problem(lake.settings.signing_key, raw) is not None:
+        return None  # a forged pin would choose the metadata file a snapshot is read through: ignored
+    try:
+        return Pin.from_json(orjson.dumps(raw))
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _put(lake: Lake, key: str, body: bytes) -> bool:
@@ -119,10 +135,8 @@ def pins_of(lake: Lake, table: str, snapshot_id: int) -> list[Pin]:
     """The pin records of one snapshot, latest expiry last."""
     out = []
     for info in lake.store.list(pin_prefix(table, snapshot_id)):
-        try:
-            out.append(Pin.from_json(lake.store.get(info.key)))
-        except ObjectNotFound:
-            continue
+        if (pin := _read_pin(lake, info.key)) is not None:
+            out.append(pin)
     return sorted(out, key=lambda p: p.expires_ms)
 
 
@@ -140,10 +154,8 @@ def pins_in_force(lake: Lake, table: str, now_ms: int) -> list[Pin]:
         expires = stem.rsplit("-", 1)[-1] if info.key.startswith(historical_prefix(table)) else stem
         if not expires.isdigit() or int(expires) <= now_ms:
             continue  # run out (or not a pin record's name): holds nothing
-        try:
-            out.append(Pin.from_json(lake.store.get(info.key)))
-        except (ObjectNotFound, ValueError, KeyError):
-            continue
+        if (pin := _read_pin(lake, info.key)) is not None:
+            out.append(pin)
     return [p for p in out if p.expires_ms > now_ms]
 
 
@@ -152,10 +164,8 @@ def historical_pins(lake: Lake, table: str, created_after_ms: int) -> list[Pin]:
     prefix = historical_prefix(table)
     out = []
     for info in lake.store.list(prefix, after=f"{prefix}{created_after_ms:015d}-"):
-        try:
-            out.append(Pin.from_json(lake.store.get(info.key)))
-        except ObjectNotFound:
-            continue
+        if (pin := _read_pin(lake, info.key)) is not None:
+            out.append(pin)
     return [p for p in out if p.created_ms > created_after_ms]
 
 

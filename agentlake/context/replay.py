@@ -33,6 +33,7 @@ from agentlake.context.assembly import (
     row_digests,
 )
 from agentlake.context.query import Pins, SnapshotGone, snapshot_location
+from agentlake.storage.signing import signature_problem
 from agentlake.tables.files import one_of
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import EVENTS
@@ -187,6 +188,9 @@ def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: C
         return ReplayReport(key, lake.store.uri(key), "?", TAMPERED, at_current, {}, {}, exc.expected,
                             problems=[str(exc)], seconds=time.perf_counter() - started)
     manifest = artifact.manifest
+    forged = signature_problem(lake.settings.signing_key, manifest)
+    if forged is not None:
+        artifact.problems.append(f"the manifest {key} is not AgentLake's: {forged}")
     report = ReplayReport(
         artifact_key=key, artifact_uri=artifact.ref.uri, run_id=manifest["run_id"], status=REPRODUCIBLE,
         at_current=at_current, pins=artifact.pins, pins_replayed={}, expected_hash=manifest["records_hash"],

@@ -55,6 +55,7 @@ from agentlake.errors import AgentLakeError, ObjectNotFound
 from agentlake.gate.publish import discard, held, held_days, staged_branches
 from agentlake.maintenance.clustering import ROW_GROUP_ROWS
 from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy, StageRetry
+from agentlake.storage.signing import signature_problem, signed
 from agentlake.tables.files import Checkpoint, ManifestCache, file_day, live_files, referenced_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import ALL_TABLES
@@ -475,7 +476,8 @@ def trash_prefix(table_name: str) -> str:
 def _record_trash(lake: Lake, table_name: str, files: dict[str, int], noticed_ms: int) -> str:
     """A write-once trash record of files no snapshot in the table references any more."""
     key = f"{trash_prefix(table_name)}{noticed_ms:015d}-{uuid.uuid4().hex[:12]}.json"
-    body = {"table": table_name, "noticed_ms": noticed_ms, "files": dict(sorted(files.items()))}
+    body = signed(lake.settings.signing_key,
+                  {"table": table_name, "noticed_ms": noticed_ms, "files": dict(sorted(files.items()))})
     lake.store.put_once(key, orjson.dumps(body))
     return key
 
@@ -533,6 +535,9 @@ def empty_trash(lake: Lake, table_name: str, *, now: datetime | None = None) -> 
             record = orjson.loads(lake.store.get(key))
         except ObjectNotFound:
             continue  # another pass removed it meanwhile
+        if (forged := signature_problem(lake.settings.signing_key, record)) is not None:
+            report.refused.append(f"{key}: {forged}; nothing it names is deleted")
+            continue  # left in place, for whoever investigates
         files: dict[str, int] = record["files"]
         spared: dict[str, int] = {}
         for pin in later:
