@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import free_port
 
@@ -64,3 +65,10 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
+
+
+def dismiss_prompts(page: Any) -> None:
+    """Close the Dagster UI's community/newsletter dialog whenever it shows: it covers the page and
+    takes every click until it is dismissed, and it may show at any moment after the first load."""
+    dialog = page.get_by_text("Join the Dagster community")
+    page.add_locator_handler(dialog, lambda: page.get_by_role("button", name="Skip").click())

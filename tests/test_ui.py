@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform import CHROMIUM_ARGS, running_platform
+from tests.platform import CHROMIUM_ARGS, dismiss_prompts, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(500)]
 
@@ -22,6 +22,7 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
     with running_platform(tmp_path / "home") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        dismiss_prompts(page)
         # The asset graph (the log's lineage) holds the raw event log and the tables built from it.
         page.goto(f"{url}/assets/raw_event_log?view=lineage", wait_until="domcontentloaded")
         page.get_by_text("raw_event_log").first.wait_for(timeout=60_000)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform import CHROMIUM_ARGS, running_platform
+from tests.platform import CHROMIUM_ARGS, dismiss_prompts, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(500)]
 
@@ -24,6 +24,7 @@ def test_checks_tab_shows_the_failed_blocking_check_and_its_expectation(
     with running_platform(tmp_path / "home") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        dismiss_prompts(page)
         failed = page.get_by_text("Failed", exact=True).locator("visible=true").first
         for _ in range(30):
             # The staged asset's checks tab, the blocking check, its execution history.
@@ -31,9 +32,6 @@ def test_checks_tab_shows_the_failed_blocking_check_and_its_expectation(
             try:
                 check = page.get_by_text("quality_quaran", exact=False).locator("visible=true").first
                 check.wait_for(timeout=20_000)
-                skip = page.get_by_role("button", name="Skip")  # the UI's newsletter prompt, if it shows
-                if skip.count():
-                    skip.first.click()
                 check.click(timeout=10_000)
                 page.get_by_text("Execution history").locator("visible=true").first.click(timeout=10_000)
                 failed.wait_for(timeout=10_000)
