@@ -748,3 +748,53 @@ def test_one_bad_object_never_stops_the_log(tmp_path: Path, capsys: pytest.Captu
     assert main(["reconcile"]) == 1
     out = capsys.readouterr().out
     assert all(k in out for k in (corrupt.key, truncated.key, liar, stray))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("arm", ["missing", "rows_deleted", "ledger_rows", "ledger_quarantined", "held"])
+def test_every_arm_of_reconcile_can_fail(tmp_path: Path, arm: str) -> None:
+    from pyiceberg.expressions import EqualTo
+
+    from agentlake.gate.suites import QualityPolicy
+    from agentlake.pipeline.ingest import ingest
+    from agentlake.tables.ledger import read_ledger
+
+    lake = new_lake(tmp_path)
+    moment = [DAY0 + timedelta(hours=9)]
+    writer = LogWriter(lake.store, "arms", background_flush=False, clock=lambda: moment[0])
+    keys = []
+    for n in range(2):
+        moment[0] = DAY0 + timedelta(hours=9, minutes=10 * n)
+        for line in demo_lines(n, 4, DAY0 + timedelta(hours=8)) + [b"not json"]:
+            writer.append_line(line)
+        keys.append(writer.flush())
+    ingest_pending(lake)
+    (day,) = reconcile(lake)
+    assert day.balanced
+    events, quarantine = lake.table(EVENTS.name), lake.table(QUARANTINE.name)
+    ledger = read_ledger(events.properties, day.day)
+    if arm == "missing":  # a segment older than the newest one held lands late and is not taken
+        moment[0] = DAY0 + timedelta(hours=9, minutes=5)
+        writer.append_line(demo_lines(9, 1)[0])
+        writer.flush()
+    elif arm == "rows_deleted":  # rows gone from the table behind the ledger's back
+        events.delete(EqualTo("segment_key", keys[0].key))
+    elif arm == "ledger_rows":
+        ledger.rows += 1
+        events.transaction().set_properties({ledger.property_name: ledger.to_json()}).commit_transaction()
+    elif arm == "ledger_quarantined":
+        qledger = read_ledger(quarantine.properties, day.day)
+        qledger.quarantined += 1
+        quarantine.transaction().set_properties({qledger.property_name: qledger.to_json()}).commit_transaction()
+    elif arm == "held":
+        moment[0] = DAY0 + timedelta(hours=9, minutes=30)
+        for _ in range(10):
+            writer.append_line(b"{")  # all quarantined: the gate holds the batch
+        writer.append_line(demo_lines(7, 1)[0])
+        ingest(lake, [writer.flush()], IngestOptions(quality=QualityPolicy()))  # type: ignore[list-item]
+    (after,) = reconcile(lake)
+    assert not after.balanced, after.as_dict()
+    expected = {"missing": lambda r: len(r.segments_missing) == 1, "rows_deleted": lambda r: not r.accounted,
+                "ledger_rows": lambda r: r.rows != r.ledger_rows, "ledger_quarantined":
+                lambda r: r.quarantined != r.ledger_quarantined, "held": lambda r: r.segments_held == 1}
+    assert expected[arm](after), after.as_dict()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -549,3 +550,46 @@ def test_the_gate_measures_ts_against_the_real_arrival_not_the_producers_claim(t
     assert main_ids(lake) == sorted(f"e{i}" for i in range(20))
     rules = lake.table(QUARANTINE.name).scan().to_arrow().column("rule").to_pylist()
     assert rules == ["ts_not_in_future"] * 6
+
+
+def _audit_frame(ids: list[str], on_main: list[str] | None = None) -> Any:
+    import polars as pl
+
+    from agentlake.gate.suites import EVENT_AUDIT_COLUMNS, event_audit_frame
+    from agentlake.tables.schemas import EVENTS as EVENTS_TABLE
+
+    arrival = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
+    n = len(ids)
+    columns = {"event_id": ids, "run_id": ["r"] * n, "agent_id": ["a"] * n, "type": ["llm_call"] * n,
+               "ts": [arrival - timedelta(seconds=5)] * n, "status": ["ok"] * n, "input_tokens": [1] * n,
+               "output_tokens": [1] * n, "latency_ms": [1.0] * n, "feedback_score": [None] * n,
+               "documents": [None] * n, "arrival": [arrival] * n, "segment_key": ["k"] * n,
+               "line_offset": list(range(n))}
+    schema = EVENTS_TABLE.arrow_schema()
+    rows = pa.table({c: pa.array(columns[c], schema.field(c).type) for c in EVENT_AUDIT_COLUMNS})
+    return event_audit_frame(rows, pl.Series("event_id", on_main or [], dtype=pl.String),
+                             now=arrival).drop("segment_key", "line_offset")
+
+
+@pytest.mark.parametrize(("rule", "ids", "on_main", "figures"), [
+    ("event_id_unique", ["a", "b", "a"], [], {}),
+    ("event_id_new_to_main", ["a", "b", "c"], ["b"], {}),
+    ("row_count_matches_log", ["a", "b", "c"], [], {"expected": 4}),
+    ("quarantine_share_below_threshold", ["a", "b", "c"], [], {"quarantined": 9}),
+    ("schema_additive", ["a", "b", "c"], [], {"breaking": 1}),
+])
+def test_every_batch_rule_fails_the_batch_it_is_about_and_only_that_rule(
+        rule: str, ids: list[str], on_main: list[str], figures: dict[str, int]) -> None:
+    from agentlake.gate.suites import events_suite, validate
+
+    frame = _audit_frame(ids, on_main)
+    quarantined = figures.get("quarantined", 0)
+    lines = len(ids) + quarantined
+    suite = events_suite(POLICY, expected_rows=figures.get("expected", len(ids)))
+    audit = validate(suite, frame, {"lines": lines, "rows": len(ids), "quarantined": quarantined,
+                                    "quarantine_share": quarantined / lines,
+                                    "schema_breaking_changes": figures.get("breaking", 0)})
+    assert audit.batch_failures == [rule], audit.as_dict()
+    clean = validate(events_suite(POLICY, expected_rows=3), _audit_frame(["a", "b", "c"]),
+                     {"lines": 3, "rows": 3, "quarantined": 0, "quarantine_share": 0.0, "schema_breaking_changes": 0})
+    assert clean.passed and not clean.batch_failures
