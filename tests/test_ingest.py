@@ -798,3 +798,45 @@ def test_every_arm_of_reconcile_can_fail(tmp_path: Path, arm: str) -> None:
                 "ledger_rows": lambda r: r.rows != r.ledger_rows, "ledger_quarantined":
                 lambda r: r.quarantined != r.ledger_quarantined, "held": lambda r: r.segments_held == 1}
     assert expected[arm](after), after.as_dict()
+
+
+@pytest.mark.integration
+def test_hostile_compression_under_a_memory_watchdog(tmp_path: Path) -> None:
+    """A 22-byte segment of 200,000 blank lines, and a small one inflating to 4 GiB with no newline:
+    ingest quarantines the first line by line and holds the second as a whole, peaking under 1 GB."""
+    import subprocess
+    import sys
+
+    import zstandard
+
+    from agentlake.log.segments import checksum, segment_key
+
+    lake = new_lake(tmp_path)
+    blanks = zstandard.ZstdCompressor(level=19).compress(b"\n" * 200_000)
+    bomb_writer = zstandard.ZstdCompressor(level=1).compressobj()
+    zeros = b"\0" * (64 * 1024 * 1024)
+    bomb = b"".join(bomb_writer.compress(zeros) for _ in range(64)) + bomb_writer.flush()  # 4 GiB of one line
+    del zeros
+    arrival = DAY0 + timedelta(hours=9)
+    keys = []
+    for n, (data, lines) in enumerate(((blanks, 200_000), (bomb, 1))):
+        key = segment_key(arrival=arrival + timedelta(seconds=n), producer=f"hostile{n}0123456789",
+                          first_seq=0, lines=lines, digest=checksum(data))
+        lake.store.put_once(key, data)
+        keys.append(key)
+    assert len(blanks) < 100 and len(bomb) < 1_000_000
+    code = ("import re, sys; from pathlib import Path; from agentlake.config import Settings\n"
+            "from agentlake.tables.lake import Lake; from agentlake.pipeline.ingest import ingest_pending\n"
+            "r = ingest_pending(Lake(Settings(home=Path(sys.argv[1]))))\n"
+            "print(r.quarantined, r.segments_bad)\n"
+            "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(lake.settings.home)], capture_output=True, text=True,
+                         check=True, timeout=600).stdout
+    counts, peak = out.strip().splitlines()[-2:]
+    assert counts == "200000 1", out  # every blank line quarantined; the bomb held as a whole
+    assert int(peak) <= 1024, f"ingest peaked at {peak} MB"
+    quarantine = rows_of(lake, QUARANTINE.name)
+    assert quarantine.num_rows == 200_001  # the blank lines, and the one row naming the bomb
+    reasons = dict(zip(quarantine.column("segment_key").to_pylist(), quarantine.column("reason").to_pylist(),
+                       strict=True))
+    assert "inflates to more than" in reasons[keys[1]]

@@ -53,7 +53,7 @@ from agentlake.tables.files import (
 )
 from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import DayLedger, LedgerCorrupt, read_ledger
-from agentlake.tables.quarantine import Verdict, quarantine_lines, quarantine_row
+from agentlake.tables.quarantine import Verdict, quarantine_lines, quarantine_row, quarantine_rows
 from agentlake.tables.schemas import EVENTS, QUARANTINE
 
 # Rows gathered before a data file is written: small segments share a file.
@@ -235,8 +235,10 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
             parsed = parse_run(run, first)
             report.fast_lines += parsed.fast_lines
             report.slow_lines += parsed.slow_lines
-            for offset, line, reason in parsed.bad:
-                batch.quarantine_rows.append(quarantine_row(seg, offset, line, Verdict(_rule(reason), reason), options.run_id))
+            if parsed.bad:
+                batch.quarantine_rows.append(quarantine_rows(
+                    seg, [(offset, line, Verdict(_rule(reason), reason)) for offset, line, reason in parsed.bad],
+                    options.run_id))
             counts["quarantined"] += len(parsed.bad)
             rows = _with_lineage(pl.from_arrow(parsed.table()), seg, options)  # type: ignore[arg-type]
             rows = rows.with_columns(_content_hash())
