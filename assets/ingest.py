@@ -167,6 +167,11 @@ def _ingest_day(context: AssetExecutionContext, config: IngestConfig, lake: Lake
             "segments_missing": len(result.segments_missing),
             "segments_pending": result.segments_pending,
             "first_missing": result.segments_missing[0] if result.segments_missing else "",
+            "segments_held": result.segments_held,
+            "lines_held": result.lines_held,
+            "segments_bad": len(result.segments_bad),
+            "first_bad": result.segments_bad[0] if result.segments_bad else "",
+            "stray_objects": len(result.stray_objects),
         },
     )
 
