@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -468,10 +469,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     func: Callable[[Context, argparse.Namespace], int] = args.func
     try:
-        return func(Context(Settings.from_env()), args)
+        settings = Settings.from_env()
+        return func(Context(settings), args)
     except AgentLakeError as exc:
         sys.stderr.write(f"agentlake: {_one_line(exc)}\n")
         return exit_status(exc)
+    except Exception as exc:
+        from agentlake.storage.retry import classify, describe_store
+
+        if classify(exc).value != "transient":
+            raise  # not the store being away: a bug, and its traceback is what helps
+        sys.stderr.write(f"agentlake: the object store ({describe_store(settings)}) could not be reached: "
+                         f"{_foreign_line(exc)}; check that it is up and that AGENTLAKE_S3_ENDPOINT and the "
+                         "credentials are right, then run again\n")
+        return 1
+
+
+def _foreign_line(exc: BaseException) -> str:
+    """The first line of another library's message, with any credentials in a URL taken out."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return re.sub(r"//[^/@\s]+@", "//", first)[:300]
 
 
 def _one_line(exc: AgentLakeError) -> str:

@@ -249,3 +249,33 @@ def test_a_failure_of_agentlake_exits_1_and_a_user_error_2() -> None:
     assert cli.exit_status(QueryError("refused")) == 2
     assert cli.exit_status(SnapshotGone("raw.events", 1)) == 1
     assert cli.exit_status(StoreUnavailable("down")) == 1
+
+
+@pytest.mark.integration
+def test_an_unreachable_store_is_answered_in_one_line_by_every_command_that_reads_it(tmp_path: Path) -> None:
+    """An S3 endpoint nobody listens on: each command says so in one line, names the store, keeps no secret."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "AGENTLAKE_HOME": str(tmp_path / "home"), "AGENTLAKE_STORE": "s3",
+           "AGENTLAKE_S3_BUCKET": "lake", "AGENTLAKE_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+           "AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "CANARY-UNREACHABLE", "AGENTLAKE_STORE_RETRY_S": "1"}
+    key = "log/v1/dt=2026-01-01/hr=00/20260101T000000000000Z-p0123456789ab-000000000000-0000001-0123456789abcdef.ndjson.zst"
+    commands = [["log", "ls"], ["log", "cat", key], ["query", "SELECT count(*) FROM raw.events"], ["maintain"],
+                ["replay", "r1"], ["publish"]]
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agentlake.cli", *argv], env=env, cwd=tmp_path, text=True,
+                              capture_output=True, timeout=180)
+
+    with ThreadPoolExecutor(3) as pool:
+        answered = dict(zip((" ".join(c) for c in commands), pool.map(run, commands), strict=True))
+    for command, done in answered.items():
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1, (command, done.stderr[-2000:])
+        assert len(lines) == 1 and "Traceback" not in done.stderr, (command, done.stderr[-2000:])
+        assert lines[0].startswith("agentlake: ") and f"127.0.0.1:{port}" in lines[0], (command, lines)
+        assert "CANARY" not in done.stderr + done.stdout, command

@@ -18,8 +18,10 @@ for the worst cases:
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -61,7 +63,13 @@ def sandboxed_connection(readable: list[str], *, s3: bool, configure: list[str] 
     """
     import duckdb_extensions
 
+    # The wheels' extensions are installed into a folder of AgentLake's own (DuckDB's default is under
+    # the home directory, which a service account may not have); unsigned ones are refused anyway.
+    extensions = Path(tempfile.gettempdir()) / f"agentlake-duckdb-extensions-{os.getuid()}"
+    extensions.mkdir(mode=0o700, exist_ok=True)
     con = duckdb.connect(config={
+        "extension_directory": str(extensions),
+        "home_directory": str(extensions),
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "allow_community_extensions": False,
