@@ -4,7 +4,7 @@ TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := .venv
 
-.PHONY: run test install install-run system-deps lint bench-quick clean
+.PHONY: run test install install-run system-deps lint mutation bench-quick clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -37,6 +37,10 @@ lint: install
 	$(VENV)/bin/ruff check agentlake platform_defs assets sensors tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# Planted mutations of the guarantee code: each must make a test fail (a few minutes; not in CI's path).
+mutation: install
+	$(VENV)/bin/python tests/mutation.py
 
 bench-quick: install
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b --quick || exit 1; done

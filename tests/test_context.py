@@ -524,6 +524,11 @@ def test_with_a_signing_key_a_record_agentlake_did_not_sign_is_acted_on_by_nobod
     bogus = Pin("raw.events", sid, "file:///tmp/forged.metadata.json", 0, 9_999_999_999_999, False)
     lake.store.put_once(f"pins/raw.events/{sid}/9999999999999.json", bogus.to_json())
     assert pins_of(lake, "raw.events", sid) == genuine
+    # A genuine, signed pin record altered in place (another metadata file, the signature kept): ignored too.
+    (record,) = [info.key for info in lake.store.list(f"pins/raw.events/{sid}/") if "9999999999999" not in info.key]
+    altered = orjson.loads(lake.store.get(record)) | {"metadata_location": "file:///tmp/forged.metadata.json"}
+    lake.store.put_overwrite(record, orjson.dumps(altered))
+    assert pins_of(lake, "raw.events", sid) == []
     garbage = f"{events.location().rstrip('/')}/data/unreferenced.parquet"
     Path(garbage.removeprefix("file://")).write_bytes(b"x")
     lake.store.put_once(f"{trash_prefix('raw.events')}{0:015d}-forged.json",

@@ -21,8 +21,9 @@ import pytest
 
 from agentlake.cli import main
 from agentlake.context.assembly import ContextEngine, ContextRequest, InvalidRequest, assemble, load_artifact
-from agentlake.context.query import QueryError, query
+from agentlake.context.query import query
 from agentlake.context.replay import REPRODUCIBLE, replay
+from agentlake.context.sandbox import QueryRefused
 from agentlake.tables.lake import Lake
 from tests.test_context import T0, _ingest, _lake, _run_events
 
@@ -136,12 +137,27 @@ def test_the_corpus_is_large_and_the_lakes_own_queries_still_run(lake: Lake) -> 
         assert query(lake, sql).num_rows >= 1, sql
 
 
+def _is_one_select(sql: str) -> bool:
+    """An oracle apart from the sandbox: DuckDB's own parser on a bare connection."""
+    import duckdb
+
+    try:
+        statements = duckdb.connect().extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
+
+
 @pytest.mark.parametrize("sql", HOSTILE)
 def test_query_refuses_each_hostile_statement(lake: Lake, watched: tuple[Path, Path], sql: str) -> None:
-    with pytest.raises(QueryError) as refused:
+    # Refused by the sandbox's statement check before anything runs (QueryRefused), not merely failing
+    # in the engine: the connection's own fence is a second line beneath it, not a reason to pass.
+    with pytest.raises(QueryRefused) as refused:
         query(lake, _fill(sql, *watched))
     message = str(refused.value).strip()
     assert message and "\n" not in message, message
+    if not _is_one_select(_fill(sql, *watched)):
+        assert "exactly one SELECT" in message, message
 
 
 def test_context_assembly_refuses_each_hostile_statement(lake: Lake, watched: tuple[Path, Path]) -> None:
