@@ -130,28 +130,28 @@ def build_ingest_assets(days: DailyPartitionsDefinition) -> tuple[AssetsDefiniti
 
 def _ingest_day(context: AssetExecutionContext, config: IngestConfig, lake: LakeResource) -> Iterator[Any]:
     day = context.partition_key
-    lk = Lake(lake.settings())
+    opened = Lake(lake.settings())
     if config.segments:
         segments = [SegmentInfo.from_key(key) for key in config.segments]
         wrong_day = [s.key for s in segments if s.dt != day]
         if wrong_day:
             raise ValueError(f"segments {wrong_day[:3]} did not arrive on partition {day}; request them per day")
     else:
-        segments = lk.log.list_day(day)
-    report = ingest(lk, segments, _options(context, lake))
+        segments = opened.log.list_day(day)
+    report = ingest(opened, segments, _options(context, lake))
     # Published (or held) already: the audits' Data Docs pages are rendered off the way to main.
-    write_data_docs(lk.store, [(g.validation, g.audit) for g in report.gate])
+    write_data_docs(opened.store, [(g.validation, g.audit) for g in report.gate])
     context.log.info(
         f"{day}: {report.segments} segment(s), {report.rows} rows, {report.quarantined} quarantined, "
         f"{report.duplicates} duplicates in {report.seconds:.2f}s"
     )
-    (result,) = reconcile(lk, day)
+    (result,) = reconcile(opened, day)
     staged, published = gate_outcome(report)
     if staged:
         yield staged_materialization(report)
     yield from gate_check_results(report)
     for tdef in (EVENTS, QUARANTINE) if published else ():
-        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, day, report, result.as_dict()))
+        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(opened, tdef, day, report, result.as_dict()))
     yield AssetCheckResult(
         check_name="reconciliation",
         asset_key=table_key(EVENTS),
@@ -178,12 +178,12 @@ def _ingest_day(context: AssetExecutionContext, config: IngestConfig, lake: Lake
 
 def _facts_day(context: AssetExecutionContext, config: FactsConfig, lake: LakeResource) -> Iterator[Any]:
     day = context.partition_key
-    lk = Lake(lake.settings())
+    opened = Lake(lake.settings())
     options = _options(context, lake)
-    report = rebuild_facts(lk, day, options) if config.rebuild else update_facts(lk, day, options)
+    report = rebuild_facts(opened, day, options) if config.rebuild else update_facts(opened, day, options)
     context.log.info(f"{day}: {report.rows} fact rows from {report.segments} segment(s) in {report.seconds:.2f}s")
     for tdef in FACT_TABLES:
-        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(lk, tdef, day, report, None))
+        yield MaterializeResult(asset_key=table_key(tdef), metadata=_metadata(opened, tdef, day, report, None))
 
 
 def _metadata(

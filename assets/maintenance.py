@@ -103,8 +103,8 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
             keep_hours=settings.snapshot_retention_hours if config.retention_hours is None else config.retention_hours,
             keep_last=settings.snapshots_keep_last if config.keep_last is None else config.keep_last,
         )
-        lk = Lake(lake.settings())
-        tables = [t for t in tables if lk.catalog.table_exists(t.name)]  # the context index is made lazily
+        opened = Lake(lake.settings())
+        tables = [t for t in tables if opened.catalog.table_exists(t.name)]  # the context index is made lazily
 
         def progress(report: MaintenanceReport) -> None:
             row = report.summary()
@@ -126,7 +126,7 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
         if config.min_files is not None:
             compaction = replace(compaction, min_files=config.min_files)
         reports = maintain(
-            lk, [t.name for t in tables], retention=retention, compaction=compaction,
+            opened, [t.name for t in tables], retention=retention, compaction=compaction,
             delete_files=config.delete_files, progress=progress,
         )
         yield MaterializeResult(metadata=metadata_of(reports, retention))
