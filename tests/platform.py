@@ -72,3 +72,17 @@ def dismiss_prompts(page: Any) -> None:
     takes every click until it is dismissed, and it may show at any moment after the first load."""
     dialog = page.get_by_text("Join the Dagster community")
     page.add_locator_handler(dialog, lambda: page.get_by_role("button", name="Skip").click())
+
+
+def run_with_peak(code: str, *args: str, timeout: float = 600) -> tuple[str, int]:
+    """Run ``code`` in a Python process of its own; (what it printed, its peak resident memory in MB).
+
+    The peak is the process's own VmHWM, read as it ends: ``ru_maxrss`` would carry the test
+    process's memory over the exec, and a test's earlier allocations would hide the peak.
+    """
+    probe = ("\nimport re as _re\n"
+             "print(int(_re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code + probe, *args], capture_output=True, text=True, check=True,
+                         timeout=timeout).stdout.strip()
+    printed, _, peak = out.rpartition("\n")
+    return printed, int(peak)

@@ -284,21 +284,15 @@ def test_a_compressed_bomb_stops_at_the_inflated_bound_without_holding_it(tmp_pa
     store = ObjectStore.local(tmp_path)
     key = _put_segment(store, b"\0" * (200 * 1024 * 1024), 1)  # 200 MiB of one line, a few kB on disk
     assert (tmp_path / key).stat().st_size < 100_000
-    # Read in a process of its own, its peak taken from VmHWM (ru_maxrss carries the parent's over exec).
-    code = ("import re, sys; from agentlake.log.reader import LogReader; from agentlake.storage.store import ObjectStore\n"
-            "reader = LogReader(ObjectStore.local(sys.argv[1]), max_inflated_bytes=32 * 1024 * 1024)\n"
-            "try:\n    for _ in reader.iter_chunks(sys.argv[2]):\n        pass\nexcept Exception as exc:\n"
-            "    print(type(exc).__name__, exc)\n"
-            "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)")
-    import subprocess
-    import sys
+    from tests.platform import run_with_peak
 
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), key], capture_output=True, text=True,
-                         check=True).stdout
-    message, peak = out.strip().rsplit("\n", 1)
+    message, peak_mb = run_with_peak(
+        "import sys; from agentlake.log.reader import LogReader; from agentlake.storage.store import ObjectStore\n"
+        "reader = LogReader(ObjectStore.local(sys.argv[1]), max_inflated_bytes=32 * 1024 * 1024)\n"
+        "try:\n    for _ in reader.iter_chunks(sys.argv[2]):\n        pass\nexcept Exception as exc:\n"
+        "    print(type(exc).__name__, exc)", str(tmp_path), key)
     assert message.startswith("OversizedSegment") and "inflates to more than" in message
-    grown_mb = int(peak)
-    assert grown_mb < 200, f"reading the 200 MiB bomb peaked at {grown_mb} MB"
+    assert peak_mb < 200, f"reading the 200 MiB bomb peaked at {peak_mb} MB"
 
 
 @pytest.mark.unit
