@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from agentlake.config import Settings  # noqa: E402
 from agentlake.context.assembly import ContextEngine, ContextRequest, assemble  # noqa: E402
+from agentlake.context.query import scan_expression  # noqa: E402
 from agentlake.context.replay import REPRODUCIBLE, replay_artifact  # noqa: E402
 from agentlake.log.writer import LogWriter  # noqa: E402
 from agentlake.maintenance.clustering import cluster_day  # noqa: E402
@@ -125,16 +126,26 @@ def main() -> int:
             report = replay_artifact(lake, result.artifact.key, engine=engine)
             replays.append(time.perf_counter() - t)
             statuses.add(report.status)
-        # The same query, same snapshots, without pruning: DuckDB's filter pushdown off.
-        full_engine = ContextEngine(lake)
-        full_engine.con.execute("SET disabled_optimizers = 'filter_pushdown,statistics_propagation'")
+        # The same query, same snapshots, without pruning: DuckDB's filter pushdown off. The product's
+        # engine is sandboxed (its configuration locked), so this leg runs on a DuckDB of its own.
+        import duckdb
+        import duckdb_extensions
+
+        full_con = duckdb.connect()
+        for extension in ("avro", "iceberg"):
+            duckdb_extensions.import_extension(extension, con=full_con)
+            full_con.execute(f"LOAD {extension}")
+        full_con.execute("SET disabled_optimizers = 'filter_pushdown,statistics_propagation'")
         full = []
         for result in results[:scans]:
             request = spec(result.manifest["run_id"])
+            relations = {name: scan_expression(lake, lake.table(name), name, int(sid))
+                         for name, sid in result.manifest["pins"].items() if sid is not None}
             t = time.perf_counter()
-            records, _ = full_engine.run(request, result.manifest["pins"], plan=False)
+            rows = sum(full_con.execute(sql).fetch_arrow_table().num_rows for sql in request.queries(relations).values())
             full.append(time.perf_counter() - t)
-            assert sum(r.num_rows for r in records.values()) == result.manifest["record_count"]
+            assert rows == result.manifest["record_count"]
+        full_con.close()
         agent_log.close()
         records = [r.manifest["record_count"] for r in results]
         events_rows = lake.table("raw.events").scan().count()
