@@ -58,11 +58,16 @@ def open_connection(lake: Lake, *, profiling: bool = False) -> duckdb.DuckDBPyCo
     return con
 
 
-def fence_lake(con: duckdb.DuckDBPyConnection, lake: Lake, *, profiling: bool = False) -> None:
+def fence_lake(con: duckdb.DuckDBPyConnection, lake: Lake, *, profiling: bool = False,
+               configure: list[str] | None = None) -> None:
     """Fence ``con`` (opened with :func:`~agentlake.context.sandbox.sandbox_config`) to the lake's tables,
-    as :func:`open_connection` does; dbt's connection over the marts database is fenced this way too."""
+    as :func:`open_connection` does; dbt's connection over the marts database is fenced this way too.
+
+    Args:
+        configure: AgentLake's own statements, run once the Iceberg reader is loaded and before the lock.
+    """
     # Parquet footers are immutable (Iceberg never rewrites a file): caching them is safe.
-    configure = ["SET parquet_metadata_cache = true"]
+    configure = ["SET parquet_metadata_cache = true", *(configure or ())]
     if profiling:
         configure.append("PRAGMA enable_profiling = 'no_output'")
     s3 = lake.settings.s3 is not None
