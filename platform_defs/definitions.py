@@ -6,6 +6,7 @@ from dagster import Definitions, definitions
 
 from agentlake.storage.store import ObjectStore
 from assets.context import build_context_assets
+from assets.dbt import build_dbt_assets, dbt_project, dbt_resource, marts_job
 from assets.ingest import build_ingest_assets
 from assets.maintenance import build_maintenance_assets
 from assets.raw_log import raw_event_log
@@ -13,6 +14,7 @@ from platform_defs.environment import build_lake_resource, resolve_settings
 from platform_defs.jobs import facts_job, ingest_job, maintenance_job, maintenance_schedule
 from platform_defs.partitions import arrival_days, first_partition_day
 from sensors.log_sensor import build_facts_sensor, build_log_sensor
+from sensors.marts_sensor import build_marts_sensor
 
 
 def build_definitions() -> Definitions:
@@ -23,13 +25,14 @@ def build_definitions() -> Definitions:
     """
     settings = resolve_settings()
     days = arrival_days(first_partition_day(ObjectStore.from_settings(settings)))
+    project = dbt_project()
     return Definitions(
         assets=[raw_event_log, *build_ingest_assets(days), *build_context_assets(days),
-                *build_maintenance_assets(settings)],
-        jobs=[ingest_job, facts_job, maintenance_job],
+                *build_maintenance_assets(settings), build_dbt_assets(project)],
+        jobs=[ingest_job, facts_job, maintenance_job, marts_job],
         schedules=[maintenance_schedule],
-        sensors=[build_log_sensor(settings.ingest_interval_s), build_facts_sensor()],
-        resources={"lake": build_lake_resource(settings)},
+        sensors=[build_log_sensor(settings.ingest_interval_s), build_facts_sensor(), build_marts_sensor()],
+        resources={"lake": build_lake_resource(settings), "dbt": dbt_resource(project)},
     )
 
 

@@ -74,6 +74,7 @@ RUN_PRELOAD = (
     "pyiceberg.table",
     "great_expectations",
     "duckdb",
+    "dagster_dbt",
 )
 
 
@@ -97,6 +98,8 @@ def instance_yaml(settings: Settings) -> str:
                     {"key": "agentlake/lane", "value": "facts", "limit": 1},
                     # Table maintenance (compaction, snapshot expiry) runs one at a time, apart from ingestion.
                     {"key": "agentlake/lane", "value": "maintenance", "limit": 1},
+                    # The dbt marts: their DuckDB file takes one writer, so one run at a time.
+                    {"key": "agentlake/lane", "value": "marts", "limit": 1},
                     {"key": "dagster/backfill", "limit": 2},
                 ],
             },

@@ -35,7 +35,7 @@ MAX_INGEST_RUNS_IN_FLIGHT = 2
 _IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
               DagsterRunStatus.STARTED]
 # A facts run in one of these states has not read raw.events yet: it will see the latest ingest.
-_NOT_READING_YET = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
+NOT_READING_YET = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
 
 
 def run_requests(new: list[SegmentInfo]) -> list[RunRequest]:
@@ -132,7 +132,7 @@ def build_facts_sensor(interval_s: int = 2) -> SensorDefinition:
         if not day:
             return SkipReason(f"ingest run {run.run_id} has no arrival day")
         waiting = context.instance.get_runs_count(
-            RunsFilter(statuses=_NOT_READING_YET, job_name=facts_job.name, tags={"dagster/partition": day})
+            RunsFilter(statuses=NOT_READING_YET, job_name=facts_job.name, tags={"dagster/partition": day})
         )
         if waiting:
             return SkipReason(f"a facts run for {day} is already waiting; it will include run {run.run_id}")

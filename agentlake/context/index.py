@@ -151,8 +151,8 @@ def _day_filter(day: str) -> BooleanExpression:
     start = datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC)
     end = start + timedelta(days=1)
     return And(
-        GreaterThanOrEqual("created_at", start.isoformat()),  # type: ignore[call-arg, arg-type]
-        LessThan("created_at", end.isoformat()),  # type: ignore[call-arg, arg-type]
+        GreaterThanOrEqual("created_at", start.isoformat()),  # type: ignore[call-arg, arg-type, misc]
+        LessThan("created_at", end.isoformat()),  # type: ignore[call-arg, arg-type, misc]
     )
 
 

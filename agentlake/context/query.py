@@ -22,7 +22,7 @@ from pyiceberg.table import Table
 
 from agentlake.context.asof import holds_snapshot, read_metadata, snapshot_at
 from agentlake.context.pins import pin_in_force
-from agentlake.context.sandbox import QueryError, check_query, first_line, sandboxed_connection
+from agentlake.context.sandbox import QueryError, check_query, fence, first_line, sandbox_config
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import ALL_TABLES, TABLES_BY_NAME
 
@@ -53,13 +53,26 @@ def open_connection(lake: Lake, *, profiling: bool = False) -> duckdb.DuckDBPyCo
     Args:
         profiling: keep each query's executed plan (the context engine records it in artifacts).
     """
+    con = duckdb.connect(config=sandbox_config())
+    fence_lake(con, lake, profiling=profiling)
+    return con
+
+
+def fence_lake(con: duckdb.DuckDBPyConnection, lake: Lake, *, profiling: bool = False,
+               configure: list[str] | None = None) -> None:
+    """Fence ``con`` (opened with :func:`~agentlake.context.sandbox.sandbox_config`) to the lake's tables,
+    as :func:`open_connection` does; dbt's connection over the marts database is fenced this way too.
+
+    Args:
+        configure: AgentLake's own statements, run once the Iceberg reader is loaded and before the lock.
+    """
     # Parquet footers are immutable (Iceberg never rewrites a file): caching them is safe.
-    configure = ["SET parquet_metadata_cache = true"]
+    configure = ["SET parquet_metadata_cache = true", *(configure or ())]
     if profiling:
         configure.append("PRAGMA enable_profiling = 'no_output'")
     s3 = lake.settings.s3 is not None
-    return sandboxed_connection([_warehouse_path(lake)], s3=s3, configure=configure,
-                                secret=(lambda con: _s3_secret(con, lake)) if s3 else None)
+    fence(con, [_warehouse_path(lake)], s3=s3, configure=configure,
+          secret=(lambda c: _s3_secret(c, lake)) if s3 else None)
 
 
 def _warehouse_path(lake: Lake) -> str:

@@ -51,30 +51,37 @@ _EXTENSIONS = ("avro", "iceberg")
 _ALLOWED = "only the lake's tables can be read"
 
 
-def sandboxed_connection(readable: list[str], *, s3: bool, configure: list[str] | None = None,
-                         secret: Any = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that can read only under ``readable`` (folders or ``s3://`` prefixes).
-
-    Args:
-        readable: where the tables' files live; everything else on the host or the network is closed.
-        s3: load the S3 reader (httpfs) too.
-        configure: statements run before the configuration is locked (AgentLake's own, never a user's).
-        secret: called with the connection to create the object store's DuckDB secret before locking.
-    """
-    import duckdb_extensions
-
+def sandbox_config() -> dict[str, Any]:
+    """The settings a sandboxed connection is opened with: no extension is installed or loaded but the wheels'."""
     # The wheels' extensions are installed into a folder of AgentLake's own (DuckDB's default is under
     # the home directory, which a service account may not have); unsigned ones are refused anyway.
     extensions = Path(tempfile.gettempdir()) / f"agentlake-duckdb-extensions-{os.getuid()}"
     extensions.mkdir(mode=0o700, exist_ok=True)
-    con = duckdb.connect(config={
+    return {
         "extension_directory": str(extensions),
         "home_directory": str(extensions),
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "allow_community_extensions": False,
         "allow_unsigned_extensions": False,
-    })
+    }
+
+
+def fence(con: duckdb.DuckDBPyConnection, readable: list[str], *, s3: bool, configure: list[str] | None = None,
+          secret: Any = None) -> None:
+    """Make ``con`` (opened with :func:`sandbox_config`) able to read only under ``readable``.
+
+    The wheels' extensions are loaded first; then everything but ``readable`` on the host or the
+    network is closed and the configuration locked.
+
+    Args:
+        readable: where the tables' files live (folders or ``s3://`` prefixes).
+        s3: load the S3 reader (httpfs) too.
+        configure: statements run before the configuration is locked (AgentLake's own, never a user's).
+        secret: called with the connection to create the object store's DuckDB secret before locking.
+    """
+    import duckdb_extensions
+
     for extension in (*_EXTENSIONS, *(("httpfs",) if s3 else ())):
         duckdb_extensions.import_extension(extension, con=con)  # installs the wheel's build
         con.execute(f"LOAD {extension}")  # autoloading is off: nothing loads later by itself
@@ -89,7 +96,6 @@ def sandboxed_connection(readable: list[str], *, s3: bool, configure: list[str] 
     con.execute("SET allowed_directories = ?", [folders])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
-    return con
 
 
 def parse_select(sql: str) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def keep_validation(
     """Write ``audit``'s validation result and Data Docs page beside the staged snapshot ``snapshot_id``."""
     validation = audit.validation
     assert validation is not None, "keep_validation needs the result of validate()"
-    validation.meta = {**(validation.meta or {}), "table": table, "staged_snapshot_id": str(snapshot_id), **meta}
+    validation.meta = {**(validation.meta or {}), "table": table, "staged_snapshot_id": str(snapshot_id), **meta}  # type: ignore[typeddict-item]
     result_key, page_key = validation_key(table, snapshot_id), data_docs_key(table, snapshot_id)
     store.put_once(result_key, orjson.dumps(validation.to_json_dict(), option=orjson.OPT_INDENT_2))
     return KeptValidation(result_key, page_key, store.uri(result_key), store.uri(page_key))

@@ -66,16 +66,16 @@ def day_bounds(day: str, days_before: int = 0, column: str = "arrival") -> Boole
 
 # pyiceberg's expression classes confuse type checkers; these are the only places they are built.
 def _ge(column: str, value: Any) -> BooleanExpression:
-    return GreaterThanOrEqual(column, value)  # type: ignore[call-arg, arg-type]
+    return GreaterThanOrEqual(column, value)  # type: ignore[call-arg, arg-type, misc]
 
 
 def _lt(column: str, value: Any) -> BooleanExpression:
-    return LessThan(column, value)  # type: ignore[call-arg, arg-type]
+    return LessThan(column, value)  # type: ignore[call-arg, arg-type, misc]
 
 
 def one_of(column: str, values: Iterable[Any]) -> BooleanExpression:
     """Rows whose ``column`` is one of ``values``."""
-    return In(column, list(values))  # type: ignore[call-arg, arg-type]
+    return In(column, list(values))  # type: ignore[call-arg, arg-type, misc]
 
 
 def read_rows(table: Table, tdef: TableDef, row_filter: BooleanExpression) -> pl.DataFrame:

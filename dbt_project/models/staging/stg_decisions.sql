@@ -1,0 +1,2 @@
+-- facts.decisions at the pinned snapshot; staging renames nothing and keeps every column.
+select * from {{ source('facts', 'decisions') }}

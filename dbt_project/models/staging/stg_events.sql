@@ -1,0 +1,2 @@
+-- raw.events at the pinned snapshot; staging renames nothing and keeps every column.
+select * from {{ source('raw', 'events') }}

@@ -1,0 +1,2 @@
+-- facts.feedback at the pinned snapshot; staging renames nothing and keeps every column.
+select * from {{ source('facts', 'feedback') }}

@@ -1,0 +1,2 @@
+-- facts.tool_calls at the pinned snapshot; staging renames nothing and keeps every column.
+select * from {{ source('facts', 'tool_calls') }}
