@@ -4,7 +4,7 @@ TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := .venv
 
-.PHONY: run test install install-run system-deps lint mutation bench-quick clean
+.PHONY: run test install install-run dbt-manifest system-deps lint mutation bench-quick clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -14,11 +14,18 @@ $(TOOLS)/bin/uv:
 # Dagster run, each test) would otherwise compile Dagster, pyiceberg and Great Expectations again.
 install: $(if $(filter $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
 	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	@$(MAKE) --no-print-directory dbt-manifest
 
 # What running needs, without the test tools (the dev group). --inexact leaves them installed if
 # `make test` put them there, so switching between the two commands does not reinstall.
 install-run: $(if $(filter $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
 	$(UV) sync --frozen --no-dev --inexact --compile-bytecode --python $(PYTHON)
+	@$(MAKE) --no-print-directory dbt-manifest
+
+# The marts' dbt manifest, parsed once at install, so no process pays `dbt parse` when it loads
+# the definitions (they parse again only when a file of dbt_project/ is newer than the manifest).
+dbt-manifest:
+	@cd dbt_project && ../$(VENV)/bin/dbt parse --quiet --profiles-dir .
 
 # Chromium from Debian's packages, for the browser tests (skipped where it cannot be installed).
 system-deps:
