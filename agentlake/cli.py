@@ -385,6 +385,46 @@ def cmd_replay(ctx: Context, args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def cmd_sources_demo(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.sources import helpdesk
+
+    path = ctx.settings.sources_home / "helpdesk.db"
+    state = helpdesk.create(path, seed=args.seed)
+    if args.advance:
+        state = helpdesk.advance(path, args.advance)
+    _out(args, state.as_dict(), f"demo helpdesk {state.path}: {state.tickets} tickets, {state.customers} customers "
+         f"at {state.now.isoformat()} (step {state.step})")
+    return 0
+
+
+def cmd_sources_ls(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.sources.external import describe
+    from agentlake.tables.lake import Lake
+
+    tables = describe(Lake(ctx.settings, store=ctx.store))
+    lines = [f"{t['source']:<10} {t['table']:<16} rows={t['rows']:<8} snapshot={t['snapshot_id']} "
+             f"cursor={t['cursor']} last_load={t['last_load_id']}"
+             + (f" held={','.join(t['held_loads'])} ({', '.join(t['held_failed'])})" if t["held_loads"] else "")
+             for t in tables]
+    _out(args, {"tables": tables}, "\n".join(lines))
+    return 0
+
+
+def cmd_sources_load(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.sources.external import load
+    from agentlake.tables.lake import Lake
+
+    loads = load(Lake(ctx.settings, store=ctx.store), [args.name] if args.name else None)
+    lines = []
+    for x in loads:
+        what = (f"held: {', '.join(x.failed)}; nothing published" if x.held else "unchanged" if x.unchanged
+                else f"published snapshot {x.published_snapshot_id}")
+        lines.append(f"{x.table}: {x.rows_loaded} rows loaded (load {x.load_id}), {what}; {x.rows} rows, "
+                     f"cursor {x.cursor_after}")
+    _out(args, {"loads": [x.as_dict() for x in loads]}, "\n".join(lines))
+    return 1 if any(x.held for x in loads) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
     common = _Parser(add_help=False)
@@ -450,6 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at-current", action="store_true", help="replay against today's snapshots to see what changed")
     p.set_defaults(func=cmd_replay, parser=p)
 
+    sources_cmd = sub.add_parser("sources", help="external sources loaded with dlt into the ext tables")
+    sources_sub = sources_cmd.add_subparsers(dest="sources_command", required=True)
+    p = sources_sub.add_parser("ls", parents=[common], help="configured sources: last load, rows, snapshot, cursor")
+    p.set_defaults(func=cmd_sources_ls, parser=p)
+    p = sources_sub.add_parser("load", parents=[common], help="load the sources (or one) and publish through the gate")
+    p.add_argument("name", nargs="?", help="the source to load (default: all)")
+    p.set_defaults(func=cmd_sources_load, parser=p)
+    p = sources_sub.add_parser("demo", parents=[common], help="create the demo helpdesk database, or move it forward")
+    p.add_argument("--advance", type=_count, default=0, metavar="MINUTES",
+                   help="simulated minutes to move on: tickets opened, updated and closed, plans changed")
+    p.add_argument("--seed", type=_count, default=0, help="the demo's seed when it is created (default 0)")
+    p.set_defaults(func=cmd_sources_demo, parser=p)
+
     log = sub.add_parser("log", help="inspect the raw event log")
     log_sub = log.add_subparsers(dest="log_command", required=True)
     p = log_sub.add_parser("ls", parents=[common], help="list segments")
@@ -507,10 +560,11 @@ def exit_status(exc: AgentLakeError) -> int:
     from agentlake.context.assembly import ArtifactNotFound, InvalidRequest
     from agentlake.context.query import QueryError, SnapshotGone
     from agentlake.maintenance.maintain import UnknownTable
+    from agentlake.sources.external import UnknownSource
 
     if isinstance(exc, SnapshotGone):  # the query was fine; the data it names is no longer kept
         return 1
-    return 2 if isinstance(exc, InvalidRequest | ArtifactNotFound | QueryError | UnknownTable) else 1
+    return 2 if isinstance(exc, InvalidRequest | ArtifactNotFound | QueryError | UnknownTable | UnknownSource) else 1
 
 
 if __name__ == "__main__":

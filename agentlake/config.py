@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     pin_retention_days: float = Field(400.0, validation_alias="AGENTLAKE_PIN_RETENTION_DAYS", ge=0,
                                       description="days a snapshot read by a context artifact stays pinned "
                                                   "(readable, its files kept) after the artifact is made")
+    sources_sql_url: SecretStr | None = Field(
+        None, validation_alias="AGENTLAKE_SOURCES_SQL_URL",
+        description="SQLAlchemy URL of the helpdesk database the `helpdesk` source loads (unset: the demo "
+                    "helpdesk under AGENTLAKE_HOME/sources); a secret, since a URL carries its password")
+    sources_max_load_rows: int = Field(
+        5_000_000, validation_alias="AGENTLAKE_SOURCES_MAX_LOAD_ROWS", ge=1,
+        description="sources gate: a load of one table with more rows than this is held")
     signing_key: SecretStr | None = Field(
         None, validation_alias="AGENTLAKE_SIGNING_KEY",
         description="key of the HMAC that AgentLake's own records (context manifests, pins, trash and audit "
@@ -165,6 +172,18 @@ class Settings(BaseSettings):
         if self.catalog_uri is not None:
             return self.catalog_uri.get_secret_value()
         return f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def sources_home(self) -> Path:
+        """Folder of the demo source databases and of each load's scratch space."""
+        return self.home / "sources"
+
+    @property
+    def resolved_sources_sql_url(self) -> str:
+        """The helpdesk database's SQLAlchemy URL, unwrapped for the loader only: it may carry a password."""
+        if self.sources_sql_url is not None:
+            return self.sources_sql_url.get_secret_value()
+        return f"sqlite:///{self.sources_home / 'helpdesk.db'}"
 
     @property
     def warehouse_uri(self) -> str:

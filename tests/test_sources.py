@@ -1,0 +1,181 @@
+"""External sources: dlt loads the demo helpdesk, AgentLake gates each load and publishes it into ``ext`` in one commit.
+
+Real components throughout: a SQLite helpdesk database, dlt's ``sql_database`` source, the SQLite
+Iceberg catalog and Great Expectations; the CLI runs as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+
+from agentlake.config import Settings
+from agentlake.sources import helpdesk
+from agentlake.sources.external import CURSOR_PROPERTY, held_loads, load
+from agentlake.tables.lake import Lake
+
+CANARY = "canary-src-pw-41c9"
+
+
+def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agentlake.cli", *argv], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def _source_rows(path: Path, table: str, key: str) -> set[tuple[str, str]]:
+    """The live rows of a source table as (key, updated_at) pairs."""
+    with sqlite3.connect(path) as con:
+        rows = con.execute(f"SELECT {key}, updated_at FROM {table} WHERE is_deleted = 0").fetchall()  # noqa: S608
+    con.close()
+    return {(k, u) for k, u in rows}
+
+
+def _ext_rows(rows: pa.Table, key: str) -> set[tuple[str, str]]:
+    return {(k, u.strftime("%Y-%m-%d %H:%M:%S.%f"))
+            for k, u in zip(rows.column(key).to_pylist(), rows.column("updated_at").to_pylist(), strict=True)}
+
+
+def test_from_a_fresh_home_sources_load_publishes_the_demo_helpdesk_into_ext_and_a_query_returns_its_rows(
+        tmp_path: Path) -> None:
+    made = _cli("sources", "demo", "--json")
+    assert made.returncode == 0, made.stderr
+    db = Path(json.loads(made.stdout)["path"])
+    loaded = _cli("sources", "load", "--json")
+    assert loaded.returncode == 0, loaded.stderr
+    loads = {x["table"]: x for x in json.loads(loaded.stdout)["loads"]}
+    assert set(loads) == {"ext.tickets", "ext.customers"}
+    assert all(x["published_snapshot_id"] and not x["held"] for x in loads.values())
+    lake = Lake(Settings.from_env())
+    tickets = lake.table("ext.tickets")
+    assert _ext_rows(tickets.scan().to_arrow(), "ticket_id") == _source_rows(db, "tickets", "ticket_id")
+    summary = tickets.current_snapshot().summary.additional_properties  # type: ignore[union-attr]
+    assert summary["agentlake.dlt.load-id"] == loads["ext.tickets"]["load_id"]
+    assert summary["agentlake.source.cursor-after"] == tickets.properties[CURSOR_PROPERTY]
+    listed = _cli("sources", "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {t["table"]: t for t in json.loads(listed.stdout)["tables"]}
+    assert rows["ext.tickets"]["rows"] == len(_source_rows(db, "tickets", "ticket_id"))
+    assert rows["ext.customers"]["snapshot_id"] == loads["ext.customers"]["published_snapshot_id"]
+
+
+def test_a_changed_source_is_published_in_one_snapshot_per_table_and_a_concurrent_reader_never_sees_part_of_it(
+        tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    db = helpdesk.create(settings.sources_home / "helpdesk.db", seed=3).path
+    lake = Lake(settings)
+    load(lake)
+    before = _source_rows(db, "tickets", "ticket_id")
+    helpdesk.advance(db, 30)  # tickets opened, updated, closed and deleted; plans changed
+    after = _source_rows(db, "tickets", "ticket_id")
+    assert before != after and len(before - after) > 0
+    tickets = lake.table("ext.tickets")
+    snapshots_before = {s.snapshot_id for s in tickets.metadata.snapshots}
+    seen: dict[int, set[tuple[str, str]]] = {}
+    stop = threading.Event()
+
+    def read() -> None:
+        reader = Lake(settings).table("ext.tickets")
+        while not stop.is_set():
+            reader.refresh()
+            snapshot = reader.current_snapshot()
+            if snapshot is not None and snapshot.snapshot_id not in seen:
+                seen[snapshot.snapshot_id] = _ext_rows(reader.scan(snapshot_id=snapshot.snapshot_id).to_arrow(),
+                                                       "ticket_id")
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        results = {x.table: x for x in load(lake)}
+    finally:
+        stop.set()
+        thread.join()
+    assert all(x.published_snapshot_id for x in results.values()), results
+    tickets.refresh()
+    new = [s for s in tickets.metadata.snapshots if s.snapshot_id not in snapshots_before]
+    assert len(new) == 1, "one load of a table is one snapshot of main"
+    customers = lake.table("ext.customers")
+    assert customers.current_snapshot().summary.additional_properties[  # type: ignore[union-attr]
+        "agentlake.dlt.load-id"] == results["ext.customers"].load_id
+    assert _ext_rows(tickets.scan().to_arrow(), "ticket_id") == after
+    assert seen, "the reader read the table"
+    for snapshot_id, rows in seen.items():
+        assert rows in (before, after), f"snapshot {snapshot_id} held a partial load"
+    again = {x.table: x for x in load(lake)}
+    assert again["ext.tickets"].unchanged and again["ext.tickets"].published_snapshot_id is None
+
+
+def _helpdesk_without_keys(path: Path) -> None:
+    """A copy of the demo helpdesk whose tickets table has no primary key, so it can hold a key twice."""
+    seed = helpdesk.create(path.with_name("seed.db")).path
+    with sqlite3.connect(path) as con:
+        con.executescript(helpdesk.SCHEMA.replace(" PRIMARY KEY", ""))
+        con.execute("ATTACH DATABASE ? AS seed", (str(seed),))
+        for table in ("tickets", "customers"):
+            con.execute(f"INSERT INTO {table} SELECT * FROM seed.{table}")  # noqa: S608
+    con.close()
+
+
+def test_a_load_with_duplicate_keys_is_held_publishes_nothing_and_says_why(tmp_path: Path) -> None:
+    db = tmp_path / "broken" / "helpdesk.db"
+    db.parent.mkdir()
+    _helpdesk_without_keys(db)
+    settings = Settings(home=tmp_path / "home", sources_sql_url=f"sqlite:///{db}")
+    lake = Lake(settings)
+    load(lake)
+    tickets = lake.table("ext.tickets")
+    published = tickets.current_snapshot().snapshot_id  # type: ignore[union-attr]
+    cursor = tickets.properties[CURSOR_PROPERTY]
+    with sqlite3.connect(db) as con:
+        for subject in ("first copy", "second copy"):
+            con.execute("INSERT INTO tickets VALUES ('t999999', 'c00001', ?, 'open', 'high', "
+                        "'2026-01-05 10:00:00.000000', '2026-01-05 10:00:00.000000', NULL, 0)", (subject,))
+    con.close()
+    results = {x.table: x for x in load(lake)}
+    held = results["ext.tickets"]
+    assert held.held and held.published_snapshot_id is None
+    assert "ticket_id_unique" in held.failed and "row_count_matches_merge" in held.failed
+    tickets.refresh()
+    assert tickets.current_snapshot().snapshot_id == published  # type: ignore[union-attr]
+    assert tickets.properties[CURSOR_PROPERTY] == cursor
+    assert "t999999" not in tickets.scan().to_arrow().column("ticket_id").to_pylist()
+    (record,) = held_loads(tickets).values()
+    assert "ticket_id_unique" in record["failed"]
+    staged = tickets.scan(snapshot_id=record["snapshot_id"]).to_arrow().column("ticket_id").to_pylist()
+    assert staged.count("t999999") == 2, "the held load stays inspectable on its branch"
+    listed = _cli("sources", "ls", env={"AGENTLAKE_HOME": str(settings.home),
+                                        "AGENTLAKE_SOURCES_SQL_URL": f"sqlite:///{db}"})
+    assert "held=" in listed.stdout and "ticket_id_unique" in listed.stdout
+    with sqlite3.connect(db) as con:  # the source fixed: the next load publishes, the held record is gone
+        con.execute("DELETE FROM tickets WHERE subject = 'second copy'")
+    con.close()
+    fixed = {x.table: x for x in load(lake)}["ext.tickets"]
+    assert fixed.published_snapshot_id and not fixed.held
+    tickets.refresh()
+    assert tickets.scan().to_arrow().column("ticket_id").to_pylist().count("t999999") == 1
+    assert not held_loads(tickets)
+
+
+def test_a_source_that_cannot_be_reached_fails_in_one_line_that_never_shows_its_url_secret(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg2://agent:{CANARY}@127.0.0.1:1/helpdesk"
+    failed = _cli("sources", "load", env={"AGENTLAKE_SOURCES_SQL_URL": url})
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("agentlake: source helpdesk:") and failed.stderr.count("\n") == 1, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert CANARY not in failed.stdout + failed.stderr
+    bad = _cli("sources", "load", "crm")
+    assert bad.returncode == 2 and "no source named 'crm'" in bad.stderr and "helpdesk" in bad.stderr
+
+
+def test_the_demo_helpdesk_is_deterministic_for_a_seed_and_moves_forward(tmp_path: Path) -> None:
+    one = helpdesk.advance(helpdesk.create(tmp_path / "a.db", seed=7).path, 12)
+    two = helpdesk.advance(helpdesk.create(tmp_path / "b.db", seed=7).path, 12)
+    assert (one.tickets, one.customers, one.now) == (two.tickets, two.customers, two.now)
+    assert _source_rows(one.path, "tickets", "ticket_id") == _source_rows(two.path, "tickets", "ticket_id")
+    assert one.tickets > helpdesk.INITIAL_TICKETS and one.step == 12
