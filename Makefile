@@ -27,12 +27,15 @@ install-run: $(if $(filter $(TOOLS)/bin/uv,$(UV)),$(TOOLS)/bin/uv)
 dbt-manifest:
 	@cd dbt_project && ../$(VENV)/bin/dbt parse --quiet --profiles-dir .
 
-# Chromium from Debian's packages, for the browser tests (skipped where it cannot be installed).
+# Chromium and PostgreSQL from Debian's packages, for the browser and Postgres catalog tests
+# (skipped where they cannot be installed).
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is not installed and cannot be installed here: browser tests will be skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "$$missing not installed and cannot be installed here: their tests will be skipped"; fi; fi
 
 run: install-run
 	@$(VENV)/bin/python -m platform_defs.launcher

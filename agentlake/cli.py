@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,9 +22,15 @@ from typing import Any, BinaryIO, NoReturn, TypeVar
 import orjson
 
 from agentlake.config import Settings
-from agentlake.errors import AgentLakeError, ConfigError, ObjectNotFound
+from agentlake.errors import (
+    AgentLakeError,
+    ConfigError,
+    InvalidSegmentKey,
+    ObjectNotFound,
+    redact_credentials,
+)
 from agentlake.log.reader import LogReader
-from agentlake.log.segments import SegmentInfo
+from agentlake.log.segments import LOG_PREFIX, SegmentInfo
 from agentlake.log.writer import LogWriter, producer_name
 from agentlake.storage.store import ObjectStore
 
@@ -148,6 +153,9 @@ def cmd_log_ls(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_log_cat(ctx: Context, args: argparse.Namespace) -> int:
     try:
+        # The log's own prefix, exactly: a key that merely ends like a segment's is outside the log.
+        if not args.key.startswith(f"{LOG_PREFIX}/dt="):
+            raise InvalidSegmentKey(args.key)
         SegmentInfo.from_key(args.key)
     except AgentLakeError:
         raise UsageError(
@@ -541,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _foreign_line(exc: BaseException) -> str:
     """The first line of another library's message, with any credentials in a URL taken out."""
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return re.sub(r"//[^/@\s]+@", "//", first)[:300]
+    return redact_credentials(first)[:300]
 
 
 def _one_line(exc: AgentLakeError) -> str:

@@ -9,6 +9,19 @@ are sorted into the same three at one boundary, :func:`agentlake.storage.retry.c
 
 from __future__ import annotations
 
+import re
+
+# The user:password@ part of any URL (an S3 endpoint, a catalog URI) inside a foreign library's message.
+_URL_CREDENTIALS = re.compile(r"//[^\s/?#@]*(?:@[^\s/?#@]*)*@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it taken out (``scheme://***@host``).
+
+    For foreign messages quoted in AgentLake's own: a driver or client may echo the address it was given.
+    """
+    return _URL_CREDENTIALS.sub("//***@", text)
+
 
 class AgentLakeError(Exception):
     """Base class of every error AgentLake raises on purpose."""
@@ -28,6 +41,13 @@ class CommitConflict(AgentLakeError):
 
 class ConfigError(TerminalError, AgentLakeError):
     """The environment does not describe a usable deployment (missing or unknown setting)."""
+
+
+class CatalogUnavailable(TerminalError, AgentLakeError):
+    """The Iceberg catalog's database could not be reached or refused the connection.
+
+    Terminal: a stage does not wait for it as for the object store; the run fails and is retried as a whole.
+    """
 
 
 class StoreError(AgentLakeError):

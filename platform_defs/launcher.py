@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit
 
 from agentlake.config import Settings
-from agentlake.storage.catalog import open_catalog
+from agentlake.storage.catalog import describe_catalog, open_catalog
 from agentlake.storage.retry import describe_store
 from platform_defs.environment import instance_yaml, resolve_settings
 
@@ -40,15 +39,6 @@ def _start(cmd: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Po
 def log_dir(settings: Settings) -> Path:
     """Where the platform's processes write their output: ``AGENTLAKE_HOME/logs``."""
     return settings.home / "logs"
-
-
-def describe_catalog(uri: str) -> str:
-    """The catalog's address without its credentials (a Postgres URI may carry a password)."""
-    parts = urlsplit(uri)
-    if parts.scheme.startswith("sqlite"):
-        return uri
-    host = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or "")
-    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def banner(settings: Settings) -> str:

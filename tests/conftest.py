@@ -125,3 +125,87 @@ def chromium_path() -> str | None:
         if os.path.exists(candidate):
             return candidate
     return None
+
+
+def postgres_bindir() -> Path | None:
+    """The folder of PostgreSQL's server programs (initdb, pg_ctl): on the PATH, else Debian's newest."""
+    if found := shutil.which("initdb"):
+        return Path(found).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+                        if p.parent.parent.name.isdigit() else 0)
+    return candidates[-1].parent if candidates else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server on loopback: a login role with a password, a new database per call."""
+
+    user = "agentlake"
+    password = "pg-CANARY-3c9e71"  # must never be printed back by AgentLake
+
+    def __init__(self, port: int, socket_dir: Path) -> None:
+        self.port = port
+        self._socket_dir = socket_dir
+        self._created = 0
+
+    def admin(self, statement: str) -> None:
+        """Run one statement as the server's superuser, over its socket (trusted there, never over TCP)."""
+        import psycopg2
+
+        conn = psycopg2.connect(host=str(self._socket_dir), port=self.port, user="postgres", dbname="postgres")
+        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
+
+    def database(self) -> str:
+        """A new empty database owned by the role; its SQLAlchemy URI, in the form the README shows."""
+        self._created += 1
+        name = f"lake{self._created}"
+        self.admin(f"CREATE DATABASE {name} OWNER {self.user}")
+        return f"postgresql+psycopg2://{self.user}:{self.password}@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session, in a temp folder, stopped and removed at the end.
+
+    PostgreSQL refuses to run as root (as CI does), so then the server runs as the ``postgres`` user,
+    owning its folder. Skipped only where no PostgreSQL programs exist; CI installs them (.ci/run).
+    """
+    import tempfile
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is missing in CI: .ci/run installs Debian's postgresql package")
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed (apt-get install postgresql)")
+    # Not under pytest's temp root: that is private to root, and the server's user must reach its folder.
+    root = Path(tempfile.mkdtemp(prefix="agentlake-pg-"))
+    as_server: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        owner = pwd.getpwnam("postgres")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_server = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+
+    def server(*argv: str) -> None:
+        subprocess.run([*as_server, str(bindir / argv[0]), *argv[1:]], check=True, capture_output=True, timeout=120)
+
+    try:
+        server("initdb", "-D", str(data), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
+               "--encoding=UTF8", "--no-sync")
+        # fsync off: a throwaway server; the catalog's commit protocol, not durability, is under test.
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
+        server("pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "-t", "60", "start")
+        pg = PostgresServer(port, root)
+        pg.admin(f"CREATE ROLE {pg.user} LOGIN PASSWORD '{pg.password}'")
+        yield pg
+    finally:
+        if data.exists():
+            subprocess.run([*as_server, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                           capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)

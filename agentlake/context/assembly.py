@@ -384,14 +384,24 @@ def manifest_key(day: str, digest: str) -> str:
     return f"{ARTIFACT_PREFIX}/dt={day}/{digest}.json"
 
 
+# A run id becomes one folder name of the store once URL-encoded: local file systems cap a name at 255 bytes.
+MAX_RUN_ID_BYTES = 255
+
+
 def check_run_id(run_id: str) -> None:
-    """Refuse a run id that cannot name a folder of the store (empty, or only dots).
+    """Refuse a run id that cannot name a folder of the store, before anything is read or written.
 
     Raises:
-        InvalidRequest: the run id is empty, ``.`` or ``..``.
+        InvalidRequest: the run id is empty, holds ``..``, or is longer than a folder name can be.
     """
     if not run_id.strip() or run_id.strip(".") == "":
         raise InvalidRequest(f"run id {run_id!r} is empty or only dots; give the id of an agent run")
+    if ".." in run_id:
+        raise InvalidRequest(f"run id {run_id[:80]!r} holds '..', which a store key must not; give the id of an "
+                             "agent run without it")
+    if (size := len(urllib.parse.quote(run_id, safe=""))) > MAX_RUN_ID_BYTES:
+        raise InvalidRequest(f"run id {run_id[:40]!r}... is {len(run_id):,} characters ({size:,} bytes in a store "
+                             f"key); give one of at most {MAX_RUN_ID_BYTES} bytes URL-encoded")
 
 
 def run_prefix(run_id: str) -> str:
@@ -680,7 +690,11 @@ def parse_time(text: str) -> datetime:
         raise InvalidRequest(f"{text!r} is not a time: use ISO 8601 with a zone, e.g. 2026-11-26T07:15:00Z") from None
     if moment.tzinfo is None:
         raise InvalidRequest(f"{text!r} has no zone: add Z (UTC) or an offset like +02:00")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 or 9999-12-31T23:59-14:00 has no UTC date
+        raise InvalidRequest(f"{text!r} is outside the dates a time can hold in UTC; give a time between "
+                             "0001-01-02T00:00:00Z and 9999-12-30T00:00:00Z") from None
 
 
 def assemble(

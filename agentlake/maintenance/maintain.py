@@ -72,6 +72,12 @@ class UnknownTable(AgentLakeError):
     """Maintenance was asked for a table the catalog does not have."""
 
 
+def _well_formed(name: str) -> bool:
+    """Whether ``name`` reads as ``namespace.table`` (no empty part), the only form the catalog can look up."""
+    parts = name.split(".")
+    return len(parts) >= 2 and all(part.strip() for part in parts)
+
+
 # --- policies -----------------------------------------------------------------------------------
 
 
@@ -696,8 +702,10 @@ def maintain(
     """
     retention = retention or RetentionPolicy.from_settings(lake.settings)
     names = list(tables or maintained_tables(lake))
-    if unknown := [n for n in names if not lake.catalog.table_exists(n)]:
-        raise UnknownTable(f"no table {', '.join(unknown)}; the tables are {', '.join(t.name for t in ALL_TABLES)}")
+    # A name without a namespace ("nope") is refused here: the catalog would raise on it, not answer.
+    if unknown := [n for n in names if not _well_formed(n) or not lake.catalog.table_exists(n)]:
+        given = ", ".join(n or "''" for n in unknown)
+        raise UnknownTable(f"no table {given}; the tables are {', '.join(t.name for t in ALL_TABLES)}")
     reports = []
     for name in names:
         started = time.perf_counter()

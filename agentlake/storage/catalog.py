@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyarrow.fs import AwsDefaultS3RetryStrategy
 from pyiceberg.catalog.sql import SqlCatalog
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from agentlake.config import Settings
-from agentlake.errors import ConfigError
+from agentlake.errors import CatalogUnavailable, ConfigError, redact_credentials
 
 CATALOG_NAME = "agentlake"
 # pyiceberg's FileIO (pyarrow's S3 filesystem): attempts per request. Not a setting: pyiceberg
@@ -27,6 +28,15 @@ class StoreRetryStrategy(AwsDefaultS3RetryStrategy):
 
     def __init__(self, max_attempts: int = S3_MAX_ATTEMPTS) -> None:
         super().__init__(max_attempts=max_attempts)
+
+
+def describe_catalog(uri: str) -> str:
+    """The catalog's address without its credentials (a Postgres URI may carry a password)."""
+    parts = urlsplit(uri)
+    if parts.scheme.startswith("sqlite"):
+        return uri
+    host = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or "")
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def catalog_properties(settings: Settings) -> dict[str, Any]:
@@ -71,6 +81,12 @@ def open_catalog(settings: Settings) -> SqlCatalog:
     except ArgumentError:
         raise ConfigError("AGENTLAKE_CATALOG_URI is not a SQLAlchemy URI; give one such as "
                           "sqlite:////path/catalog.db or postgresql+psycopg2://user@host/db") from None
+    except OperationalError as exc:  # the database is down, unknown, or refused the credentials
+        reason = redact_credentials(str(exc.orig or exc).strip().splitlines()[0])[:300]
+        raise CatalogUnavailable(
+            f"the Iceberg catalog ({describe_catalog(settings.resolved_catalog_uri)}) could not be opened: {reason}; "
+            "check that its database is up and that AGENTLAKE_CATALOG_URI names it with the right user and "
+            "password, then run again") from None
     except ModuleNotFoundError as exc:
         raise ConfigError(f"AGENTLAKE_CATALOG_URI needs the database driver {exc.name}, which is not installed; "
                           "install it or name an installed driver in the URI (e.g. postgresql+psycopg2://...)") from None

@@ -49,6 +49,7 @@ from agentlake.errors import (
     StoreUnavailable,
     TerminalError,
     TransientError,
+    redact_credentials,
 )
 
 T = TypeVar("T")
@@ -320,8 +321,9 @@ def retrying(settings: Settings, what: str, attempt: Callable[[], T]) -> T:
 
 
 def _summary(exc: BaseException) -> str:
-    """The error's first line, short: obstore appends pages of debug output."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    """The error's first line, short and without URL credentials: obstore appends pages of debug output,
+    and quotes the endpoint it was given, user:password@ included."""
+    text = redact_credentials(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     if len(text) > 300:
         text = text[:300] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
