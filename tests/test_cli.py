@@ -193,6 +193,18 @@ SPECIFIC: dict[str, list[Case]] = {
         Case("replay: a run id of 2,000 characters", ("replay", LONG_RUN_ID), "2,000 characters", QUICK),
         Case("replay: a run id with ..", ("replay", "../other-run"), "'..'", QUICK),
     ],
+    "sources ls": [
+        Case("sources ls: AGENTLAKE_HOME a file", ("sources", "ls"), "AGENTLAKE_HOME", {"AGENTLAKE_HOME": "{tmp}/a-file"}),
+    ],
+    "sources load": [
+        Case("sources load: an unknown source", ("sources", "load", "nosuchsource"), "nosuchsource"),
+        Case("sources load: a source database that is down", ("sources", "load"), "AGENTLAKE_SOURCES_SQL_URL",
+             {"AGENTLAKE_SOURCES_SQL_URL": f"postgresql+psycopg2://agentlake:{QUOTED_CANARY}@127.0.0.1:9/helpdesk"},
+             status=1),
+    ],
+    "sources demo": [
+        Case("sources demo: a negative advance", ("sources", "demo", "--advance", "-5"), "'-5' is not a count"),
+    ],
     "log ls": [
         Case("log ls: an S3 store without a bucket", ("log", "ls"), "AGENTLAKE_S3_BUCKET", {"AGENTLAKE_STORE": "s3"}),
         Case("log ls: a bad day", ("log", "ls", "--date", "2024-13-01"), "'2024-13-01' is not a day"),
