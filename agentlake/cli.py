@@ -385,6 +385,15 @@ def cmd_replay(ctx: Context, args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.context.audit import audit
+    from agentlake.tables.lake import Lake
+
+    trail = audit(Lake(ctx.settings, store=ctx.store), args.run_id)
+    _out(args, trail.as_dict(), trail.text())
+    return 1 if trail.tampered else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
     common = _Parser(add_help=False)
@@ -449,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", metavar="ARTIFACT|RUN_ID", help="an artifact's URI or key, or a run id (all its artifacts)")
     p.add_argument("--at-current", action="store_true", help="replay against today's snapshots to see what changed")
     p.set_defaults(func=cmd_replay, parser=p)
+
+    p = sub.add_parser("audit", parents=[common],
+                       help="walk from a run's decision to its artifact, pinned snapshots and log segments")
+    p.add_argument("run_id", metavar="RUN_ID", help="the agent run whose decision is audited")
+    p.set_defaults(func=cmd_audit, parser=p)
 
     log = sub.add_parser("log", help="inspect the raw event log")
     log_sub = log.add_subparsers(dest="log_command", required=True)

@@ -153,6 +153,10 @@ SPECIFIC: dict[str, list[Case]] = {
         Case("replay: an artifact address that is not one", ("replay", "file:///x/artifacts/v1/dt=2024-05-01/abc.json"),
              "abc.json"),
     ],
+    "audit": [
+        Case("audit: an empty run id", ("audit", ""), "run id ''"),
+        Case("audit: a run nobody made", ("audit", "no-such-run"), "no-such-run"),
+    ],
     "log ls": [
         Case("log ls: an S3 store without a bucket", ("log", "ls"), "AGENTLAKE_S3_BUCKET", {"AGENTLAKE_STORE": "s3"}),
     ],
