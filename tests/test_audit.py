@@ -106,6 +106,13 @@ def test_audit_walks_from_a_demo_decision_to_verified_segments_and_reports_tampe
     assert again["replay"]["status"] == TAMPERED and any(part in p for p in again["replay"]["problems"])
     assert again["tampered"] is True
 
+    # The manifest itself altered: nothing in it can be trusted, and the audit says so, naming it.
+    lake.store.put_overwrite(key, lake.store.get(key) + b" ")
+    assert main(["audit", run_id, "--json"]) == 1
+    forged = orjson.loads(capsys.readouterr().out)
+    assert forged["tampered"] is True and forged["replay"]["status"] == TAMPERED
+    assert any(key in p for p in forged["problems"])
+
 
 def test_the_decision_s_context_artifact_attribute_chooses_the_artifact_and_an_unknown_run_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

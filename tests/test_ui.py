@@ -26,7 +26,8 @@ def test_output() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory, browser_path: str) -> Iterator[tuple[str, Path, str]]:
+def platform(tmp_path_factory: pytest.TempPathFactory, browser_path: str,
+             test_output: Path | None) -> Iterator[tuple[str, Path, str]]:
     """`make run`'s stack, started once for the tests of this module: (UI's URL, home, audit pages' port)."""
     home = tmp_path_factory.mktemp("ui") / "home"
     audit_port = str(free_port())

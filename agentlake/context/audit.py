@@ -106,13 +106,14 @@ class AuditTrail:
     segments: list[SegmentAudit]
     artifacts: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    manifest_tampered: bool = False  # the manifest itself does not hash to its address, or names another run
 
     @property
     def tampered(self) -> bool:
         """Whether anything on the walk failed its verification (an artifact's file, a segment)."""
         return bool((self.replay or {}).get("status") == TAMPERED
                     or any(not s.checksum_ok or not s.lines_ok for s in self.segments)
-                    or any("tampered" in p for p in self.problems))
+                    or self.manifest_tampered)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +185,7 @@ def audit(lake: Lake, run_id: str, *, engine: ContextEngine | None = None) -> Au
     try:
         artifact = load_artifact(lake.store, key)
     except ArtifactTampered as exc:
+        trail.manifest_tampered = True
         trail.problems.append(f"tampered: {exc}")
         trail.replay = {"status": TAMPERED, "problems": [str(exc)]}
         return trail
@@ -192,6 +194,7 @@ def audit(lake: Lake, run_id: str, *, engine: ContextEngine | None = None) -> Au
         return trail
     manifest = artifact.manifest
     if manifest.get("run_id") != run_id:
+        trail.manifest_tampered = True
         trail.problems.append(f"tampered: the artifact {key} names run {manifest.get('run_id')!r}, not {run_id!r}")
     trail.artifact = {
         "key": key, "uri": artifact.ref.uri, "found_by": found_by, "agent_id": manifest.get("agent_id"),
@@ -535,7 +538,9 @@ def render_html(trail: AuditTrail, *, dagster_url: str = "") -> str:
     if trail.artifact:
         a = trail.artifact
         parts.append(_kv({k: a[k] for k in ("key", "uri", "found_by", "agent_id", "created_at", "record_count",
-                                            "records_hash", "request", "plan")}))
+                                            "records_hash", "request")}))
+        plans = a["plan"] if isinstance(a["plan"], dict) else {"plan": a["plan"]}
+        parts += [f"<h3>Plan of {e(str(name))}</h3><pre>{e(_text(plan))}</pre>" for name, plan in plans.items()]
     else:
         parts.append("<p>No context artifact.</p>")
     if trail.replay:
