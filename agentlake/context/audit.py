@@ -379,9 +379,9 @@ def _columns(name: str) -> set[str]:
 
 
 def _lineage(table: Table, key: str, values: list[Any], snapshot_id: int | None) -> pa.Table:
-    fields = tuple(dict.fromkeys((key, "segment_key", "line_offset", *(("event_id",) if key != "event_id" and
-                                                                       "event_id" in _columns(".".join(table.name()))
-                                                                       else ()))))
+    # The event id too, when the table has one: the line it names is checked to hold that event.
+    with_id = ("event_id",) if "event_id" in _columns(".".join(table.name())) else ()
+    fields = tuple(dict.fromkeys((key, "segment_key", "line_offset", *with_id)))
     # At the pinned snapshot while the table holds it; a row's lineage never changes, so else at main.
     at = snapshot_id if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is not None else None
     return table.scan(row_filter=one_of(key, values), selected_fields=fields, snapshot_id=at).to_arrow()
