@@ -433,6 +433,15 @@ def cmd_sources_load(ctx: Context, args: argparse.Namespace) -> int:
     return 1 if any(x.held for x in loads) else 0
 
 
+def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.context.audit import audit
+    from agentlake.tables.lake import Lake
+
+    trail = audit(Lake(ctx.settings, store=ctx.store), args.run_id)
+    _out(args, trail.as_dict(), trail.text())
+    return 1 if trail.tampered else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
     common = _Parser(add_help=False)
@@ -510,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated minutes to move on: tickets opened, updated and closed, plans changed")
     p.add_argument("--seed", type=_count, default=0, help="the demo's seed when it is created (default 0)")
     p.set_defaults(func=cmd_sources_demo, parser=p)
+
+    p = sub.add_parser("audit", parents=[common],
+                       help="walk from a run's decision to its artifact, pinned snapshots and log segments")
+    p.add_argument("run_id", metavar="RUN_ID", help="the agent run whose decision is audited")
+    p.set_defaults(func=cmd_audit, parser=p)
 
     log = sub.add_parser("log", help="inspect the raw event log")
     log_sub = log.add_subparsers(dest="log_command", required=True)

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
                     "a secret, since a Postgres URI carries its password")
     ui_port: int = Field(3000, validation_alias="AGENTLAKE_UI_PORT", ge=1, le=65535,
                          description="port of the Dagster UI started by `make run`, on 127.0.0.1")
+    audit_port: int = Field(3001, validation_alias="AGENTLAKE_AUDIT_PORT", ge=1, le=65535,
+                            description="port of the read-only audit pages (`/audit/<run id>`) that `make run` "
+                                        "serves on 127.0.0.1 beside the Dagster UI; the context index links to them")
     demo_rate: float = Field(1.0, validation_alias="AGENTLAKE_DEMO_RATE", ge=0,
                              description="agent runs per second the demo fleet of `make run` emits (0 turns it off)")
     ingest_interval_s: int = Field(60, validation_alias="AGENTLAKE_INGEST_INTERVAL_S", ge=0,

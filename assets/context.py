@@ -18,18 +18,30 @@ from dagster import (
     DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     asset,
 )
 
+from agentlake.context.audit import day_decisions
 from agentlake.context.index import CONTEXT_ARTIFACTS, DayIndex, index_day
 from agentlake.maintenance.clustering import cluster_day
 from agentlake.tables.lake import Lake
-from agentlake.tables.schemas import EVENTS, RETRIEVALS
+from agentlake.tables.schemas import EVENTS, FACT_TABLES, RETRIEVALS, TABLES_BY_NAME
 from assets.ingest import ALL_ARRIVAL_DAYS, table_key
 from assets.table_metadata import table_definition_metadata, table_metadata
+from platform_defs.audit_page import audit_url
 from platform_defs.resources import LakeResource
 
 CONTEXT_ARTIFACTS_KEY = AssetKey("context_artifacts")
+PINNABLE = (EVENTS, *FACT_TABLES)  # the tables artifacts read: upstream of the index in the lineage
+DECISIONS_LISTED = 100  # rows of the day's decisions table
+DECISIONS_LINKED = 20  # audit pages and committing runs linked one by one (Dagster lists every entry)
+_DECISION_COLUMNS = (("run_id", "the agent run"), ("decision", "its decision's label"),
+                     ("artifact_key", "the context artifact it read"), ("pins", "table@snapshot it pinned"),
+                     ("committed_by", "table: the Dagster run that committed the pinned snapshot"),
+                     ("audit_page", "the rendered audit walk of the run"))
 _CHECKS = {
     "artifacts_readable": ("readable", "Every artifact created that day can be read: its manifest parses and its "
                                         "address matches its content."),
@@ -53,10 +65,35 @@ def _index_artifacts(context: AssetExecutionContext, lake: LakeResource) -> Iter
             "records": report.records,
             "snapshot_id": str(report.snapshot_id or ""),
             "checks": MetadataValue.json(report.as_dict()),
+            **_decisions_metadata(tables, day),
         }
     )
     for name, (attr, _doc) in _CHECKS.items():
         yield _check(report, name, attr)
+
+
+def _decisions_metadata(lake: Lake, day: str) -> dict[str, Any]:
+    """The day's decisions with their artifacts and pins, and links to what is behind each pinned snapshot."""
+    decisions = day_decisions(lake, day, limit=DECISIONS_LISTED)
+    records = [TableRecord({
+        "run_id": d.run_id, "decision": d.decision or "(none ingested)", "artifact_key": d.artifact_key,
+        "pins": ", ".join(f"{t}@{s}" for t, s in sorted(d.pins.items())),
+        "committed_by": ", ".join(f"{t}: {r or 'not Dagster'}" for t, r in sorted(d.committed_by.items())),
+        "audit_page": audit_url(lake.settings, d.run_id),
+    }) for d in decisions]
+    schema = TableSchema(columns=[TableColumn(name, "string", description=doc) for name, doc in _DECISION_COLUMNS])
+    meta: dict[str, Any] = {"decisions": MetadataValue.table(records, schema)}
+    for d in decisions[:DECISIONS_LINKED]:
+        meta[f"audit {d.run_id}"] = MetadataValue.url(audit_url(lake.settings, d.run_id))
+    pinned = sorted({(t, s, r) for d in decisions for t, s in d.pins.items() for r in [d.committed_by.get(t)]},
+                    key=lambda p: (p[0], str(p[1])))
+    for table, _snapshot, _run in pinned:
+        if table in TABLES_BY_NAME:
+            meta[f"pinned {table}"] = MetadataValue.asset(table_key(TABLES_BY_NAME[table]))
+    for table, snapshot, run_id in pinned[:DECISIONS_LINKED]:
+        if run_id:
+            meta[f"committed {table}@{snapshot}"] = MetadataValue.dagster_run(run_id)
+    return meta
 
 
 def _check(report: DayIndex, name: str, attr: str) -> AssetCheckResult:
@@ -99,13 +136,16 @@ def build_context_assets(days: DailyPartitionsDefinition) -> tuple[AssetsDefinit
         partitions_def=days,
         group_name="context",
         kinds={"iceberg", "s3"},
+        deps=[table_key(t) for t in PINNABLE],
         check_specs=[AssetCheckSpec(name, asset=CONTEXT_ARTIFACTS_KEY, description=doc)
                      for name, (_attr, doc) in _CHECKS.items()],
         metadata=table_definition_metadata(CONTEXT_ARTIFACTS),
         description="Per-run context artifacts made on the day (UTC), indexed into the Iceberg table "
         "context.artifacts: artifact key, run, agent, pins {table: snapshot_id}, record count and records hash. "
         "Each artifact is write-once and content-addressed under artifacts/v1/ in the object store; "
-        "`agentlake replay ARTIFACT|RUN_ID` re-executes it at its pinned snapshots.",
+        "`agentlake replay ARTIFACT|RUN_ID` re-executes it at its pinned snapshots. Each materialization lists "
+        "the day's decisions with their artifacts and pins, links to the runs that committed the pinned "
+        "snapshots, and to each run's audit page (`agentlake audit RUN_ID` in a terminal).",
     )
     def context_artifacts(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
         yield from _index_artifacts(context, lake)

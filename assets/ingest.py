@@ -91,6 +91,7 @@ class FactsConfig(Config):
 def _options(context: AssetExecutionContext, lake: LakeResource) -> IngestOptions:
     return IngestOptions(
         run_id=context.run.run_id,
+        dagster_run_id=context.run.run_id,
         partition=context.partition_key,
         dedup_window_days=lake.settings().dedup_window_days,
         quality=QualityPolicy.from_settings(lake.settings()),

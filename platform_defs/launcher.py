@@ -1,8 +1,8 @@
 """`make run`: start the platform on its embedded default with the UI and a demo fleet.
 
 Creates AGENTLAKE_HOME (object store folder, Iceberg SQLite catalog, Dagster instance),
-writes dagster.yaml, starts `dagster dev` (webserver and daemon) on 127.0.0.1 and the demo
-workload, prints a short banner (the UI's address, where the data lives, the log file, how to
+writes dagster.yaml, starts `dagster dev` (webserver and daemon) on 127.0.0.1, the read-only audit
+pages beside it (platform_defs/audit_page.py) and the demo workload, prints a short banner (the UI's address, where the data lives, the log file, how to
 stop), and stops everything it started on Ctrl-C or SIGTERM. Dagster's own event stream goes to
 ``AGENTLAKE_HOME/logs/dagster.log`` rather than the terminal, where it would bury the banner.
 """
@@ -47,10 +47,11 @@ def banner(settings: Settings) -> str:
     return "\n".join([
         "AgentLake is starting (the UI answers in a few seconds).",
         f"  UI        http://127.0.0.1:{settings.ui_port}",
+        f"  audit     http://127.0.0.1:{settings.audit_port}/audit/RUN_ID  (read-only)",
         f"  data      {settings.home}  (AGENTLAKE_HOME)",
         f"  store     {describe_store(settings)}",
         f"  catalog   {describe_catalog(settings.resolved_catalog_uri)}",
-        f"  logs      {logs / 'dagster.log'}" + (f", {logs / 'demo.log'}" if settings.demo_rate > 0 else ""),
+        f"  logs      {logs / 'dagster.log'}, {logs / 'audit.log'}" + (f", {logs / 'demo.log'}" if settings.demo_rate > 0 else ""),
         "  stop      Ctrl-C",
     ])
 
@@ -88,6 +89,9 @@ def main() -> int:
             env, dagster_log,
         )
     ]
+    audit_log = open(log_dir(settings) / "audit.log", "ab")  # noqa: SIM115 - closed in the finally below
+    logs.append(audit_log)
+    procs.append(_start([sys.executable, "-m", "platform_defs.audit_page"], env, audit_log))
     if settings.demo_rate > 0:
         demo_log = open(log_dir(settings) / "demo.log", "ab")  # noqa: SIM115 - closed in the finally below
         logs.append(demo_log)

@@ -26,6 +26,7 @@ def running_platform(home: Path, *, demo_rate: float = 2.0, timeout: float = 120
         **os.environ,
         "AGENTLAKE_HOME": str(home),
         "AGENTLAKE_UI_PORT": str(port),
+        "AGENTLAKE_AUDIT_PORT": os.environ.get("AGENTLAKE_AUDIT_PORT") or str(free_port()),
         "AGENTLAKE_DEMO_RATE": str(demo_rate),
     }
     log = open(home.parent / "platform.log", "wb")  # noqa: SIM115 - closed below

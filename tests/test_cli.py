@@ -205,6 +205,10 @@ SPECIFIC: dict[str, list[Case]] = {
     "sources demo": [
         Case("sources demo: a negative advance", ("sources", "demo", "--advance", "-5"), "'-5' is not a count"),
     ],
+    "audit": [
+        Case("audit: an empty run id", ("audit", ""), "run id ''"),
+        Case("audit: a run nobody made", ("audit", "no-such-run"), "no-such-run"),
+    ],
     "log ls": [
         Case("log ls: an S3 store without a bucket", ("log", "ls"), "AGENTLAKE_S3_BUCKET", {"AGENTLAKE_STORE": "s3"}),
         Case("log ls: a bad day", ("log", "ls", "--date", "2024-13-01"), "'2024-13-01' is not a day"),

@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
-from tests.platform import CHROMIUM_ARGS, dismiss_prompts, running_platform
+from tests.conftest import free_port
+from tests.platform import CHROMIUM_ARGS, PROJECT_ROOT, dismiss_prompts, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(500)]
 
 
+@pytest.fixture(scope="session")
+def test_output() -> Path | None:
+    """Where screenshots are kept after the run (``AGENTLAKE_TEST_OUTPUT``, read before any test hides it)."""
+    folder = os.environ.get("AGENTLAKE_TEST_OUTPUT")
+    return Path(folder) if folder else None
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, browser_path: str,
+             test_output: Path | None) -> Iterator[tuple[str, Path, str]]:
+    """`make run`'s stack, started once for the tests of this module: (UI's URL, home, audit pages' port)."""
+    home = tmp_path_factory.mktemp("ui") / "home"
+    audit_port = str(free_port())
+    with pytest.MonkeyPatch.context() as env:
+        for name in list(os.environ):  # as isolated_env does for each test: none of the developer's settings
+            if name.startswith(("AGENTLAKE_", "AWS_")) or name == "DAGSTER_HOME":
+                env.delenv(name)
+        # The sensor ticks every 5 s here (60 s by default) so the tests need not wait a minute.
+        env.setenv("AGENTLAKE_INGEST_INTERVAL_S", "5")
+        env.setenv("AGENTLAKE_AUDIT_PORT", audit_port)
+        with running_platform(home) as url:
+            yield url, home, audit_port
+
+
 def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
-    tmp_path: Path, browser_path: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, browser_path: str, platform: tuple[str, Path, str]
 ) -> None:
     from playwright.sync_api import TimeoutError as PageTimeout
     from playwright.sync_api import sync_playwright
 
-    # The sensor ticks every 5 s here (60 s by default) so the test need not wait a minute.
-    monkeypatch.setenv("AGENTLAKE_INGEST_INTERVAL_S", "5")
-    with running_platform(tmp_path / "home") as url, sync_playwright() as p:
+    url = platform[0]
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         dismiss_prompts(page)
@@ -68,4 +98,82 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
         after = text[text.index("reconciliation"):][:300]
         assert "Succeeded" in after and "Failed" not in after, after
         page.screenshot(path=str(tmp_path / "raw-events-checks.png"))
+        browser.close()
+
+
+def _cli(home: Path, audit_port: str, *argv: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTLAKE_", "AWS_"))}
+    env.update(AGENTLAKE_HOME=str(home), AGENTLAKE_AUDIT_PORT=audit_port, DAGSTER_HOME=str(home / "dagster"))
+    done = subprocess.run(argv, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_an_auditor_walks_from_the_asset_catalog_to_a_decision_s_snapshots_checks_and_segments(
+    tmp_path: Path, browser_path: str, platform: tuple[str, Path, str], test_output: Path | None
+) -> None:
+    from playwright.sync_api import TimeoutError as PageTimeout
+    from playwright.sync_api import sync_playwright
+
+    url, home, audit_port = platform
+    shots = (test_output or tmp_path) / "audit-walk"
+    shots.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots of the audit walk: {shots}")
+    agentlake = [sys.executable, "-m", "agentlake.cli"]
+    # A demo decision whose run the sensor's ingest and facts runs have published.
+    deadline, run_id = time.monotonic() + 300, None
+    sql = ("SELECT e.run_id FROM raw.events e JOIN facts.agent_runs r ON e.run_id = r.run_id "
+           "WHERE e.type = 'decision' ORDER BY e.run_id LIMIT 1")
+    while run_id is None and time.monotonic() < deadline:
+        rows = orjson.loads(_cli(home, audit_port, *agentlake, "query", "--json", sql))["rows"]
+        run_id = rows[0]["run_id"] if rows else None
+        if run_id is None:
+            time.sleep(5)
+    assert run_id, "no demo decision was ingested with its facts within 5 minutes"
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(orjson.dumps({"sources": [
+        {"name": "history", "table": "raw.events", "where": [["run_id", "=", run_id]], "order_by": ["ts"]},
+        {"name": "run", "table": "facts.agent_runs", "where": [["run_id", "=", run_id]]},
+    ]}))
+    built = orjson.loads(_cli(home, audit_port, *agentlake, "context", "build", "--json", "--run-id", run_id,
+                              "--agent-id", "support-triage", "--spec", str(spec)))
+    day = built["key"].split("dt=")[1][:10]
+    _cli(home, audit_port, str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
+         "platform_defs.definitions", "-a", "defs", "--select", "context_artifacts", "--partition", day)
+    trail = orjson.loads(_cli(home, audit_port, *agentlake, "audit", "--json", run_id))
+    pins = {p["table"]: p for p in trail["pins"]}
+    assert pins["raw.events"]["dagster_run_id"], "the sensor's ingest run is recorded by its commit"
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        dismiss_prompts(page)
+        page.goto(f"{url}/assets", wait_until="domcontentloaded")
+        entry = page.get_by_role("link", name="context_artifacts").first
+        entry.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "0-asset-catalog.png"))
+        entry.click()  # 1: the index's asset page
+        page.get_by_text("Events", exact=True).locator("visible=true").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "1-context-artifacts.png"))
+        page.get_by_text("Events", exact=True).locator("visible=true").first.click()  # 2: its materializations
+        link = page.locator(f'a[href$="/audit/{run_id}"]').locator("visible=true").first
+        link.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "2-latest-materialization.png"), full_page=True)
+        try:
+            with page.context.expect_page(timeout=10_000) as opened:
+                link.click()  # 3: the decision's audit page
+            walk = opened.value
+        except PageTimeout:  # the link opened in the same tab
+            walk = page
+        walk.get_by_text("Pinned snapshots").wait_for(timeout=120_000)
+        walk.screenshot(path=str(shots / "3-audit-page.png"), full_page=True)
+        text = walk.locator("body").inner_text()
+        assert trail["artifact"]["key"] in text and "reproducible" in text
+        for pin in trail["pins"]:
+            assert str(pin["snapshot_id"]) in text
+            if pin["dagster_run_id"]:
+                assert walk.locator(f'a[href="{url}/runs/{pin["dagster_run_id"]}"]').count() >= 1
+        assert "validation" in text and "passed" in text and "no validation result" in text
+        assert trail["segments"] and all(s["key"] in text for s in trail["segments"])
+        assert "TAMPERED" not in text
         browser.close()

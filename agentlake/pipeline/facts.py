@@ -231,7 +231,7 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
             continue
         report.snapshots[tdef.name] = commit(
             tables[tdef.name], files.get(tdef.name, []), ledger,
-            summary(segs, run_id=options.run_id, partition=partition, extra=extra), check,
+            summary(segs, run_id=options.run_id, dagster_run_id=options.dagster_run_id, partition=partition, extra=extra), check,
             replace=day_bounds(day) if rebuild else None,
         )
     report.segments = len(keys)
@@ -250,7 +250,7 @@ def _held_by_audit(
         tables[tdef.name], day, segments, files,
         pl.concat(batch_runs) if batch_runs else pl.Series("run_id", [], dtype=pl.String),
         tables[AGENT_RUNS.name], run_id=options.run_id,
-        snapshot_properties=summary(segments, run_id=options.run_id, partition=options.partition or day),
+        snapshot_properties=summary(segments, run_id=options.run_id, dagster_run_id=options.dagster_run_id, partition=options.partition or day),
         store=store,
     )
     if outcome is None:

@@ -180,7 +180,7 @@ def _attempt_day(
     elif batch.events_todo or batch.bad_events:
         committed.snapshots[EVENTS.name] = commit(
             events, batch.event_files, _updated_ledger(events_ledger, batch.events_todo, batch),
-            summary(batch.events_todo, run_id=options.run_id, partition=partition,
+            summary(batch.events_todo, run_id=options.run_id, dagster_run_id=options.dagster_run_id, partition=partition,
                     extra={"agentlake.rows-added": report.rows, "agentlake.duplicates": report.duplicates}),
             check,
         )
@@ -194,7 +194,7 @@ def _attempt_day(
         files = write_files(quarantine, QUARANTINE, batch.quarantine_rows)
         committed.snapshots[QUARANTINE.name] = commit(
             quarantine, files, _updated_ledger(quarantine_ledger, batch.quarantine_todo, batch, quarantine=True),
-            summary(batch.quarantine_todo, run_id=options.run_id, partition=partition,
+            summary(batch.quarantine_todo, run_id=options.run_id, dagster_run_id=options.dagster_run_id, partition=partition,
                     extra={"agentlake.rows-added": report.quarantined}),
             check,
         )
@@ -471,7 +471,7 @@ def _gate(
         events, batch.day, batch.events_todo, batch.event_files, batch.counts,
         batch.window if batch.window is not None else pl.Series("event_id", [], dtype=pl.String),
         policy=options.quality, run_id=options.run_id,
-        snapshot_properties=summary(batch.events_todo, run_id=options.run_id, partition=options.partition or batch.day,
+        snapshot_properties=summary(batch.events_todo, run_id=options.run_id, dagster_run_id=options.dagster_run_id, partition=options.partition or batch.day,
                                     extra={"agentlake.duplicates": report.duplicates}),
         make_ledger=lambda current: _updated_ledger(current, batch.events_todo, batch),
         check=check, rewrite=lambda parts: write_files(events, EVENTS, parts), override=options.override,

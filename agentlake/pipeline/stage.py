@@ -33,6 +33,8 @@ class IngestOptions:
     # The write-audit-publish gate of raw.events (agentlake.gate); None commits straight to main.
     quality: QualityPolicy | None = None
     override: str | None = None  # publish even if a batch rule fails, for this recorded reason
+    # The Dagster run that commits, stamped on every snapshot as agentlake.dagster_run_id (empty: the CLI).
+    dagster_run_id: str = ""
 
 
 @dataclass

@@ -167,12 +167,19 @@ def write_files(table: Table, tdef: TableDef, parts: list[pa.Table]) -> list[Dat
 
 
 def summary(
-    segments: list[SegmentInfo], *, run_id: str, partition: str, extra: dict[str, Any] | None = None
+    segments: list[SegmentInfo], *, run_id: str, partition: str, extra: dict[str, Any] | None = None,
+    dagster_run_id: str = "",
 ) -> dict[str, str]:
-    """Snapshot summary properties: who committed, for which partition, holding which segments."""
+    """Snapshot summary properties: who committed, for which partition, holding which segments.
+
+    Args:
+        dagster_run_id: the orchestrator's run that commits (empty from the command line), so an
+            audit reads it from the table itself.
+    """
     keys = sorted(s.key for s in segments)
     props = {
         "agentlake.run-id": run_id,
+        "agentlake.dagster_run_id": dagster_run_id,
         "agentlake.partition": partition,
         "agentlake.segment-count": str(len(keys)),
     }
