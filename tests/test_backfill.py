@@ -1,0 +1,102 @@
+"""Backfills never slow ingestion: the lanes, their priorities, niced backfill runs, `agentlake backfill`."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus, reconstructable
+
+from agentlake.config import Settings
+from platform_defs.environment import instance_yaml
+from platform_defs.lanes import BACKFILL_TAG, LANE_TAG, LANES, PRIORITY_TAG, lane
+from platform_defs.run_launcher import NICE_TAG, WarmRunLauncher
+from tests.launcher_jobs import record_niceness_job
+
+
+def _instance(tmp_path: Path) -> DagsterInstance:
+    home = tmp_path / "dagster"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text(instance_yaml(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path)})))
+    return DagsterInstance.from_config(str(home))
+
+
+@pytest.mark.unit
+def test_the_shipped_instance_declares_every_lane_with_its_limit_and_ingest_goes_first(tmp_path: Path) -> None:
+    instance = _instance(tmp_path)
+    try:
+        config = instance.get_concurrency_config().run_queue_config  # what the daemon's run queue reads
+        assert config is not None
+        limits = config.tag_concurrency_limits
+        assert {"key": LANE_TAG, "value": "ingest", "limit": 2} in limits
+        assert {"key": LANE_TAG, "value": "facts", "limit": 1} in limits
+        assert {"key": LANE_TAG, "value": "evaluation", "limit": 1} in limits
+        assert {"key": LANE_TAG, "value": "maintenance", "limit": 1} in limits
+        assert {"key": BACKFILL_TAG, "limit": 2} in limits
+        assert config.max_concurrent_runs == 4
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+        # A cancelled run's pool slots are freed by the daemon, not kept for ever.
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
+        assert isinstance(instance.run_launcher, WarmRunLauncher) and instance.run_launcher._backfill_nice == 10
+    finally:
+        instance.dispose()
+    order = ["ingest", "facts", "evaluation", "maintenance", "backfill"]
+    priorities = [lane(name).priority for name in order]
+    assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == len(priorities)
+    # Dagster gives an untagged run priority 0: no lane but the backfills' may sit that low.
+    assert lane("backfill").priority == 0 and all(ln.priority > 0 for ln in LANES if ln.name != "backfill")
+
+
+@pytest.mark.unit
+def test_sensor_and_job_runs_carry_their_lane_and_its_priority() -> None:
+    from agentlake.log.segments import SegmentInfo
+    from platform_defs.jobs import maintenance_job, maintenance_schedule
+    from sensors.log_sensor import run_requests
+
+    segment = SegmentInfo.from_key(
+        f"log/v1/dt=2026-11-26/hr=09/20261126T090000000000Z-p1-{1:012d}-{10:07d}-{'0' * 16}.ndjson.zst")
+    (request,) = run_requests([segment])
+    assert request.tags[LANE_TAG] == "ingest" and request.tags[PRIORITY_TAG] == str(lane("ingest").priority)
+    for tags in (maintenance_job.tags, maintenance_schedule.tags):
+        assert tags[LANE_TAG] == "maintenance" and tags[PRIORITY_TAG] == str(lane("maintenance").priority)
+
+
+@pytest.mark.integration
+def test_a_backfill_run_process_runs_niced_and_an_ingest_run_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTLAKE_LAUNCHER_TEST_DIR", str(tmp_path))
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    instance = _instance(tmp_path)
+    try:
+        launcher = instance.run_launcher
+        assert isinstance(launcher, WarmRunLauncher)
+        launcher._preload = ["dagster._cli.api"]  # keep the test's forkserver quick to start
+        origin = reconstructable(record_niceness_job).get_python_origin()
+        runs = {}
+        for name, tags in (("backfill", {BACKFILL_TAG: "b1", **lane("backfill").tags()}),
+                           ("ingest", lane("ingest").tags())):
+            run = instance.create_run_for_job(job_def=record_niceness_job, job_code_origin=origin, tags=tags)
+            instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
+            runs[name] = run.run_id
+        deadline = time.monotonic() + 90
+        while not all((tmp_path / f"{run_id}.nice").exists() for run_id in runs.values()):
+            assert time.monotonic() < deadline, "the runs never started"
+            time.sleep(0.2)
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        niceness = {name: int((tmp_path / f"{run_id}.nice").read_text()) for name, run_id in runs.items()}
+        assert niceness == {"backfill": min(19, own + 10), "ingest": own}
+        for run_id in runs.values():
+            deadline = time.monotonic() + 60
+            while (run := instance.get_run_by_id(run_id)) is not None and not run.is_finished:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert run is not None and run.status == DagsterRunStatus.SUCCESS
+        backfill_run = instance.get_run_by_id(runs["backfill"])
+        assert backfill_run is not None and NICE_TAG in backfill_run.tags
+        assert int(backfill_run.tags[NICE_TAG]) == niceness["backfill"]
+        launcher.join(timeout=30)
+    finally:
+        instance.dispose()
