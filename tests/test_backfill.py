@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,39 @@ def test_a_backfill_run_process_runs_niced_and_an_ingest_run_does_not(
         launcher.join(timeout=30)
     finally:
         instance.dispose()
+
+
+def _freshness(instance: DagsterInstance, settings: Settings) -> dict[str, bool]:
+    """Evaluates the freshness checks on ``instance`` as the sensor's runs do; passed, per table."""
+    from dagster import AssetSelection, materialize
+
+    from sensors.freshness import build_freshness_checks
+
+    checks = build_freshness_checks(settings)
+    result = materialize(list(checks), selection=AssetSelection.checks(*checks), instance=instance)
+    return {"/".join(e.asset_key.path): e.passed for e in result.get_asset_check_evaluations()}
+
+
+@pytest.mark.integration
+def test_freshness_checks_pass_after_an_ingest_and_fail_once_the_data_is_older_than_the_promise(
+    tmp_path: Path,
+) -> None:
+    from dagster import materialize
+
+    from agentlake.tables.lake import Lake
+    from assets.ingest import build_facts, ingest_log
+    from platform_defs.resources import LakeResource
+    from tests.test_dagster_ingest import TODAY, Producer
+
+    lake = LakeResource(home=str(tmp_path / "home"))
+    settings = lake.settings()
+    Producer(Lake(settings)).segment(TODAY + timedelta(hours=1))
+    instance = DagsterInstance.ephemeral()
+    day = TODAY.date().isoformat()
+    assert materialize([ingest_log], partition_key=day, resources={"lake": lake}, instance=instance).success
+    assert materialize([build_facts], partition_key=day, resources={"lake": lake}, instance=instance).success
+    fresh = _freshness(instance, settings)
+    assert fresh["raw/events"] is True and fresh["facts/agent_runs"] is True and len(fresh) == 7
+    time.sleep(1.5)
+    stale = _freshness(instance, settings.model_copy(update={"freshness_events_s": 1.0, "freshness_facts_s": 1.0}))
+    assert stale["raw/events"] is False and stale["facts/agent_runs"] is False
