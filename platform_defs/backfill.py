@@ -62,6 +62,18 @@ def graphql(ui_url: str, query: str, variables: dict[str, Any], timeout: float =
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             body = json.load(resp)
+    except urllib.error.HTTPError as exc:  # it answered, with an error: say what it said
+        text = exc.read().decode("utf-8", "replace")
+        try:
+            answer = json.loads(text)
+            # A GraphQL error, or a resolver's PythonError that the server answers with a 500.
+            errors = answer.get("errors") or [v for v in (answer.get("data") or {}).values() if isinstance(v, dict)]
+            text = errors[0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            pass
+        first = next((line.strip() for line in str(text).splitlines() if line.strip()), str(exc.code))
+        raise BackfillRefused(f"the webserver at {ui_url} answered HTTP {exc.code}: {first[:300]}; see its log "
+                              "(AGENTLAKE_HOME/logs/dagster.log)") from None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise WebserverUnreachable(
@@ -109,7 +121,6 @@ def launch_backfill(ui_url: str, assets: list[str], first: date, last: date) -> 
         "assetSelection": [{"path": asset.split("/")} for asset in assets],
         "partitionNames": days,
         "tags": [{"key": key, "value": value} for key, value in backfill_lane.tags().items()],
-        "title": f"agentlake backfill {' '.join(assets)} {days[0]}..{days[-1]}",
     }
     result = graphql(ui_url, _LAUNCH, {"params": params})["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":

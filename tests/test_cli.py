@@ -50,7 +50,7 @@ def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -
 
 # A valid value for each required argument, so that a case gets past the arguments it does not test.
 SAMPLE = {"file": "-", "paths": "{tmp}/a-folder", "sql": "SELECT 1", "ref": "some-run", "key": "log/v1/x",
-          "run_id": "r-1"}
+          "run_id": "r-1", "assets": "raw/events", "start": "2026-11-01", "end": "2026-11-02"}
 
 
 def _required(parser: argparse.ArgumentParser) -> list[tuple[str, list[str]]]:
@@ -130,6 +130,10 @@ SPECIFIC: dict[str, list[Case]] = {
         Case("maintain: an unknown table", ("maintain", "--table", "raw.no_such_table"), "raw.no_such_table"),
         Case("maintain: a catalog URI of an unknown database", ("maintain",), "AGENTLAKE_CATALOG_URI",
              {"AGENTLAKE_CATALOG_URI": f"nosuchdb://agentlake:{CANARY}@db.example/catalog"}),
+    ],
+    "backfill": [
+        Case("backfill: --from after --to", ("backfill", "raw/events", "--from", "2026-11-02", "--to", "2026-11-01"),
+             "--from 2026-11-02"),
     ],
     "context build": [
         Case("context build: a missing spec", ("context", "build", "--run-id", "r-1", "--spec", "{tmp}/missing.json"),
