@@ -209,3 +209,13 @@ def test_a_backfill_launched_by_agentlake_backfill_runs_in_the_backfill_lane_nic
         assert run.status == DagsterRunStatus.SUCCESS
         assert run.tags[PRIORITY_TAG] == str(lane("backfill").priority)
         assert run.tags[NICE_TAG] == str(min(19, own + lane("backfill").nice))
+
+
+@pytest.mark.unit
+def test_the_backfill_command_loads_no_dagster() -> None:
+    """The core reaches the Dagster side only here, lazily; what it imports must stay orchestrator-free."""
+    code = ("import sys, agentlake.cli, platform_defs.backfill; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_graphql')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
