@@ -442,6 +442,21 @@ def cmd_audit(ctx: Context, args: argparse.Namespace) -> int:
     return 1 if trail.tampered else 0
 
 
+def cmd_backfill(ctx: Context, args: argparse.Namespace) -> int:
+    """Launch a partition backfill on the running platform; print its id and its page in the UI."""
+    # The Dagster side speaks to the webserver (plain HTTP, no Dagster import), so it is imported here.
+    from platform_defs.backfill import BackfillRefused, launch_backfill
+
+    try:
+        launched = launch_backfill(ctx.settings.resolved_ui_url, args.assets, date.fromisoformat(args.start),
+                                   date.fromisoformat(args.end))
+    except BackfillRefused as exc:
+        raise UsageError(str(exc)) from None
+    _out(args, launched.as_dict(), f"backfill {launched.backfill_id} of {' '.join(launched.assets)} for "
+                                   f"{len(launched.partitions)} day(s): {launched.url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
     common = _Parser(add_help=False)
@@ -490,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maintain", parents=[common], help="compact small files and expire old unpinned snapshots now")
     p.add_argument("--table", action="append", help="a table to maintain (repeatable; default: every table)")
     p.set_defaults(func=cmd_maintain, parser=p)
+
+    p = sub.add_parser("backfill", parents=[common],
+                       help="launch a backfill of assets for a range of arrival days on the running platform")
+    p.add_argument("assets", nargs="+", metavar="ASSET", help="asset keys as the UI shows them, e.g. raw/events")
+    p.add_argument("--from", dest="start", type=_day, required=True, help="first arrival day (YYYY-MM-DD)")
+    p.add_argument("--to", dest="end", type=_day, required=True, help="last arrival day, included (YYYY-MM-DD)")
+    p.set_defaults(func=cmd_backfill, parser=p)
 
     context = sub.add_parser("context", help="per-run context artifacts")
     context_sub = context.add_subparsers(dest="context_command", required=True)

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     audit_port: int = Field(3001, validation_alias="AGENTLAKE_AUDIT_PORT", ge=1, le=65535,
                             description="port of the read-only audit pages (`/audit/<run id>`) that `make run` "
                                         "serves on 127.0.0.1 beside the Dagster UI; the context index links to them")
+    ui_url: str | None = Field(None, validation_alias="AGENTLAKE_UI_URL",
+                               description="address of the running platform's Dagster webserver, for `agentlake "
+                                           "backfill` (unset: http://127.0.0.1:AGENTLAKE_UI_PORT)")
     demo_rate: float = Field(1.0, validation_alias="AGENTLAKE_DEMO_RATE", ge=0,
                              description="agent runs per second the demo fleet of `make run` emits (0 turns it off)")
     ingest_interval_s: int = Field(60, validation_alias="AGENTLAKE_INGEST_INTERVAL_S", ge=0,
@@ -93,6 +96,12 @@ class Settings(BaseSettings):
     dedup_window_days: int = Field(1, validation_alias="AGENTLAKE_DEDUP_WINDOW_DAYS", ge=0,
                                    description="arrival days before and after a segment's own searched for "
                                                "repeated event_ids")
+    freshness_events_s: float = Field(
+        300.0, validation_alias="AGENTLAKE_FRESHNESS_EVENTS_S", gt=0,
+        description="freshness promise of raw/events: its check fails when the newest publish is older")
+    freshness_facts_s: float = Field(
+        600.0, validation_alias="AGENTLAKE_FRESHNESS_FACTS_S", gt=0,
+        description="freshness promise of the fact tables: their checks fail when the newest update is older")
     quality_max_quarantine_share: float = Field(
         0.5, validation_alias="AGENTLAKE_QUALITY_MAX_QUARANTINE_SHARE", ge=0, le=1,
         description="quality gate: a batch with a larger share of quarantined lines is held")
@@ -164,6 +173,11 @@ class Settings(BaseSettings):
     def store_root(self) -> Path:
         """Folder that acts as the object store on the embedded default."""
         return self.home / "store"
+
+    @property
+    def resolved_ui_url(self) -> str:
+        """The running platform's webserver: AGENTLAKE_UI_URL, or `make run`'s own address."""
+        return (self.ui_url or f"http://127.0.0.1:{self.ui_port}").rstrip("/")
 
     @property
     def dagster_home(self) -> Path:

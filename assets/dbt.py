@@ -39,6 +39,7 @@ from agentlake.context.query import resolve
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import EVENTS, FACT_TABLES
 from assets.ingest import INGEST_LANE_TAG
+from platform_defs.lanes import lane_tags
 from platform_defs.resources import LakeResource
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
@@ -127,6 +128,6 @@ marts_job = define_asset_job(
     "marts",
     selection=AssetSelection.groups(MARTS_GROUP),
     executor_def=in_process_executor,
-    tags={INGEST_LANE_TAG: MARTS_LANE},
+    tags=lane_tags(MARTS_LANE),
     description="dbt build of the marts over the lake's tables at pinned snapshots (launched after facts runs).",
 )

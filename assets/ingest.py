@@ -39,13 +39,14 @@ from assets.quality import (
 )
 from assets.raw_log import RAW_EVENT_LOG
 from assets.table_metadata import table_definition_metadata, table_metadata
+from platform_defs.lanes import LANE_TAG
 from platform_defs.partitions import arrival_days
 from platform_defs.resources import LakeResource
 
 # Arrival days outside a deployment (tests, scripts): every day since the log's format began. A
 # deployment's definitions start at its first day instead (platform_defs.partitions).
 ALL_ARRIVAL_DAYS = arrival_days(date(2025, 1, 1))
-INGEST_LANE_TAG = "agentlake/lane"
+INGEST_LANE_TAG = LANE_TAG
 
 
 def table_key(tdef: TableDef) -> AssetKey:

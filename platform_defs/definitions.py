@@ -13,6 +13,7 @@ from assets.raw_log import raw_event_log
 from platform_defs.environment import build_lake_resource, resolve_settings
 from platform_defs.jobs import facts_job, ingest_job, maintenance_job, maintenance_schedule
 from platform_defs.partitions import arrival_days, first_partition_day
+from sensors.freshness import build_freshness_checks, build_freshness_sensor
 from sensors.log_sensor import build_facts_sensor, build_log_sensor
 from sensors.marts_sensor import build_marts_sensor
 
@@ -26,12 +27,15 @@ def build_definitions() -> Definitions:
     settings = resolve_settings()
     days = arrival_days(first_partition_day(ObjectStore.from_settings(settings)))
     project = dbt_project()
+    freshness = build_freshness_checks(settings)
     return Definitions(
         assets=[raw_event_log, *build_ingest_assets(days), *build_context_assets(days),
                 *build_maintenance_assets(settings), build_dbt_assets(project)],
+        asset_checks=freshness,
         jobs=[ingest_job, facts_job, maintenance_job, marts_job],
         schedules=[maintenance_schedule],
-        sensors=[build_log_sensor(settings.ingest_interval_s), build_facts_sensor(), build_marts_sensor()],
+        sensors=[build_log_sensor(settings.ingest_interval_s), build_facts_sensor(), build_marts_sensor(),
+                 build_freshness_sensor(freshness)],
         resources={"lake": build_lake_resource(settings), "dbt": dbt_resource(project)},
     )
 

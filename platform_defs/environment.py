@@ -9,6 +9,7 @@ import yaml
 from dagster import EnvVar
 
 from agentlake.config import Settings
+from platform_defs.lanes import lane, tag_concurrency_limits
 from platform_defs.resources import LakeResource
 
 
@@ -79,37 +80,35 @@ RUN_PRELOAD = (
 
 
 def instance_yaml(settings: Settings) -> str:
-    """dagster.yaml for this deployment: SQLite storage under the home, run queue lanes,
+    """dagster.yaml for this deployment: SQLite storage under the home, run queue lanes and pools,
     and, when S3 is configured, run logs kept beside the data by dagster-aws."""
     config: dict[str, Any] = {
         "storage": {"sqlite": {"base_dir": str(settings.dagster_home / "storage")}},
+        # The lanes (platform_defs/lanes.py) in the `concurrency` block, with pools for single-writer
+        # resources (one op at a time per pool unless the pool says otherwise). Dagster refuses run
+        # limits in both this block and the run coordinator's config: the coordinator keeps only
+        # how often it dequeues.
+        "concurrency": {
+            "runs": {"max_concurrent_runs": 4, "tag_concurrency_limits": tag_concurrency_limits()},
+            "pools": {"default_limit": 1},
+        },
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
             "config": {
-                "max_concurrent_runs": 4,
                 # Freshness: a queued ingest run starts within a second, not the default five.
                 "dequeue_interval_seconds": 1,
                 "dequeue_use_threads": True,
-                "tag_concurrency_limits": [
-                    # Lanes: ingestion (two runs overlap so the next one's process starts while the
-                    # previous commits), facts and backfills each queue in their own.
-                    {"key": "agentlake/lane", "value": "ingest", "limit": 2},
-                    {"key": "agentlake/lane", "value": "facts", "limit": 1},
-                    # Table maintenance (compaction, snapshot expiry) runs one at a time, apart from ingestion.
-                    {"key": "agentlake/lane", "value": "maintenance", "limit": 1},
-                    # The dbt marts: their DuckDB file takes one writer, so one run at a time.
-                    {"key": "agentlake/lane", "value": "marts", "limit": 1},
-                    {"key": "dagster/backfill", "limit": 2},
-                ],
             },
         },
+        # A run that ends (or is cancelled) without releasing its pool slots gets them freed after 30 s.
+        "run_monitoring": {"enabled": True, "free_slots_after_run_end_seconds": 30},
         # Runs start warm: forked from a server that imported these once (AgentLake's own code is
         # imported by each run, so reloaded definitions take effect at once).
         "run_launcher": {
             "module": "platform_defs.run_launcher",
             "class": "WarmRunLauncher",
-            "config": {"preload": list(RUN_PRELOAD)},
+            "config": {"preload": list(RUN_PRELOAD), "backfill_nice": lane("backfill").nice},
         },
         "run_retries": {"enabled": True, "max_retries": 3},
         "telemetry": {"enabled": False},

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition, define_asset_job, in_process_executor
 
-from assets.ingest import INGEST_LANE_TAG, build_facts, ingest_log
+from assets.ingest import build_facts, ingest_log
 from assets.maintenance import MAINTENANCE_CRON, MAINTENANCE_LANE, OTHER_MAINTENANCE, RAW_MAINTENANCE
+from platform_defs.lanes import lane_tags
 
 ingest_job = define_asset_job(
     "ingest",
@@ -32,7 +33,7 @@ maintenance_job = define_asset_job(
     "maintenance",
     selection=[RAW_MAINTENANCE, OTHER_MAINTENANCE],
     executor_def=in_process_executor,
-    tags={INGEST_LANE_TAG: MAINTENANCE_LANE},
+    tags=lane_tags(MAINTENANCE_LANE),
     description="Table maintenance of every table: compaction, then snapshot expiry (its own lane, one run at a time).",
 )
 
@@ -42,6 +43,6 @@ maintenance_schedule = ScheduleDefinition(
     cron_schedule=MAINTENANCE_CRON,
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
-    tags={INGEST_LANE_TAG: MAINTENANCE_LANE},
+    tags=lane_tags(MAINTENANCE_LANE),
     description="Runs table maintenance every 10 minutes, apart from ingestion, in the maintenance lane.",
 )

@@ -9,6 +9,12 @@ does. The forkserver is a fresh interpreter started by the daemon, not a fork of
 thread or connection of the daemon leaks into a run; each run is its own process, as before.
 
 Termination sends the run's process SIGINT (Dagster's interrupt handling marks it canceled).
+
+A backfill's run (tag ``dagster/backfill``) runs at a lower OS priority: its process's niceness
+is raised by ``backfill_nice`` (the backfill lane's, see ``platform_defs.lanes``), so on a busy
+machine the CPU goes to ingest runs first. The run process sets it on itself before anything
+else, and the launcher sets the same value on it from outside (an absolute value: setting it twice
+changes nothing) and records what the OS reports in the run's tag ``agentlake/nice``.
 """
 
 from __future__ import annotations
@@ -25,14 +31,20 @@ from dagster._core.launcher.base import LaunchRunContext, RunLauncher
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
+from platform_defs.lanes import BACKFILL_TAG
+
 PID_TAG = "agentlake/run_worker_pid"
+NICE_TAG = "agentlake/nice"
 # Imported by the forkserver before any run: Dagster's run entry point and what it loads.
 BASE_PRELOAD = ("dagster._cli.api",)  # always, whatever the config adds
 
 
-def _run_worker(input_json: str) -> None:
+def _run_worker(input_json: str, niceness: int | None = None) -> None:
     """What ``dagster api execute_run`` does, in a process forked from the warm server."""
     import sys
+
+    if niceness is not None:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
 
     from dagster._cli.api import execute_run_command
 
@@ -44,8 +56,10 @@ def _run_worker(input_json: str) -> None:
 class WarmRunLauncher(RunLauncher, ConfigurableClass):
     """Launches each run in its own process, forked from a server with the definitions imported."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None, preload: Sequence[str] = ()) -> None:
+    def __init__(self, inst_data: ConfigurableClassData | None = None, preload: Sequence[str] = (),
+                 backfill_nice: int = 0) -> None:
         self._inst_data = inst_data
+        self._backfill_nice = backfill_nice
         self._preload = [*BASE_PRELOAD, *preload]
         self._mp: ForkServerContext | None = None
         self._processes: dict[str, Any] = {}
@@ -58,11 +72,14 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     @classmethod
     def config_type(cls) -> Any:
         return {"preload": Field(Array(str), is_required=False, default_value=[],
-                                 description="Modules the forkserver imports before forking runs.")}
+                                 description="Modules the forkserver imports before forking runs."),
+                "backfill_nice": Field(int, is_required=False, default_value=0,
+                                       description="Added to the OS niceness of a backfill's run processes.")}
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> WarmRunLauncher:
-        return cls(inst_data=inst_data, preload=config_value.get("preload") or [])
+        return cls(inst_data=inst_data, preload=config_value.get("preload") or [],
+                   backfill_nice=int(config_value.get("backfill_nice") or 0))
 
     def _context(self) -> ForkServerContext:
         if self._mp is None:
@@ -77,10 +94,20 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             raise ValueError(f"run {run.run_id} has no job origin to load its code from")
         args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
                               instance_ref=self._instance.get_ref())
-        process = self._context().Process(target=_run_worker, args=(serialize_value(args),),
+        niceness = None
+        if BACKFILL_TAG in run.tags and self._backfill_nice:
+            niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._backfill_nice)
+        process = self._context().Process(target=_run_worker, args=(serialize_value(args), niceness),
                                           name=f"dagster-run-{run.run_id}")
         process.start()
-        self._instance.add_run_tags(run.run_id, {PID_TAG: str(process.pid)})
+        tags = {PID_TAG: str(process.pid)}
+        if niceness is not None and process.pid is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, process.pid, niceness)
+                tags[NICE_TAG] = str(os.getpriority(os.PRIO_PROCESS, process.pid))
+            except ProcessLookupError:  # the run already ended: it set its niceness itself
+                pass
+        self._instance.add_run_tags(run.run_id, tags)
         self._processes[run.run_id] = process
         self._reap()
 

@@ -24,6 +24,7 @@ from agentlake.log.segments import SegmentInfo
 from assets.ingest import INGEST_LANE_TAG
 from assets.raw_log import RAW_EVENT_LOG
 from platform_defs.jobs import facts_job, ingest_job
+from platform_defs.lanes import lane_tags
 from platform_defs.resources import LakeResource
 
 MAX_SEGMENTS_PER_RUN = 500
@@ -54,7 +55,7 @@ def run_requests(new: list[SegmentInfo]) -> list[RunRequest]:
                     run_key=f"ingest-{day}-{digest}",
                     partition_key=day,
                     run_config={"ops": {"ingest_log": {"config": {"segments": part}}}},
-                    tags={INGEST_LANE_TAG: "ingest", "dagster/max_retries": "3"},
+                    tags={**lane_tags("ingest"), "dagster/max_retries": "3"},
                 )
             )
     return requests
@@ -140,7 +141,7 @@ def build_facts_sensor(interval_s: int = 2) -> SensorDefinition:
             run_key=f"facts-after-{run.run_id}",
             partition_key=day,
             run_config={"ops": {"build_facts": {"config": {"rebuild": False}}}},
-            tags={INGEST_LANE_TAG: "facts", "dagster/max_retries": "3"},
+            tags={**lane_tags("facts"), "dagster/max_retries": "3"},
         )
 
     return facts_after_ingest_sensor

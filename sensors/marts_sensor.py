@@ -14,8 +14,8 @@ from dagster import (
 )
 
 from assets.dbt import MARTS_LANE, marts_job
-from assets.ingest import INGEST_LANE_TAG
 from platform_defs.jobs import facts_job
+from platform_defs.lanes import lane_tags
 from sensors.log_sensor import NOT_READING_YET
 
 
@@ -41,6 +41,6 @@ def build_marts_sensor(interval_s: int = 5) -> SensorDefinition:
         waiting = context.instance.get_runs_count(RunsFilter(statuses=NOT_READING_YET, job_name=marts_job.name))
         if waiting:
             return SkipReason(f"a marts run is already waiting; it will include facts run {run.run_id}")
-        return RunRequest(run_key=f"marts-after-{run.run_id}", tags={INGEST_LANE_TAG: MARTS_LANE})
+        return RunRequest(run_key=f"marts-after-{run.run_id}", tags=lane_tags(MARTS_LANE))
 
     return marts_after_facts_sensor

@@ -18,3 +18,15 @@ def record_pid(context: OpExecutionContext) -> None:
 @job(executor_def=in_process_executor)
 def record_pid_job() -> None:
     record_pid()
+
+
+@op
+def record_niceness(context: OpExecutionContext) -> None:
+    """Writes the run process's own OS niceness where the test can read it."""
+    out = Path(os.environ["AGENTLAKE_LAUNCHER_TEST_DIR"]) / f"{context.run_id}.nice"
+    out.write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+
+
+@job(executor_def=in_process_executor)
+def record_niceness_job() -> None:
+    record_niceness()

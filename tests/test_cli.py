@@ -55,7 +55,7 @@ def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -
 
 # A valid value for each required argument, so that a case gets past the arguments it does not test.
 SAMPLE = {"file": "-", "paths": "{tmp}/a-folder", "sql": "SELECT 1", "ref": "some-run", "key": "log/v1/x",
-          "run_id": "r-1"}
+          "run_id": "r-1", "assets": "raw/events", "start": "2026-11-01", "end": "2026-11-02"}
 
 
 def _required(parser: argparse.ArgumentParser) -> list[tuple[str, list[str]]]:
@@ -159,6 +159,10 @@ SPECIFIC: dict[str, list[Case]] = {
         Case("maintain: a table without its namespace", ("maintain", "--table", "nope"), "no table nope"),
         Case("maintain: an empty table name", ("maintain", "--table", ""), "no table ''"),
         Case("maintain: a catalog database that is down", ("maintain",), "127.0.0.1:9/catalog", DOWN_CATALOG, status=1),
+    ],
+    "backfill": [
+        Case("backfill: --from after --to", ("backfill", "raw/events", "--from", "2026-11-02", "--to", "2026-11-01"),
+             "--from 2026-11-02"),
     ],
     "context build": [
         Case("context build: a missing spec", ("context", "build", "--run-id", "r-1", "--spec", "{tmp}/missing.json"),

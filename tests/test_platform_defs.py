@@ -60,7 +60,9 @@ def test_s3_deployment_keeps_run_logs_beside_the_data(tmp_path: Path, monkeypatc
         manager = instance.compute_log_manager
         assert type(manager).__name__ == "S3ComputeLogManager"
         assert manager._s3_bucket == "lake"  # the bucket came from the environment, by name
-        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        queue = instance.get_concurrency_config().run_queue_config  # what the daemon's run queue reads
+        assert queue is not None
+        limits = queue.tag_concurrency_limits
         assert {"key": "agentlake/lane", "value": "ingest", "limit": 2} in limits
         assert {"key": "agentlake/lane", "value": "facts", "limit": 1} in limits
     finally:

@@ -1,0 +1,212 @@
+"""Isolation: ingest freshness with and without a large backfill running beside it.
+
+    python bench/isolation.py            # 10 min without a backfill, 10 min with one of 30 days
+    python bench/isolation.py --quick    # 20 s + 20 s, a backfill of 3 days: a smoke test
+
+Starts the platform as `make run` does (platform_defs.launcher at its default settings, the demo
+fleet on), after writing and ingesting a history of past arrival days (so that they are
+partitions with data to rebuild). Four producer processes then append a sustained 2,000 events/s
+through the producer SDK; each samples one event in 100 (its id and its own ``ts``, taken at
+``append``). Freshness is the time from that ``ts`` to the event's row being visible on ``main``
+of raw.events (polled). Phase one measures it with no backfill; phase two launches, as
+``agentlake backfill`` does, a backfill that rebuilds the facts (and the evaluation assets, when
+the platform has them) of the past days, and measures it again. The goal is the ratio of the two
+p95s (``isolation.p95_ratio <= 1.25``); the backfill's own progress (partitions done, runs
+succeeded, runs a minute) is reported so that a lane that starves backfills does not pass for
+isolation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+
+from agentlake.config import Settings, setting_default  # noqa: E402
+from agentlake.log.writer import LogWriter  # noqa: E402
+from agentlake.sources.demo import FleetConfig, generate_runs  # noqa: E402
+from agentlake.storage.store import ObjectStore  # noqa: E402
+from agentlake.tables.schemas import FACT_TABLES  # noqa: E402
+
+PRODUCERS = 4
+RATE = 2000  # events a second, all producers together
+SAMPLE_EVERY = 100
+HISTORY_EVENTS_PER_DAY = 2000
+VISIBLE_TIMEOUT_S = 300
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def produce(store_root: str, index: int, rate: float, seconds: float, samples_path: str, phase: str) -> None:
+    """One producer process: ``rate`` events a second for ``seconds`` once it is ready, samples to a file."""
+    store = ObjectStore.local(Path(store_root))
+    pool = [orjson.loads(line) for line in generate_runs(FleetConfig(seed=100 + index), 40, datetime.now(UTC))]
+    samples = []
+    with LogWriter(store, f"iso{index}") as writer:
+        n = 0
+        started = time.time()  # the window starts when the process is ready: a slow start is not counted
+        until = started + seconds
+        while (now := time.time()) < until:
+            due = int((now - started) * rate)
+            while n < due:
+                event = dict(pool[n % len(pool)])
+                event["event_id"] = f"iso{phase}{index}-{n}"
+                ts = time.time()
+                event["ts"] = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                writer.append(event)
+                if n % SAMPLE_EVERY == 0:
+                    samples.append((event["event_id"], ts))
+                n += 1
+            time.sleep(0.01)
+    Path(samples_path).write_text(json.dumps(samples))
+
+
+def write_history(settings: Settings, days: list[str]) -> None:
+    """Past arrival days with data, ingested in-process with their facts, before the platform starts."""
+    from agentlake.pipeline.flow import ingest_pending_then_facts
+    from agentlake.tables.lake import Lake
+
+    store = ObjectStore.from_settings(settings)
+    for i, day in enumerate(days):
+        arrival = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
+        writer = LogWriter(store, "history", background_flush=False, clock=lambda a=arrival: a)
+        for line in generate_runs(FleetConfig(seed=i), HISTORY_EVENTS_PER_DAY // 25, arrival):
+            writer.append_line(line)
+        writer.flush()
+    ingest_pending_then_facts(Lake(settings))
+
+
+def measure(settings: Settings, seconds: float, work: Path, phase: str) -> list[float]:
+    """Runs the producers for ``seconds``; the freshness of each sampled event, in seconds."""
+    from pyiceberg.expressions import In
+
+    from agentlake.tables.lake import Lake
+
+    mp = multiprocessing.get_context("spawn")
+    procs = [mp.Process(target=produce, args=(str(settings.store_root), i, RATE / PRODUCERS, seconds,
+                                              str(work / f"{phase}-{i}.json"), phase)) for i in range(PRODUCERS)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    samples: dict[str, float] = {}
+    for i in range(PRODUCERS):
+        samples.update(dict(json.loads((work / f"{phase}-{i}.json").read_text())))
+    visible: dict[str, float] = {}
+    lake = Lake(settings)
+    deadline = time.time() + VISIBLE_TIMEOUT_S
+    while len(visible) < len(samples) and time.time() < deadline:
+        pending = [k for k in samples if k not in visible]
+        table = lake.table("raw.events")
+        seen = table.scan(row_filter=In("event_id", pending), selected_fields=("event_id",)).to_arrow()
+        now = time.time()
+        for event_id in seen.column("event_id").to_pylist():
+            visible.setdefault(event_id, now)
+        time.sleep(1.0)
+    missing = len(samples) - len(visible)
+    if missing:
+        print(f"{phase}: {missing} of {len(samples)} sampled events not visible after {VISIBLE_TIMEOUT_S}s")
+    return [visible[k] - samples[k] for k in visible]
+
+
+def evaluation_assets(url: str) -> list[str]:
+    """The platform's evaluation assets (keys under evaluation/), if it has any."""
+    query = "{ assetNodes { assetKey { path } } }"
+    request = urllib.request.Request(url + "/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        nodes = json.load(resp)["data"]["assetNodes"]
+    return sorted("/".join(n["assetKey"]["path"]) for n in nodes if n["assetKey"]["path"][0] == "evaluation")
+
+
+def progress(settings: Settings, backfill_id: str, minutes: float) -> dict[str, Any]:
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    instance = DagsterInstance.from_config(str(settings.dagster_home))
+    try:
+        runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+    finally:
+        instance.dispose()
+    done = [r for r in runs if r.status == DagsterRunStatus.SUCCESS]
+    return {"runs": len(runs), "runs_succeeded": len(done),
+            "partitions_done": len({r.tags.get("dagster/partition") for r in done}),
+            "runs_per_minute": round(len(done) / minutes, 2) if minutes else 0.0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    phase_s = 20.0 if args.quick else 600.0
+    partitions = 3 if args.quick else 30
+
+    from platform_defs.backfill import launch_backfill
+    from tests.platform import running_platform
+
+    work = Path(tempfile.mkdtemp(prefix="agentlake-isolation-"))
+    home = work / "home"
+    settings = Settings.from_env({"AGENTLAKE_HOME": str(home)})
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=partitions - i)).isoformat() for i in range(partitions)]
+    for name in [n for n in os.environ if n.startswith("AGENTLAKE_")]:
+        del os.environ[name]  # the platform at its default settings
+    try:
+        started = time.monotonic()
+        write_history(settings, days)
+        print(f"history: {partitions} past days ingested in {time.monotonic() - started:.0f}s", flush=True)
+        with running_platform(home, demo_rate=setting_default("demo_rate"), timeout=300) as url:
+            # Warm-up, not measured: the first runs start the run launcher's forkserver.
+            measure(settings, 5.0, work, "warmup")
+            quiet = measure(settings, phase_s, work, "quiet")
+            assets = ["/".join(t.name.split(".")) for t in FACT_TABLES]
+            assets += evaluation_assets(url)
+            launched_at = time.monotonic()
+            launched = launch_backfill(url, assets, datetime.fromisoformat(days[0]).date(),
+                                       datetime.fromisoformat(days[-1]).date())
+            busy = measure(settings, phase_s, work, "backfill")
+            backfill = progress(settings, launched.backfill_id, (time.monotonic() - launched_at) / 60)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    q50, q95, b50, b95 = (percentile(quiet, 0.5), percentile(quiet, 0.95), percentile(busy, 0.5),
+                          percentile(busy, 0.95))
+    ratio = round(b95 / q95, 3) if quiet and busy else float("nan")
+    mode = "quick" if args.quick else "full"
+    print(f"isolation bench ({mode}): {RATE} events/s from {PRODUCERS} producers plus the demo fleet, default "
+          f"settings; {phase_s:.0f}s per phase; backfill of {len(assets)} assets x {partitions} days")
+    print(f"{'phase':<28}{'samples':>8}{'p50 s':>8}{'p95 s':>8}")
+    print(f"{'no backfill':<28}{len(quiet):>8}{q50:>8.1f}{q95:>8.1f}")
+    print(f"{'backfill running':<28}{len(busy):>8}{b50:>8.1f}{b95:>8.1f}")
+    print(f"backfill {launched.backfill_id}: {backfill['partitions_done']}/{partitions} partitions done, "
+          f"{backfill['runs_succeeded']} of {backfill['runs']} runs succeeded, {backfill['runs_per_minute']} runs/min")
+    print(f"isolation.p95_ratio {ratio} (goal <= 1.25: {'met' if ratio <= 1.25 else 'NOT MET'})")
+    # A lane that starves the backfill entirely would pass the ratio: its progress is a goal too.
+    print(f"backfill progress (goal: partitions done > 0): {'met' if backfill['partitions_done'] else 'NOT MET'}")
+    figures = {"mode": mode, "phase_s": phase_s, "partitions": partitions, "assets": assets,
+               "quiet_p50_s": round(q50, 2), "quiet_p95_s": round(q95, 2), "backfill_p50_s": round(b50, 2),
+               "backfill_p95_s": round(b95, 2), "samples": [len(quiet), len(busy)], **backfill}
+    figures = {k: (None if isinstance(v, float) and v != v else v) for k, v in figures.items()}  # NaN: no samples
+    print(json.dumps({"bench": "isolation", "figures": figures, "ratios": {"isolation.p95_ratio": ratio if ratio == ratio else None},
+                      "goals": {"isolation.p95_ratio": "<= 1.25", "partitions_done": "> 0"}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
