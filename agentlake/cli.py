@@ -91,7 +91,11 @@ class Context:
         return self._store
 
     def writer(self, name: str) -> LogWriter:
-        return LogWriter(self.store, producer_name(name))
+        return LogWriter(self.store, producer_name(name), signing_key=self.settings.signing_key)
+
+    def reader(self) -> LogReader:
+        return LogReader(self.store, signing_key=self.settings.signing_key,
+                         previous_keys=self.settings.previous_signing_keys)
 
 
 def _out(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -132,14 +136,16 @@ def cmd_emit(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_log_ls(ctx: Context, args: argparse.Namespace) -> int:
-    reader = LogReader(ctx.store)
+    reader = ctx.reader()
     segments = reader.list_day(args.date) if args.date else reader.list_all()
     rows = [
         {"key": s.key, "dt": s.dt, "producer": s.producer, "first_seq": s.first_seq, "lines": s.lines,
-         "bytes": s.size, "checksum": s.checksum}
+         "bytes": s.size, "checksum": s.checksum, "signed": s.signature is not None}
         for s in segments
     ]
-    text = "\n".join(f"{r['key']}  lines={r['lines']}  bytes={r['bytes']}" for r in rows)
+    # "signed" is what the key carries; reading the segment (ingest, `log cat`) checks it against the key.
+    text = "\n".join(f"{r['key']}  lines={r['lines']}  bytes={r['bytes']}{'  signed' if r['signed'] else ''}"
+                     for r in rows)
     total = sum(s.lines for s in segments)
     _out(args, {"segments": rows, "count": len(rows), "lines": total},
          (text + "\n" if text else "") + f"{len(rows)} segment(s), {total} line(s)")
@@ -153,7 +159,7 @@ def cmd_log_cat(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.key!r} is not a segment key (log/v1/dt=YYYY-MM-DD/hr=HH/...); `agentlake log ls` lists them"
         ) from None
-    reader = LogReader(ctx.store)
+    reader = ctx.reader()
     try:
         return _cat(reader, args)
     except ObjectNotFound as exc:

@@ -84,6 +84,11 @@ class SegmentMismatch(TerminalError, BadSegment):
     """A segment's content disagrees with what its key claims (its line count)."""
 
 
+class ForgedSegment(TerminalError, BadSegment):
+    """With a signing key set, a segment whose key carries no signature, or one that does not match its
+    key and content: AgentLake's log writer did not write it."""
+
+
 class StageAborted(TerminalError, AgentLakeError):
     """A stage gave up after repeated commit conflicts; run it again (nothing was lost or doubled).
 
