@@ -276,7 +276,7 @@ def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
         "action": "override", "reason": args.reason, "segments": sorted(s.key for s in segments),
         "branches": sorted({v["branch"] for keys in chosen.values() for v in keys.values()}),
         "failed": sorted({f for keys in chosen.values() for v in keys.values() for f in v["failed"]}),
-    })
+    }, ctx.settings.signing_key)
     options = IngestOptions(quality=QualityPolicy.from_settings(ctx.settings), override=args.reason)
     report = ingest_then_facts(lake, segments, options)
     data = {"segments": len(segments), "rows": report.rows, "quarantined": report.quarantined,
@@ -325,6 +325,7 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
         lines += [f"  held as a whole: {key}" for key in r.segments_bad]
         lines += [f"  not a segment: {stray}" for stray in r.stray_objects]
         lines += [f"  tampered: {problem}" for problem in r.file_problems]
+        lines += [f"  not AgentLake's: {record}" for record in r.untrusted_records]
     _out(args, {"days": [r.as_dict() for r in results]}, "\n".join(lines) or "the log is empty")
     return 0 if all(r.balanced for r in results) else 1
 

@@ -89,6 +89,15 @@ class ForgedSegment(TerminalError, BadSegment):
     key and content: AgentLake's log writer did not write it."""
 
 
+class UntrustedRecord(TerminalError, AgentLakeError):
+    """With a signing key set, a record in the store (an audit record, a validation result) that does not
+    prove it is AgentLake's: it is named, never relied on; ``key`` names it."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class StageAborted(TerminalError, AgentLakeError):
     """A stage gave up after repeated commit conflicts; run it again (nothing was lost or doubled).
 
