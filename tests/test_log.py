@@ -257,6 +257,28 @@ def test_with_a_signing_key_only_segments_the_writer_signed_under_it_are_read(tm
     assert list(LogReader(store).read_lines(forged))
 
 
+@pytest.mark.integration
+def test_with_a_signing_key_emit_demo_and_the_otlp_import_write_signed_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agentlake.cli import main
+    from tests.otlp_collector import collector_json, simulate_agent_run, write_export
+
+    monkeypatch.setenv("AGENTLAKE_SIGNING_KEY", KEY.get_secret_value())
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(b"".join(orjson.dumps(_event(i)) + b"\n" for i in range(3)) + b"{not json\n")
+    export = write_export(tmp_path / "traces", [collector_json(simulate_agent_run().spans)])
+    for command in (["emit", str(events)], ["demo", "--runs", "2", "--seed", "3"], ["import-otlp", str(export)]):
+        assert main(command) == 0, command
+    capsys.readouterr()
+    assert main(["log", "ls", "--json"]) == 0
+    listed = orjson.loads(capsys.readouterr().out)["segments"]
+    assert {row["producer"][:4] for row in listed} == {"emit", "demo", "otlp"}
+    assert all(row["signed"] for row in listed)
+    reader = LogReader(ObjectStore.local(Settings.from_env().store_root), signing_key=KEY)
+    assert sum(len(list(reader.read_lines(row["key"]))) for row in listed) == sum(row["lines"] for row in listed)
+
+
 @pytest.mark.unit
 def test_after_a_key_rotation_what_the_retired_key_signed_verifies_only_while_it_is_listed(tmp_path: Path) -> None:
     from agentlake.storage.signing import record_problem, signed
