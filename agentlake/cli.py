@@ -96,7 +96,11 @@ class Context:
         return self._store
 
     def writer(self, name: str) -> LogWriter:
-        return LogWriter(self.store, producer_name(name))
+        return LogWriter(self.store, producer_name(name), signing_key=self.settings.signing_key)
+
+    def reader(self) -> LogReader:
+        return LogReader(self.store, signing_key=self.settings.signing_key,
+                         previous_keys=self.settings.previous_signing_keys)
 
 
 def _out(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -137,14 +141,16 @@ def cmd_emit(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_log_ls(ctx: Context, args: argparse.Namespace) -> int:
-    reader = LogReader(ctx.store)
+    reader = ctx.reader()
     segments = reader.list_day(args.date) if args.date else reader.list_all()
     rows = [
         {"key": s.key, "dt": s.dt, "producer": s.producer, "first_seq": s.first_seq, "lines": s.lines,
-         "bytes": s.size, "checksum": s.checksum}
+         "bytes": s.size, "checksum": s.checksum, "signed": s.signature is not None}
         for s in segments
     ]
-    text = "\n".join(f"{r['key']}  lines={r['lines']}  bytes={r['bytes']}" for r in rows)
+    # "signed" is what the key carries; reading the segment (ingest, `log cat`) checks it against the key.
+    text = "\n".join(f"{r['key']}  lines={r['lines']}  bytes={r['bytes']}{'  signed' if r['signed'] else ''}"
+                     for r in rows)
     total = sum(s.lines for s in segments)
     _out(args, {"segments": rows, "count": len(rows), "lines": total},
          (text + "\n" if text else "") + f"{len(rows)} segment(s), {total} line(s)")
@@ -161,7 +167,7 @@ def cmd_log_cat(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.key!r} is not a segment key (log/v1/dt=YYYY-MM-DD/hr=HH/...); `agentlake log ls` lists them"
         ) from None
-    reader = LogReader(ctx.store)
+    reader = ctx.reader()
     try:
         return _cat(reader, args)
     except ObjectNotFound as exc:
@@ -278,7 +284,7 @@ def cmd_publish(ctx: Context, args: argparse.Namespace) -> int:
         "action": "override", "reason": args.reason, "segments": sorted(s.key for s in segments),
         "branches": sorted({v["branch"] for keys in chosen.values() for v in keys.values()}),
         "failed": sorted({f for keys in chosen.values() for v in keys.values() for f in v["failed"]}),
-    })
+    }, ctx.settings.signing_key)
     options = IngestOptions(quality=QualityPolicy.from_settings(ctx.settings), override=args.reason)
     report = ingest_then_facts(lake, segments, options)
     data = {"segments": len(segments), "rows": report.rows, "quarantined": report.quarantined,
@@ -327,6 +333,7 @@ def cmd_reconcile(ctx: Context, args: argparse.Namespace) -> int:
         lines += [f"  held as a whole: {key}" for key in r.segments_bad]
         lines += [f"  not a segment: {stray}" for stray in r.stray_objects]
         lines += [f"  tampered: {problem}" for problem in r.file_problems]
+        lines += [f"  not AgentLake's: {record}" for record in r.untrusted_records]
     _out(args, {"days": [r.as_dict() for r in results]}, "\n".join(lines) or "the log is empty")
     return 0 if all(r.balanced for r in results) else 1
 

@@ -141,8 +141,13 @@ class Settings(BaseSettings):
         description="sources gate: a load of one table with more rows than this is held")
     signing_key: SecretStr | None = Field(
         None, validation_alias="AGENTLAKE_SIGNING_KEY",
-        description="key of the HMAC that AgentLake's own records (context manifests, pins, trash and audit "
-                    "records) carry; when set, a record without a valid one is treated as forged")
+        description="key of the HMAC that log segments and AgentLake's own records (context manifests, pins, "
+                    "trash and audit records, validation results) carry; when set, a segment or record without a "
+                    "valid one is treated as forged")
+    signing_keys_previous: SecretStr | None = Field(
+        None, validation_alias="AGENTLAKE_SIGNING_KEYS_PREVIOUS",
+        description="retired signing keys, comma-separated: what they signed still verifies, nothing new is "
+                    "signed with them")
 
     @classmethod
     def settings_customise_sources(
@@ -168,6 +173,14 @@ class Settings(BaseSettings):
         if parsed.tzinfo is None:
             raise ValueError(f"has no zone; add one, e.g. {value.strip()}Z")
         return parsed.isoformat()
+
+    @property
+    def previous_signing_keys(self) -> tuple[SecretStr, ...]:
+        """The retired signing keys, accepted when verifying only."""
+        if self.signing_keys_previous is None:
+            return ()
+        parts = self.signing_keys_previous.get_secret_value().split(",")
+        return tuple(SecretStr(part.strip()) for part in parts if part.strip())
 
     @property
     def store_root(self) -> Path:

@@ -104,6 +104,20 @@ class SegmentMismatch(TerminalError, BadSegment):
     """A segment's content disagrees with what its key claims (its line count)."""
 
 
+class ForgedSegment(TerminalError, BadSegment):
+    """With a signing key set, a segment whose key carries no signature, or one that does not match its
+    key and content: AgentLake's log writer did not write it."""
+
+
+class UntrustedRecord(TerminalError, AgentLakeError):
+    """With a signing key set, a record in the store (an audit record, a validation result) that does not
+    prove it is AgentLake's: it is named, never relied on; ``key`` names it."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class StageAborted(TerminalError, AgentLakeError):
     """A stage gave up after repeated commit conflicts; run it again (nothing was lost or doubled).
 

@@ -48,7 +48,9 @@ class LakeResource(ConfigurableResource):
         return ObjectStore.from_settings(self.settings())
 
     def log_reader(self) -> LogReader:
-        return LogReader(self.object_store())
+        settings = self.settings()
+        return LogReader(ObjectStore.from_settings(settings), signing_key=settings.signing_key,
+                         previous_keys=settings.previous_signing_keys)
 
     def catalog(self) -> SqlCatalog:
         return open_catalog(self.settings())

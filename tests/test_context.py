@@ -61,7 +61,7 @@ def _run_events(run_id: str, start: datetime, *, docs: int = 2, finished: bool =
 
 
 def _emit(lake: Lake, events: list[dict[str, Any]]) -> None:
-    with LogWriter(lake.store, background_flush=False) as writer:
+    with LogWriter(lake.store, background_flush=False, signing_key=lake.settings.signing_key) as writer:
         for event in events:
             writer.append({**event, "ts": event["ts"].isoformat()})
 

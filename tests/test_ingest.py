@@ -101,7 +101,8 @@ class Written:
 
 
 def write(lake: Lake, lines: list[tuple[bytes, bool]], *, producer: str, clock: Any, max_events: int) -> Written:
-    with LogWriter(lake.store, producer, max_segment_events=max_events, background_flush=False, clock=clock) as w:
+    with LogWriter(lake.store, producer, max_segment_events=max_events, background_flush=False, clock=clock,
+                   signing_key=lake.settings.signing_key) as w:
         seqs = {w.append_line(line): (line, ok) for line, ok in lines}
     return Written(seqs, list(w.stats.sealed))
 
@@ -748,6 +749,46 @@ def test_one_bad_object_never_stops_the_log(tmp_path: Path, capsys: pytest.Captu
     assert main(["reconcile"]) == 1
     out = capsys.readouterr().out
     assert all(k in out for k in (corrupt.key, truncated.key, liar, stray))
+
+
+@pytest.mark.integration
+def test_with_a_signing_key_a_segment_agentlake_did_not_sign_is_held_and_named_while_the_day_lands(
+        tmp_path: Path) -> None:
+    """Someone with write access to the store plants segments with valid keys and checksums: one with no
+    signature, one signed under another key. They are held as a whole; the honest segments land."""
+    from pydantic import SecretStr
+
+    key = SecretStr("k3y-of-the-lake")
+    lake = new_lake(tmp_path, signing_key=key)
+    clock = lambda: DAY0 + timedelta(hours=9)  # noqa: E731
+    honest = write(lake, [(line, True) for line in demo_lines(5, 4, DAY0 + timedelta(hours=8))],
+                   producer="honest", clock=clock, max_events=20)
+    assert len(honest.segments) > 1 and all(s.signature for s in honest.segments)
+    forged = {}
+    for seed, name, signing_key in ((7, "unsigned", None), (8, "otherkey", SecretStr("not-the-lake's"))):
+        with LogWriter(lake.store, name, background_flush=False, clock=clock, signing_key=signing_key) as w:
+            for line in demo_lines(seed, 1, DAY0 + timedelta(hours=8)):
+                w.append_line(line)
+        (seg,) = w.stats.sealed
+        forged[name] = seg
+    report = ingest_pending(lake)
+    assert report.segments_bad == 2
+    events = rows_of(lake, EVENTS.name)
+    assert set(events.column("segment_key").to_pylist()) == {s.key for s in honest.segments}
+    assert events.num_rows == honest.valid
+    wholes = {r["segment_key"]: r["reason"] for r in rows_of(lake, QUARANTINE.name).to_pylist()
+              if r["line_offset"] == -1}
+    assert set(wholes) == {s.key for s in forged.values()}
+    assert "carries no signature" in wholes[forged["unsigned"].key]
+    assert "signature in its key does not match" in wholes[forged["otherkey"].key]
+    assert all(lake.store.get(s.key) for s in forged.values())  # their bytes stay in the log
+    (day,) = reconcile(lake)
+    assert day.accounted and not day.balanced and set(day.segments_bad) == {s.key for s in forged.values()}
+    # Without the key the same log is what it was before signing: every segment is ingested.
+    plain = Lake(Settings(home=tmp_path / "plain"), store=lake.store)
+    again = ingest_pending(plain)
+    assert (again.segments_bad, again.rows) == (0, honest.valid + sum(s.lines for s in forged.values()))
+    assert all(d.balanced for d in reconcile(plain))
 
 
 @pytest.mark.integration

@@ -12,9 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 import zstandard
+from pydantic import SecretStr
 
 from agentlake.config import Settings
-from agentlake.errors import CorruptSegment, InvalidSegmentKey
+from agentlake.errors import CorruptSegment, ForgedSegment, InvalidSegmentKey
 from agentlake.log.reader import LogCursor, LogReader
 from agentlake.log.segments import SegmentInfo, checksum, segment_key
 from agentlake.log.writer import LogWriter
@@ -217,6 +218,87 @@ def test_a_truncated_or_altered_segment_is_detected(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])  # a store that lost the object's tail
     with pytest.raises(CorruptSegment, match="checksum"):
         list(LogReader(store).read_lines(seg.key))
+
+
+KEY = SecretStr("k3y-of-the-log")
+
+
+@pytest.mark.integration
+def test_with_a_signing_key_only_segments_the_writer_signed_under_it_are_read(tmp_path: Path) -> None:
+    from agentlake.log.segments import with_signature
+
+    store = ObjectStore.local(tmp_path / "store")
+    with LogWriter(store, "signer", background_flush=False, signing_key=KEY) as writer:
+        writer.append(_event(1))
+    with LogWriter(store, "plain", background_flush=False) as plain:
+        plain.append(_event(2))
+    with LogWriter(store, "other", background_flush=False, signing_key=SecretStr("another-key")) as other:
+        other.append(_event(3))
+    signed, unsigned, foreign = writer.stats.sealed[0], plain.stats.sealed[0], other.stats.sealed[0]
+    assert signed.signature is not None and unsigned.signature is None and signed.unsigned_key != signed.key
+    assert SegmentInfo.from_key(signed.key) == SegmentInfo(**{**vars(signed), "size": None})
+    checked = LogReader(store, signing_key=KEY)
+    assert [orjson.loads(line)["event_id"] for line in checked.read_lines(signed.key)] == ["e1"]
+    with pytest.raises(ForgedSegment, match="carries no signature"):
+        list(checked.read_lines(unsigned.key))
+    with pytest.raises(ForgedSegment, match="does not match"):
+        list(checked.read_lines(foreign.key))
+    # Someone with write access copies a signed key's signature onto other bytes: valid checksum, wrong signature.
+    forged_bytes = zstandard.ZstdCompressor(level=3).compress(orjson.dumps(_event(4)) + b"\n")
+    forged = with_signature(
+        segment_key(arrival=signed.arrival, producer="forger0123456789", first_seq=0, lines=1,
+                    digest=checksum(forged_bytes)), signed.signature)
+    store.put_once(forged, forged_bytes)
+    with pytest.raises(ForgedSegment, match="does not match"):
+        list(checked.read_lines(forged))
+    # A retired key still verifies what it signed; without a key everything reads as before.
+    assert list(LogReader(store, signing_key=KEY, previous_keys=(SecretStr("another-key"),)).read_lines(foreign.key))
+    assert all(list(LogReader(store).read_lines(s.key)) for s in (signed, unsigned, foreign))
+    assert list(LogReader(store).read_lines(forged))
+
+
+@pytest.mark.integration
+def test_with_a_signing_key_emit_demo_and_the_otlp_import_write_signed_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agentlake.cli import main
+    from tests.otlp_collector import collector_json, simulate_agent_run, write_export
+
+    monkeypatch.setenv("AGENTLAKE_SIGNING_KEY", KEY.get_secret_value())
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(b"".join(orjson.dumps(_event(i)) + b"\n" for i in range(3)) + b"{not json\n")
+    export = write_export(tmp_path / "traces", [collector_json(simulate_agent_run().spans)])
+    for command in (["emit", str(events)], ["demo", "--runs", "2", "--seed", "3"], ["import-otlp", str(export)]):
+        assert main(command) == 0, command
+    capsys.readouterr()
+    assert main(["log", "ls", "--json"]) == 0
+    listed = orjson.loads(capsys.readouterr().out)["segments"]
+    assert {row["producer"][:4] for row in listed} == {"emit", "demo", "otlp"}
+    assert all(row["signed"] for row in listed)
+    reader = LogReader(ObjectStore.local(Settings.from_env().store_root), signing_key=KEY)
+    assert sum(len(list(reader.read_lines(row["key"]))) for row in listed) == sum(row["lines"] for row in listed)
+
+
+@pytest.mark.unit
+def test_after_a_key_rotation_what_the_retired_key_signed_verifies_only_while_it_is_listed(tmp_path: Path) -> None:
+    from agentlake.storage.signing import record_problem, signed
+    from agentlake.tables.lake import Lake
+
+    store = ObjectStore.local(tmp_path / "store")
+    with LogWriter(store, "before", background_flush=False, signing_key=SecretStr("old-key")) as writer:
+        writer.append(_event(1))
+    old_segment, old_record = writer.stats.sealed[0], signed(SecretStr("old-key"), {"what": "a pin"})
+    rotated = Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home"), "AGENTLAKE_SIGNING_KEY": "new-key",
+                                 "AGENTLAKE_SIGNING_KEYS_PREVIOUS": " older-key , old-key"})
+    assert [k.get_secret_value() for k in rotated.previous_signing_keys] == ["older-key", "old-key"]
+    assert record_problem(rotated, old_record) is None
+    assert list(Lake(rotated, store=store).log.read_lines(old_segment.key))
+    # Nothing new is signed with a retired key, and once it is no longer listed its records are forged.
+    assert signed(rotated.signing_key, {"what": "a pin"}) != old_record
+    dropped = rotated.model_copy(update={"signing_keys_previous": None})
+    assert record_problem(dropped, old_record) is not None
+    with pytest.raises(ForgedSegment, match="does not match"):
+        list(Lake(dropped, store=store).log.read_lines(old_segment.key))
 
 
 @pytest.mark.integration

@@ -48,7 +48,8 @@ def event(i: int, prefix: str = "e", **fields: Any) -> bytes:
 class Log:
     def __init__(self, lake: Lake) -> None:
         self.now = DAY0 + timedelta(hours=7)
-        self.writer = LogWriter(lake.store, "gate", background_flush=False, clock=lambda: self.now)
+        self.writer = LogWriter(lake.store, "gate", background_flush=False, clock=lambda: self.now,
+                                signing_key=lake.settings.signing_key)
 
     def segment(self, lines: list[bytes], minutes: int = 0) -> SegmentInfo:
         self.now = DAY0 + timedelta(hours=7, minutes=minutes)
@@ -252,6 +253,54 @@ def test_override_publishes_a_held_batch_and_leaves_an_audit_record(tmp_path: Pa
     (day,) = reconcile(lake, seg.dt)
     assert day.balanced and day.segments_held == 0
     assert pc.sum(lake.table(QUARANTINE.name).scan().to_arrow().column("line_offset")).as_py() == sum(range(4, 10))
+
+
+def test_with_a_signing_key_a_forged_audit_record_or_validation_result_is_named_and_never_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agentlake.cli import main
+    from agentlake.errors import UntrustedRecord
+    from agentlake.gate.publish import AUDIT_RECORDS
+    from agentlake.gate.validations import read_validation_at
+
+    monkeypatch.setenv("AGENTLAKE_SIGNING_KEY", "k3y-of-the-gate")
+    lake = Lake(Settings.from_env())
+    seg = Log(lake).segment([event(i) for i in range(4)] + [b"{"] * 6)
+    assert ingest(lake, [seg], gated()).segments_held == 1
+    (held_batch,) = held(lake.table(EVENTS.name).properties, seg.dt).values()
+    result_key = held_batch["validation_result"]
+    assert "signature" in orjson.loads(lake.store.get(result_key))
+    assert reconcile(lake, seg.dt)[0].untrusted_records == []
+    # Someone with write access to the store makes the held batch's audit look passed.
+    path = lake.settings.store_root / result_key
+    path.write_bytes(orjson.dumps({**orjson.loads(path.read_bytes()), "success": True}))
+    with pytest.raises(UntrustedRecord, match="not AgentLake's"):
+        read_validation_at(lake.store, result_key, lake.settings)
+    (day,) = reconcile(lake, seg.dt)
+    assert not day.balanced and len(day.untrusted_records) == 1 and result_key in day.untrusted_records[0]
+    # An override leaves a signed audit record; two forged ones are planted beside it.
+    capsys.readouterr()
+    assert main(["publish", "--override", "--reason", "incident 43", "--json", "--day", seg.dt]) == 0
+    genuine_key = orjson.loads(capsys.readouterr().out.splitlines()[-1])["audit_record"]
+    genuine = orjson.loads(lake.store.get(genuine_key))
+    folder = genuine_key.rsplit("/", 1)[0]
+    unsigned = {k: v for k, v in genuine.items() if k != "signature"}
+    lake.store.put_once(f"{folder}/forged-unsigned.json", orjson.dumps({**unsigned, "reason": "approved"}))
+    lake.store.put_once(f"{folder}/forged-altered.json", orjson.dumps({**genuine, "reason": "approved"}))
+    assert audit_records(lake.store, lake.settings) == [genuine]
+    assert len(audit_records(lake.store)) == 3  # read without a key, nothing can be told apart
+    days = {d.day: d for d in reconcile(lake)}
+    record_day = days[folder.rsplit("dt=", 1)[1]]
+    assert not record_day.balanced
+    assert sorted(r.split(":")[0] for r in record_day.untrusted_records) == [
+        f"{folder}/forged-altered.json", f"{folder}/forged-unsigned.json"]
+    assert days[seg.dt].balanced  # published by the override: its held batch's result is no longer relied on
+    assert main(["reconcile"]) == 1
+    assert f"not AgentLake's: {folder}/forged-unsigned.json" in capsys.readouterr().out
+    # Without the key, reconcile is what it was before signing.
+    monkeypatch.delenv("AGENTLAKE_SIGNING_KEY")
+    assert all(d.untrusted_records == [] and d.balanced for d in reconcile(Lake(Settings.from_env())))
+    assert AUDIT_RECORDS in genuine_key
 
 
 def test_dagster_shows_the_gate_staged_asset_blocking_checks_and_published_asset(tmp_path: Path) -> None:

@@ -783,5 +783,5 @@ def _emit(lake: Lake, manifest: dict[str, Any], ref: ArtifactRef, log: LogWriter
     if log is not None:
         log.append(event)
         return
-    with LogWriter(lake.store, "context", background_flush=False) as writer:
+    with LogWriter(lake.store, "context", background_flush=False, signing_key=lake.settings.signing_key) as writer:
         writer.append(event)

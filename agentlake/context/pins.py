@@ -30,7 +30,7 @@ import orjson
 from pyiceberg.table import Table
 
 from agentlake.errors import AgentLakeError, AlreadyExists, ObjectNotFound
-from agentlake.storage.signing import signature_problem, signed
+from agentlake.storage.signing import record_problem, signed
 from agentlake.tables.lake import Lake
 
 PIN_ROOT = "pins"
@@ -115,7 +115,7 @@ def _read_pin(lake: Lake, key: str) -> Pin | None:
         raw = orjson.loads(lake.store.get(key))
     except (ObjectNotFound, orjson.JSONDecodeError):
         return None
-    if not isinstance(raw, dict) or signature_problem(lake.settings.signing_key, raw) is not None:
+    if not isinstance(raw, dict) or record_problem(lake.settings, raw) is not None:
         return None  # a forged pin would choose the metadata file a snapshot is read through: ignored
     try:
         return Pin.from_json(orjson.dumps(raw))

@@ -33,7 +33,7 @@ from agentlake.context.assembly import (
     row_digests,
 )
 from agentlake.context.query import Pins, SnapshotGone, snapshot_location
-from agentlake.storage.signing import signature_problem
+from agentlake.storage.signing import record_problem
 from agentlake.tables.files import one_of
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import EVENTS
@@ -188,7 +188,7 @@ def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: C
         return ReplayReport(key, lake.store.uri(key), "?", TAMPERED, at_current, {}, {}, exc.expected,
                             problems=[str(exc)], seconds=time.perf_counter() - started)
     manifest = artifact.manifest
-    forged = signature_problem(lake.settings.signing_key, manifest)
+    forged = record_problem(lake.settings, manifest)
     if forged is not None:
         artifact.problems.append(f"the manifest {key} is not AgentLake's: {forged}")
     report = ReplayReport(

@@ -21,6 +21,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+from pydantic import SecretStr
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
@@ -113,6 +114,7 @@ def gate_events(
     rewrite: Callable[[list[pa.Table]], list[DataFile]],
     override: str | None = None,
     store: ObjectStore | None = None,
+    signing_key: SecretStr | None = None,
 ) -> GateOutcome:
     """Write, audit and publish (or hold) one day's batch of ``raw.events`` rows.
 
@@ -123,6 +125,7 @@ def gate_events(
             the ledger ``main`` holds now.
         override: publish even if a batch rule failed, for this recorded reason.
         store: where the validation result and its Data Docs page are kept (none: not kept).
+        signing_key: ``AGENTLAKE_SIGNING_KEY``; the kept validation result is signed with it.
 
     Raises:
         CommitFailedException: another writer published these segments first; start the day again.
@@ -159,7 +162,7 @@ def gate_events(
     suite = events_suite(policy, expected_rows=expected)
     audit = validate(suite, frame.drop("segment_key", "line_offset"), batch_figures)
     outcome = GateOutcome(EVENTS.name, staged.branch, staged.snapshot_id, audit, override=override)
-    outcome.validation = _keep(store, outcome, run_id)
+    outcome.validation = _keep(store, outcome, run_id, signing_key)
     check("after-audit:events")
     if not audit.passed and override is None:
         hold(table, day, staged, sorted(keys), _held_record(outcome, run_id, frame.height))
@@ -201,11 +204,13 @@ def gate_events(
     return outcome
 
 
-def _keep(store: ObjectStore | None, outcome: GateOutcome, run_id: str) -> KeptValidation | None:
+def _keep(
+    store: ObjectStore | None, outcome: GateOutcome, run_id: str, signing_key: SecretStr | None
+) -> KeptValidation | None:
     if store is None:
         return None
     return keep_validation(store, outcome.table, outcome.staged_snapshot_id, outcome.audit,
-                           {"branch": outcome.branch, "run_id": run_id})
+                           {"branch": outcome.branch, "run_id": run_id}, signing_key=signing_key)
 
 
 def _held_record(outcome: GateOutcome, run_id: str, rows: int) -> dict[str, Any]:
@@ -266,6 +271,7 @@ def audit_fact_batch(
     run_id: str,
     snapshot_properties: dict[str, str],
     store: ObjectStore | None = None,
+    signing_key: SecretStr | None = None,
 ) -> GateOutcome | None:
     """Audit a fact table's batch (written, not committed: readers cannot see it) before its commit.
 
@@ -295,6 +301,6 @@ def audit_fact_batch(
         return None
     staged = stage(table, files, branch_name(run_id, day), {**snapshot_properties, "agentlake.staged": "true"})
     outcome = GateOutcome(name, staged.branch, staged.snapshot_id, audit, held=True)
-    outcome.validation = _keep(store, outcome, run_id)
+    outcome.validation = _keep(store, outcome, run_id, signing_key)
     hold(table, day, staged, sorted(s.key for s in segments), _held_record(outcome, run_id, rows.num_rows))
     return outcome

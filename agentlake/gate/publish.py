@@ -17,6 +17,10 @@ A batch whose audit failed is **held**: its segments are recorded in ``agentlake
 table property) with the branch, the snapshot and the rules it broke, and are not in ``main``'s
 ledger. Ingestion of other segments goes on; a held batch is retried on its own (after a fix), or
 published as it is by an explicit, recorded override (:func:`override`).
+
+Every override leaves a write-once audit record under ``audit/v1/publish/dt=<day>/``; with
+``AGENTLAKE_SIGNING_KEY`` set it is signed, and a record there that does not prove it is AgentLake's
+is never taken as one (:func:`audit_records` leaves it out, reconcile names it).
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import SecretStr
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import is_ancestor_of
 from pyiceberg.table.update.snapshot import ManageSnapshots
 
+from agentlake.config import Settings
 from agentlake.errors import AgentLakeError, CommitConflict
 from agentlake.storage.retry import StageRetry
+from agentlake.storage.signing import record_problem, signed
 from agentlake.storage.store import ObjectStore
 
 STAGED_PREFIX = "agentlake.staged."
@@ -281,14 +288,48 @@ def without_held(properties: dict[str, str], day: str, segment_keys: list[str]) 
     return {}, (HELD_PREFIX + day,)
 
 
-def write_audit_record(store: ObjectStore, record: dict[str, Any]) -> str:
-    """Append a record of a publish decision to the store (write-once, never overwritten); returns its key."""
+def write_audit_record(store: ObjectStore, record: dict[str, Any], signing_key: SecretStr | None = None) -> str:
+    """Append a record of a publish decision to the store (write-once, never overwritten, signed with
+    ``signing_key`` if given); returns its key."""
     now = datetime.now(UTC)
     key = f"{AUDIT_RECORDS}dt={now:%Y-%m-%d}/{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}.json"
-    store.put_once(key, orjson.dumps({"at": now.isoformat(), **record}, option=orjson.OPT_INDENT_2))
+    body = signed(signing_key, {"at": now.isoformat(), **record})
+    store.put_once(key, orjson.dumps(body, option=orjson.OPT_INDENT_2))
     return key
 
 
-def audit_records(store: ObjectStore) -> list[dict[str, Any]]:
-    """Every recorded publish decision, oldest first."""
-    return [orjson.loads(store.get(info.key)) for info in store.list(AUDIT_RECORDS)]
+def audit_records(store: ObjectStore, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Every recorded publish decision AgentLake can prove its own, oldest first (with ``settings``' signing
+    key set, the others are left out: :func:`untrusted_audit_records` names them)."""
+    return [record for _, record, problem in _audit_records(store, settings) if problem is None]
+
+
+def untrusted_audit_records(store: ObjectStore, settings: Settings, day: str | None = None) -> list[tuple[str, str]]:
+    """The audit records (of one day, or all) that do not prove they are AgentLake's: ``(key, reason)``.
+
+    Empty without a signing key: nothing can be proven then, and every record is taken as AgentLake's.
+    """
+    return [(key, problem) for key, _, problem in _audit_records(store, settings, day) if problem is not None]
+
+
+def audit_record_days(store: ObjectStore) -> list[str]:
+    """The days (``YYYY-MM-DD``) that hold audit records."""
+    return [folder.rstrip("/").rsplit("/dt=", 1)[-1] for folder in store.list_folders(AUDIT_RECORDS)
+            if "/dt=" in folder]
+
+
+def _audit_records(
+    store: ObjectStore, settings: Settings | None, day: str | None = None
+) -> list[tuple[str, dict[str, Any], str | None]]:
+    out: list[tuple[str, dict[str, Any], str | None]] = []
+    for info in store.list(f"{AUDIT_RECORDS}dt={day}/" if day else AUDIT_RECORDS):
+        try:
+            record = orjson.loads(store.get(info.key))
+        except orjson.JSONDecodeError:
+            out.append((info.key, {}, "it is not JSON: AgentLake did not write it"))
+            continue
+        if not isinstance(record, dict):
+            out.append((info.key, {}, "it is not a JSON object: AgentLake did not write it"))
+            continue
+        out.append((info.key, record, record_problem(settings, record) if settings is not None else None))
+    return out

@@ -13,6 +13,9 @@ For each staged snapshot the gate audited, two write-once objects in the store:
 The snapshot id is random and never reused, so write-once keys never collide; a crash between the
 audit and the publish leaves the result of a staged batch that was never published, still
 inspectable beside its branch.
+
+With ``AGENTLAKE_SIGNING_KEY`` set, a result carries a signature (:mod:`agentlake.storage.signing`), and
+:func:`read_validation` refuses one that does not prove it is AgentLake's (``UntrustedRecord``).
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 
-from agentlake.errors import AlreadyExists
+from agentlake.config import Settings
+from agentlake.errors import AlreadyExists, UntrustedRecord
 from agentlake.gate.suites import AuditResult
+from agentlake.storage.signing import record_problem, signed
 from agentlake.storage.store import ObjectStore
 
 VALIDATIONS = "audit/v1/validations/"
@@ -49,14 +55,17 @@ def data_docs_key(table: str, snapshot_id: int) -> str:
 
 
 def keep_validation(
-    store: ObjectStore, table: str, snapshot_id: int, audit: AuditResult, meta: dict[str, Any]
+    store: ObjectStore, table: str, snapshot_id: int, audit: AuditResult, meta: dict[str, Any],
+    signing_key: SecretStr | None = None,
 ) -> KeptValidation:
-    """Write ``audit``'s validation result and Data Docs page beside the staged snapshot ``snapshot_id``."""
+    """Write ``audit``'s validation result (signed with ``signing_key``, if given) beside the staged snapshot
+    ``snapshot_id``; its Data Docs page is rendered later (:func:`write_data_docs`)."""
     validation = audit.validation
     assert validation is not None, "keep_validation needs the result of validate()"
     validation.meta = {**(validation.meta or {}), "table": table, "staged_snapshot_id": str(snapshot_id), **meta}  # type: ignore[typeddict-item]
     result_key, page_key = validation_key(table, snapshot_id), data_docs_key(table, snapshot_id)
-    store.put_once(result_key, orjson.dumps(validation.to_json_dict(), option=orjson.OPT_INDENT_2))
+    result = signed(signing_key, validation.to_json_dict())
+    store.put_once(result_key, orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return KeptValidation(result_key, page_key, store.uri(result_key), store.uri(page_key))
 
 
@@ -82,7 +91,22 @@ def data_docs_page(validation: Any) -> str:
     return str(DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(validation)))
 
 
-def read_validation(store: ObjectStore, table: str, snapshot_id: int) -> dict[str, Any]:
-    """The kept validation result of staged snapshot ``snapshot_id`` of ``table``, as GX wrote it."""
-    data: dict[str, Any] = orjson.loads(store.get(validation_key(table, snapshot_id)))
+def read_validation(
+    store: ObjectStore, table: str, snapshot_id: int, settings: Settings | None = None
+) -> dict[str, Any]:
+    """The kept validation result of staged snapshot ``snapshot_id`` of ``table``, as GX wrote it.
+
+    Raises:
+        UntrustedRecord: with ``settings``' signing key set, the result does not prove it is AgentLake's.
+    """
+    return read_validation_at(store, validation_key(table, snapshot_id), settings)
+
+
+def read_validation_at(store: ObjectStore, key: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The kept validation result at ``key`` (see :func:`read_validation`)."""
+    data: dict[str, Any] = orjson.loads(store.get(key))
+    problem = record_problem(settings, data) if settings is not None else None
+    if problem is not None:
+        raise UntrustedRecord(f"validation result {key!r} is not AgentLake's: {problem}; do not rely on it, "
+                              "and re-run the audit (`agentlake ingest`) to get one AgentLake signed", key)
     return data

@@ -3,6 +3,11 @@
 A slow producer's upload can land after a faster one's with an earlier arrival time in its
 key, so the cursor re-lists a lookback window and remembers which keys in that window it has
 already handed out.
+
+With a signing key, a segment is read only if its key carries a signature (checked before any byte
+is read), and its bytes are handed out as AgentLake's only if that signature matches its key and
+content (checked with the checksum, once the segment is read): otherwise ``ForgedSegment``, and
+ingestion holds the segment as a whole, as it does a corrupt one.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import zstandard
+from pydantic import SecretStr
 
-from agentlake.errors import CorruptSegment, InvalidSegmentKey, OversizedSegment
+from agentlake.errors import CorruptSegment, ForgedSegment, InvalidSegmentKey, OversizedSegment
 from agentlake.log.events import OVERSIZED_HEAD_BYTES, oversized_line
 from agentlake.log.segments import LOG_PREFIX, SegmentInfo, day_prefix, key_floor
+from agentlake.storage.signing import segment_signature_problem
 from agentlake.storage.store import ObjectStore
 
 DEFAULT_LOOKBACK_S = 600.0
@@ -74,12 +81,17 @@ class LogReader:
         store: the object store holding the log.
         lookback_s: how far behind the newest arrival a late upload may land and still be
             found by ``poll``; it must exceed the writers' upload lag (default 600 s vs 300 s).
+        signing_key: ``AGENTLAKE_SIGNING_KEY``; when given, only segments signed with it (or with one of
+            ``previous_keys``, retired keys still accepted) are read.
     """
 
     def __init__(self, store: ObjectStore, *, prefix: str = LOG_PREFIX, lookback_s: float = DEFAULT_LOOKBACK_S,
                  max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, signing_key: SecretStr | None = None,
+                 previous_keys: tuple[SecretStr, ...] = ()) -> None:
         self.store = store
+        self.signing_key = signing_key
+        self.previous_keys = previous_keys
         self.prefix = prefix
         self.lookback = timedelta(seconds=lookback_s)
         self.max_inflated_bytes = max_inflated_bytes
@@ -162,7 +174,10 @@ class LogReader:
             compressed: the object's bytes as already being read (see :class:`ReadAhead`);
                 default: read from the store now.
         """
-        expected = _expected_checksum(key)
+        info = _info(key)
+        expected = info.checksum if info is not None else None
+        if info is not None:
+            self._check_signature(info, None)  # no signature at all: refused before a byte is read
         source = _ChunkSource(compressed if compressed is not None else self.store.stream(key))
         stream = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)  # type: ignore[arg-type]
         inflated = 0
@@ -185,6 +200,18 @@ class LogReader:
                 f"segment {key!r} does not match the checksum in its key (object changed or truncated); "
                 "restore it from a replica or backup: the log is write-once",
                 key,
+            )
+        if info is not None and self.signing_key is not None:
+            self._check_signature(info, source.sha256())
+
+    def _check_signature(self, info: SegmentInfo, sha256: str | None) -> None:
+        problem = segment_signature_problem(self.signing_key, info.unsigned_key, info.signature, sha256,
+                                            self.previous_keys)
+        if problem is not None:
+            raise ForgedSegment(
+                f"segment {info.key!r} is not AgentLake's: {problem}; it is held as a whole, its bytes stay in the "
+                "log (a producer's events must be written again through LogWriter with the signing key)",
+                info.key,
             )
 
     def iter_chunks(
@@ -347,9 +374,13 @@ class _ChunkSource:
 
     def digest(self) -> str:
         """The checksum of every byte read, once the source is exhausted (as in a segment key)."""
+        return self.sha256()[:16]
+
+    def sha256(self) -> str:
+        """The full sha256 of every byte, once the source is exhausted (what a segment's signature covers)."""
         for rest in self._chunks:
             self._sha.update(rest)
-        return self._sha.hexdigest()[:16]
+        return self._sha.hexdigest()
 
     def read(self, size: int = -1) -> bytes:
         while size < 0 or len(self._buffer) < size:
@@ -365,9 +396,9 @@ class _ChunkSource:
         return out
 
 
-def _expected_checksum(key: str) -> str | None:
+def _info(key: str) -> SegmentInfo | None:
     try:
-        return SegmentInfo.from_key(key).checksum
+        return SegmentInfo.from_key(key)
     except InvalidSegmentKey:
         return None
 

@@ -6,6 +6,12 @@ written atomically with it (a key cannot exist without its content):
     log/v1/dt=2026-11-26/hr=07/20261126T071512345678Z-p3f9a1c20b7-000000004000-0001000-9f86d081884c7d65.ndjson.zst
            arrival day   hour  arrival time (UTC)     producer    first seq    lines   sha256 of the object (64 bits)
 
+With ``AGENTLAKE_SIGNING_KEY`` set, the writer adds ``-s<signature>`` before the suffix: 128 bits of
+an HMAC of the rest of the key and of the object's full sha256
+(:func:`agentlake.storage.signing.segment_signature`). It lives in the key so that a segment stays
+one write-once object, written in one request, and a reader learns it from the listing it already
+makes: checking it costs no request, only the hash it already computes for the checksum.
+
 The events of a segment carry the producer's sequence numbers first_seq .. first_seq+lines-1
 in line order, so order within a producer is kept and a gap between a producer's segments
 shows a missing range.
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from agentlake.errors import InvalidSegmentKey
+from agentlake.storage.signing import SEGMENT_SIGNATURE_HEX
 
 LOG_PREFIX = "log/v1"
 SEGMENT_SUFFIX = ".ndjson.zst"
@@ -26,6 +33,7 @@ _TS_FORMAT = "%Y%m%dT%H%M%S%fZ"
 _KEY_RE = re.compile(
     r"^(?P<prefix>.+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/hr=(?P<hr>\d{2})/"
     r"(?P<ts>\d{8}T\d{12}Z)-(?P<producer>[a-z0-9]{1,40})-(?P<seq>\d{12})-(?P<lines>\d{7})-(?P<sha>[0-9a-f]{16})"
+    rf"(?:-s(?P<sig>[0-9a-f]{{{SEGMENT_SIGNATURE_HEX}}}))?"
     + re.escape(SEGMENT_SUFFIX)
     + "$"
 )
@@ -43,6 +51,14 @@ class SegmentInfo:
     lines: int
     checksum: str
     size: int | None = None
+    signature: str | None = None  # the HMAC its key carries, when it was written with a signing key
+
+    @property
+    def unsigned_key(self) -> str:
+        """The key without its signature: what the signature covers, with the object's sha256."""
+        if self.signature is None:
+            return self.key
+        return self.key[: -len(SEGMENT_SUFFIX) - len(self.signature) - 2] + SEGMENT_SUFFIX
 
     @property
     def dt(self) -> str:
@@ -77,6 +93,7 @@ class SegmentInfo:
             lines=int(match["lines"]),
             checksum=match["sha"],
             size=size,
+            signature=match["sig"],
         )
 
 
@@ -98,6 +115,11 @@ def segment_key(
         f"{prefix}/dt={arrival:%Y-%m-%d}/hr={arrival:%H}/{arrival.strftime(_TS_FORMAT)}"
         f"-{producer}-{first_seq:012d}-{lines:07d}-{digest}{SEGMENT_SUFFIX}"
     )
+
+
+def with_signature(key: str, signature: str) -> str:
+    """``key`` (unsigned) carrying ``signature``."""
+    return f"{key.removesuffix(SEGMENT_SUFFIX)}-s{signature}{SEGMENT_SUFFIX}"
 
 
 def key_floor(moment: datetime, prefix: str = LOG_PREFIX) -> str:

@@ -2,11 +2,13 @@
 
 A segment is sealed when the buffer reaches a size, a count or an age; it is compressed
 (NDJSON + zstd) and written once under a key that sorts by arrival time. A crashed producer
-loses at most its unflushed buffer.
+loses at most its unflushed buffer. With a signing key, the key carries the segment's signature
+(see :mod:`agentlake.log.segments`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import threading
@@ -17,12 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import zstandard
+from pydantic import SecretStr
 
 from agentlake.errors import AlreadyExists, InvalidProducer, SegmentConflict
 from agentlake.log.events import encode_event
 from agentlake.log.reader import DEFAULT_LOOKBACK_S
-from agentlake.log.segments import LOG_PREFIX, SegmentInfo, checksum, segment_key
+from agentlake.log.segments import LOG_PREFIX, SegmentInfo, segment_key, with_signature
 from agentlake.storage.retry import DEFAULT_POLICY, is_transient, log_retry
+from agentlake.storage.signing import segment_signature
 from agentlake.storage.store import ObjectStore
 
 # Defaults of the producer SDK (documented in the README).
@@ -83,6 +87,7 @@ class LogWriter:
             (:func:`new_producer_id`), so no two writers, and no writer after a restart, share an id.
         max_segment_bytes / max_segment_events / max_segment_age_s: seal thresholds.
         background_flush: seal aged buffers from a timer thread, not only on append.
+        signing_key: ``AGENTLAKE_SIGNING_KEY``; when given, every segment's key carries its signature.
     """
 
     def __init__(
@@ -97,8 +102,10 @@ class LogWriter:
         background_flush: bool = True,
         prefix: str = LOG_PREFIX,
         clock: Callable[[], datetime] | None = None,
+        signing_key: SecretStr | None = None,
     ) -> None:
         self.store = store
+        self._signing_key = signing_key
         self.producer = new_producer_id("p" if producer is None else producer)  # refused here, before any event is accepted
         self.max_segment_bytes = max_segment_bytes
         self.max_segment_events = max_segment_events
@@ -203,7 +210,8 @@ class LogWriter:
         count = len(lines) - 1
         with self._upload_lock:  # one compressor, one upload at a time per producer
             data = self._compressor.compress(raw)
-        digest = checksum(data)
+        sha256 = hashlib.sha256(data).hexdigest()
+        digest = sha256[:16]  # the checksum a key carries (agentlake.log.segments.checksum)
         sealed = time.monotonic()
         arrival = self._clock()
         attempt = 0
@@ -212,6 +220,8 @@ class LogWriter:
                 arrival=arrival, producer=self.producer, first_seq=first_seq, lines=count, digest=digest,
                 prefix=self.prefix,
             )
+            if self._signing_key is not None:
+                key = with_signature(key, segment_signature(self._signing_key, key, sha256))
             try:
                 self.store.put_once(key, data)
                 break

@@ -55,7 +55,7 @@ from agentlake.errors import AgentLakeError, ObjectNotFound
 from agentlake.gate.publish import discard, held, held_days, staged_branches
 from agentlake.maintenance.clustering import ROW_GROUP_ROWS
 from agentlake.storage.retry import DEFAULT_POLICY, RetryPolicy, StageRetry
-from agentlake.storage.signing import signature_problem, signed
+from agentlake.storage.signing import record_problem, signed
 from agentlake.tables.files import Checkpoint, ManifestCache, file_day, live_files, referenced_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import ALL_TABLES
@@ -541,7 +541,7 @@ def empty_trash(lake: Lake, table_name: str, *, now: datetime | None = None) -> 
             record = orjson.loads(lake.store.get(key))
         except ObjectNotFound:
             continue  # another pass removed it meanwhile
-        if (forged := signature_problem(lake.settings.signing_key, record)) is not None:
+        if (forged := record_problem(lake.settings, record)) is not None:
             report.refused.append(f"{key}: {forged}; nothing it names is deleted")
             continue  # left in place, for whoever investigates
         files: dict[str, int] = record["files"]

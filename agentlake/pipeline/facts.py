@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+from pydantic import SecretStr
 from pyiceberg.expressions import And
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
@@ -227,7 +228,8 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
         if rebuild:
             extra["agentlake.rebuild"] = day
         if options.quality is not None and _held_by_audit(tables, tdef, day, segs, files.get(tdef.name, []),
-                                                          batch_runs, options, report, lake.store):
+                                                          batch_runs, options, report, lake.store,
+                                                          lake.settings.signing_key):
             continue
         report.snapshots[tdef.name] = commit(
             tables[tdef.name], files.get(tdef.name, []), ledger,
@@ -242,6 +244,7 @@ def _update_once(lake: Lake, day: str, options: IngestOptions, *, rebuild: bool)
 def _held_by_audit(
     tables: dict[str, Table], tdef: Any, day: str, segments: list[Any], files: list[DataFile],
     batch_runs: list[pl.Series], options: IngestOptions, report: IngestReport, store: ObjectStore,
+    signing_key: SecretStr | None,
 ) -> bool:
     """Run the fact table's suite on its batch (agentlake.gate); True if the batch was held back."""
     from agentlake.gate.batch import audit_fact_batch
@@ -250,8 +253,9 @@ def _held_by_audit(
         tables[tdef.name], day, segments, files,
         pl.concat(batch_runs) if batch_runs else pl.Series("run_id", [], dtype=pl.String),
         tables[AGENT_RUNS.name], run_id=options.run_id,
-        snapshot_properties=summary(segments, run_id=options.run_id, dagster_run_id=options.dagster_run_id, partition=options.partition or day),
-        store=store,
+        snapshot_properties=summary(segments, run_id=options.run_id, dagster_run_id=options.dagster_run_id,
+                                    partition=options.partition or day),
+        store=store, signing_key=signing_key,
     )
     if outcome is None:
         return False

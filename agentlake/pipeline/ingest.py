@@ -475,7 +475,7 @@ def _gate(
                                     extra={"agentlake.duplicates": report.duplicates}),
         make_ledger=lambda current: _updated_ledger(current, batch.events_todo, batch),
         check=check, rewrite=lambda parts: write_files(events, EVENTS, parts), override=options.override,
-        store=lake.store,
+        store=lake.store, signing_key=lake.settings.signing_key,
     )
     report.gate.append(outcome)
     if outcome.held:

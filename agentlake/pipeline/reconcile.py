@@ -1,11 +1,19 @@
-"""Reconciliation: for each arrival day, every line in the log is a row, a quarantined line or a duplicate."""
+"""Reconciliation: for each arrival day, every line in the log is a row, a quarantined line or a duplicate.
+
+With a signing key set it also names the day's records that do not prove they are AgentLake's: the
+publish audit records of the day and the validation results its held batches point at. A day with
+one is not balanced: someone else wrote in AgentLake's name.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agentlake.errors import ObjectNotFound, UntrustedRecord
+from agentlake.gate.publish import audit_record_days, untrusted_audit_records
 from agentlake.gate.publish import held as held_segments
+from agentlake.gate.validations import read_validation_at
 from agentlake.log.segments import SegmentInfo
 from agentlake.storage.retry import retrying
 from agentlake.tables.files import day_bounds
@@ -38,6 +46,8 @@ class DayReconciliation:
     verified: bool = False  # the day's data files were read (``verify``), not only their metadata counts
     files_checked: int = 0
     file_problems: list[str] = field(default_factory=list)  # data files that are not what their manifests say
+    # With a signing key: the day's audit records and validation results that AgentLake did not sign.
+    untrusted_records: list[str] = field(default_factory=list)
 
     @property
     def accounted(self) -> bool:
@@ -60,7 +70,7 @@ class DayReconciliation:
         balanced until they are published or their batch is fixed.
         """
         return (self.accounted and not self.segments_missing and not self.segments_held and not self.file_problems
-                and not self.segments_bad and not self.stray_objects)
+                and not self.segments_bad and not self.stray_objects and not self.untrusted_records)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "balanced": self.balanced}
@@ -85,7 +95,8 @@ def _reconcile(lake: Lake, day: str | None, verify: bool) -> list[DayReconciliat
     if day is not None:
         days = [day]
     else:
-        days = sorted({s.dt for s in lake.log.list_all()} | set(ledger_days(events.properties)))
+        days = sorted({s.dt for s in lake.log.list_all()} | set(ledger_days(events.properties))
+                      | (set(audit_record_days(lake.store)) if lake.settings.signing_key is not None else set()))
     results = []
     for d in days:
         result = DayReconciliation(d)
@@ -103,6 +114,8 @@ def _reconcile(lake: Lake, day: str | None, verify: bool) -> list[DayReconciliat
         result.segments_bad = sorted(bad)
         result.lines_bad = sum(s.lines for s in segments if s.key in bad)
         result.stray_objects = [f"{key}: {reason}" for key, reason in lake.log.strays(d)]
+        if lake.settings.signing_key is not None:
+            result.untrusted_records = _untrusted_records(lake, d, held_back)
         result.segments_held = sum(1 for s in segments if s.key in held_back)
         result.lines_held = sum(s.lines for s in segments if s.key in held_back)
         # Not held and older than the newest segment held: skipped, a gap. Newer: still to come.
@@ -123,6 +136,19 @@ def _reconcile(lake: Lake, day: str | None, verify: bool) -> list[DayReconciliat
                 result.file_problems += check.problems
         results.append(result)
     return results
+
+
+def _untrusted_records(lake: Lake, day: str, held_back: dict[str, dict[str, Any]]) -> list[str]:
+    """The day's audit records and its held batches' validation results that AgentLake did not sign."""
+    found = [f"{key}: {reason}" for key, reason in untrusted_audit_records(lake.store, lake.settings, day)]
+    for key in sorted({v["validation_result"] for v in held_back.values() if v.get("validation_result")}):
+        try:
+            read_validation_at(lake.store, key, lake.settings)
+        except UntrustedRecord as exc:
+            found.append(str(exc))
+        except ObjectNotFound:
+            found.append(f"{key}: the validation result a held batch names is gone")
+    return found
 
 
 def _holds(ledger: DayLedger, seg: SegmentInfo) -> bool:

@@ -27,7 +27,8 @@ class Lake:
 
     @cached_property
     def log(self) -> LogReader:
-        return LogReader(self.store)
+        return LogReader(self.store, signing_key=self.settings.signing_key,
+                         previous_keys=self.settings.previous_signing_keys)
 
     @cached_property
     def catalog(self) -> SqlCatalog:
