@@ -719,6 +719,11 @@ def test_one_bad_object_never_stops_the_log(tmp_path: Path, capsys: pytest.Captu
     data = bytearray((root / corrupt.key).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (root / corrupt.key).write_bytes(bytes(data))
+    # Unreadable: a good segment of day 0 whose zstd frame header is altered (it does not even decompress).
+    unreadable = good[1]
+    header = bytearray((root / unreadable.key).read_bytes())
+    header[4] ^= 0xFF
+    (root / unreadable.key).write_bytes(bytes(header))
     (root / truncated.key).write_bytes((root / truncated.key).read_bytes()[:100])
     # A liar: 3 lines under a key that claims 2, on day 1; and a stray object in day 2's folder.
     body = zstandard.ZstdCompressor().compress(b"".join(line + b"\n" for line in demo_lines(99, 1)[:3]))
@@ -729,16 +734,17 @@ def test_one_bad_object_never_stops_the_log(tmp_path: Path, capsys: pytest.Captu
     lake.store.put_once(stray, b"junk")
 
     report = ingest_pending(lake)
-    assert report.segments_bad == 3
-    intact = [s for s in good if s.key not in (corrupt.key, truncated.key)]
+    assert report.segments_bad == 4
+    intact = [s for s in good if s.key not in (corrupt.key, truncated.key, unreadable.key)]
     events = rows_of(lake, "raw.events")
     assert set(events.column("segment_key").to_pylist()) == {s.key for s in intact}
     quarantined = rows_of(lake, "raw.quarantine").to_pylist()
     wholes = {r["segment_key"]: r["reason"] for r in quarantined if r["line_offset"] == -1}
-    assert set(wholes) == {corrupt.key, truncated.key, liar}
+    assert set(wholes) == {corrupt.key, truncated.key, liar, unreadable.key}
+    assert "does not decompress" in wholes[unreadable.key]
     assert "checksum" in wholes[corrupt.key] and "holds 3 lines, its key says 2" in wholes[liar]
     days = {d.day: d for d in reconcile(lake)}
-    assert days[good[0].dt].balanced
+    assert not days[good[0].dt].balanced and days[good[0].dt].segments_bad == [unreadable.key]
     assert not days[day1].balanced and days[day1].accounted and set(days[day1].segments_bad) == {corrupt.key, liar}
     assert not days[day2].balanced and days[day2].segments_bad == [truncated.key]
     assert any(stray in s for s in days[day2].stray_objects)
@@ -748,7 +754,7 @@ def test_one_bad_object_never_stops_the_log(tmp_path: Path, capsys: pytest.Captu
     monkeypatch.setenv("AGENTLAKE_HOME", str(lake.settings.home))
     assert main(["reconcile"]) == 1
     out = capsys.readouterr().out
-    assert all(k in out for k in (corrupt.key, truncated.key, liar, stray))
+    assert all(k in out for k in (corrupt.key, truncated.key, liar, stray, unreadable.key))
 
 
 @pytest.mark.integration

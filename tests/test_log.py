@@ -218,6 +218,12 @@ def test_a_truncated_or_altered_segment_is_detected(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])  # a store that lost the object's tail
     with pytest.raises(CorruptSegment, match="checksum"):
         list(LogReader(store).read_lines(seg.key))
+    for position in (0, 4, 6):  # the frame's magic number, its descriptor, its first block header
+        altered = bytearray(data)
+        altered[position] ^= 0xFF
+        path.write_bytes(bytes(altered))
+        with pytest.raises(CorruptSegment, match="does not decompress"):
+            list(LogReader(store).read_lines(seg.key))
 
 
 KEY = SecretStr("k3y-of-the-log")

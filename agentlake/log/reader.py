@@ -183,7 +183,15 @@ class LogReader:
         inflated = 0
         with stream as reader:
             while True:
-                piece = reader.read(piece_bytes)
+                try:
+                    piece = reader.read(piece_bytes)
+                except zstandard.ZstdError as exc:  # bytes that are no zstd frame: altered or not a segment
+                    raise CorruptSegment(
+                        f"segment {key!r} does not decompress ({exc}): its bytes were altered or it is no "
+                        "segment; it is held as a whole, its bytes stay in the log (restore it from a replica "
+                        "or backup: the log is write-once)",
+                        key,
+                    ) from None
                 if not piece:
                     break
                 inflated += len(piece)
