@@ -177,7 +177,7 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
 
     seed = args.seed if args.seed is not None else int.from_bytes(__import__("os").urandom(4), "big")
     config = demo.FleetConfig(seed=seed, bad_share=args.bad_share)
-    with ctx.writer("demo") as writer:
+    with ctx.writer("demo") as writer, _demo_agents(ctx, writer, args.no_context) as decider:
         if args.forever:
             import signal
             import threading
@@ -185,15 +185,33 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             try:
-                report = demo.run_forever(writer, config, rate_runs_per_s=args.rate, stop=stop)
+                report = demo.run_forever(writer, config, rate_runs_per_s=args.rate, stop=stop, decider=decider)
             except KeyboardInterrupt:
                 stop.set()
                 return 0
         else:
-            report = demo.emit_runs(writer, config, runs=args.runs, start=datetime.now(UTC))
+            report = demo.emit_runs(writer, config, runs=args.runs, start=datetime.now(UTC), decider=decider)
     summary = {"seed": seed, **dataclasses.asdict(report), "segments": writer.stats.segments}
+    if decider is not None:
+        summary.update(context_artifacts=decider.assembled, decisions_without_context=decider.without_context)
     _out(args, summary, " ".join(f"{k}={v}" for k, v in summary.items()))
     return 0
+
+
+@contextmanager
+def _demo_agents(ctx: Context, writer: LogWriter, off: bool) -> Iterator[Any]:
+    """The agents that read their context from the lake (one engine for the whole fleet), unless ``off``."""
+    if off:
+        yield None
+        return
+    from agentlake.sources.agents import LakeAgents, LlmEndpoint
+    from agentlake.tables.lake import Lake
+
+    agents = LakeAgents(Lake(ctx.settings, store=ctx.store), log=writer, llm=LlmEndpoint.from_settings(ctx.settings))
+    try:
+        yield agents
+    finally:
+        agents.close()
 
 
 def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
@@ -405,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bad-share", type=_share, default=0.0, help="share of malformed lines to mix in (0..1)")
     p.add_argument("--forever", action="store_true", help="keep emitting runs in real time until stopped")
     p.add_argument("--rate", type=_rate, default=2.0, help="runs per second with --forever")
+    p.add_argument("--no-context", action="store_true",
+                   help="agents do not read their context from the lake (no artifacts; output depends on the seed only)")
     p.set_defaults(func=cmd_demo, parser=p)
 
     p = sub.add_parser("ingest", parents=[common], help="ingest every pending segment into the tables now")

@@ -125,6 +125,16 @@ class Settings(BaseSettings):
         description="key of the HMAC that AgentLake's own records (context manifests, pins, trash and audit "
                     "records) carry; when set, a record without a valid one is treated as forged")
 
+    agent_llm_base_url: str | None = Field(
+        None, validation_alias="AGENTLAKE_AGENT_LLM_BASE_URL",
+        description="base URL of an OpenAI-compatible endpoint (…/v1) the demo agents ask for their decisions "
+                    "(unset: their deterministic policies decide, with no network)")
+    agent_llm_model: str = Field("gpt-4o-mini", validation_alias="AGENTLAKE_AGENT_LLM_MODEL", min_length=1,
+                                 description="the model the demo agents ask at AGENTLAKE_AGENT_LLM_BASE_URL")
+    agent_llm_api_key: SecretStr | None = Field(
+        None, validation_alias="AGENTLAKE_AGENT_LLM_API_KEY",
+        description="bearer key of the endpoint at AGENTLAKE_AGENT_LLM_BASE_URL, if it needs one")
+
     @classmethod
     def settings_customise_sources(
         cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
