@@ -403,6 +403,54 @@ def cmd_replay(ctx: Context, args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def _eval_day(args: argparse.Namespace) -> str:
+    return args.day or datetime.now(UTC).date().isoformat()
+
+
+def cmd_eval_run(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.eval.evaluate import evaluate_day
+    from agentlake.tables.lake import Lake
+
+    report = evaluate_day(Lake(ctx.settings, store=ctx.store), _eval_day(args))
+    _out(args, report.as_dict(), report.text())
+    return 1 if report.not_reproducible else 0
+
+
+def cmd_eval_compare(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.eval.compare import agent_of, compare
+    from agentlake.eval.evaluate import EvalError
+    from agentlake.tables.lake import Lake
+
+    try:  # which versions exist is known before anything is read: a wrong one is the command line's fault
+        agent_of(args.baseline), agent_of(args.candidate)
+    except EvalError as exc:
+        raise UsageError(str(exc)) from None
+    report = compare(Lake(ctx.settings, store=ctx.store), args.baseline, args.candidate, _eval_day(args))
+    _out(args, report.as_dict(), report.text())
+    return 0
+
+
+def cmd_eval_dataset_create(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.eval.datasets import create_dataset
+    from agentlake.tables.lake import Lake
+
+    dataset = create_dataset(Lake(ctx.settings, store=ctx.store), args.name, args.sql)
+    _out(args, dataset.summary(), f"{dataset.version}: {dataset.manifest['rows']} rows at "
+         + ", ".join(f"{t}@{s}" for t, s in sorted(dataset.manifest["pins"].items())))
+    return 0
+
+
+def cmd_eval_dataset_ls(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.eval.datasets import list_datasets
+    from agentlake.tables.lake import Lake
+
+    datasets = [d.summary() for d in list_datasets(Lake(ctx.settings, store=ctx.store), args.name)]
+    _out(args, {"datasets": datasets},
+         "\n".join(f"{d['version']}  {d['rows']} rows  {d['created_at']}  {d['sql']}" for d in datasets)
+         or "no datasets yet: `agentlake eval dataset create NAME --sql SQL` makes one")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
     common = _Parser(add_help=False)
@@ -469,6 +517,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", metavar="ARTIFACT|RUN_ID", help="an artifact's URI or key, or a run id (all its artifacts)")
     p.add_argument("--at-current", action="store_true", help="replay against today's snapshots to see what changed")
     p.set_defaults(func=cmd_replay, parser=p)
+
+    evaluation = sub.add_parser("eval", help="evaluate decisions, compare agent versions, keep datasets")
+    eval_sub = evaluation.add_subparsers(dest="eval_command", required=True)
+    p = eval_sub.add_parser("run", parents=[common], help="evaluate a day's decisions and print figures per version")
+    p.add_argument("--day", type=_day, help="the arrival day of the decisions (YYYY-MM-DD; default: today, UTC)")
+    p.set_defaults(func=cmd_eval_run, parser=p)
+    p = eval_sub.add_parser("compare", parents=[common],
+                            help="re-decide a baseline version's pinned contexts with a candidate version, pair by pair")
+    p.add_argument("--baseline", required=True, help="VERSION or AGENT@VERSION whose contexts are re-decided")
+    p.add_argument("--candidate", required=True, help="VERSION or AGENT@VERSION run over them")
+    p.add_argument("--day", type=_day, help="the arrival day of the baseline's decisions (default: today, UTC)")
+    p.set_defaults(func=cmd_eval_compare, parser=p)
+    dataset = eval_sub.add_parser("dataset", help="named, pinned queries kept write-once")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
+    p = dataset_sub.add_parser("create", parents=[common], help="run SQL at pinned snapshots and keep its rows")
+    p.add_argument("name")
+    p.add_argument("--sql", required=True, help="one read-only SQL statement over the tables")
+    p.set_defaults(func=cmd_eval_dataset_create, parser=p)
+    p = dataset_sub.add_parser("ls", parents=[common], help="list dataset versions")
+    p.add_argument("name", nargs="?", help="only this dataset's versions")
+    p.set_defaults(func=cmd_eval_dataset_ls, parser=p)
 
     log = sub.add_parser("log", help="inspect the raw event log")
     log_sub = log.add_subparsers(dest="log_command", required=True)

@@ -143,7 +143,9 @@ def decide(agent_id: str, version: str, records: Records) -> Decision:
         failing = sum(1 for r in runs if r.get("status") == "error" or (r.get("error_count") or 0) > 0)
         if agent_id == "support-triage" and len(runs) >= 5 and failing / len(runs) >= 0.3:
             scores["escalate"] += 2.0
-    best = max(labels, key=lambda label: (scores[label], -labels.index(label)))
+    # Ties go to the kind's first label in the stable policy, to the last in the newer one (it leans to caution).
+    order = -1 if policy == MAJORITY else 1
+    best = max(labels, key=lambda label: (scores[label], order * labels.index(label)))
     total = sum(max(0.0, s) for s in scores.values()) or 1.0
     return Decision(best, round(min(0.99, max(0.5, max(0.0, scores[best]) / total)), 2), policy)
 
