@@ -422,18 +422,26 @@ def cmd_eval_compare(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.tables.lake import Lake
 
     try:  # which versions exist is known before anything is read: a wrong one is the command line's fault
-        agent_of(args.baseline), agent_of(args.candidate)
+        (base, _), (cand, _) = agent_of(args.baseline), agent_of(args.candidate)
     except EvalError as exc:
         raise UsageError(str(exc)) from None
+    if base != cand:
+        raise UsageError(f"{args.baseline} is a version of {base}, {args.candidate} one of {cand}: compare two "
+                         "versions of the same agent")
     report = compare(Lake(ctx.settings, store=ctx.store), args.baseline, args.candidate, _eval_day(args))
     _out(args, report.as_dict(), report.text())
     return 0
 
 
 def cmd_eval_dataset_create(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake.eval.datasets import create_dataset
+    from agentlake.eval.datasets import check_name, create_dataset
+    from agentlake.eval.evaluate import EvalError
     from agentlake.tables.lake import Lake
 
+    try:
+        check_name(args.name)
+    except EvalError as exc:
+        raise UsageError(str(exc)) from None
     dataset = create_dataset(Lake(ctx.settings, store=ctx.store), args.name, args.sql)
     _out(args, dataset.summary(), f"{dataset.version}: {dataset.manifest['rows']} rows at "
          + ", ".join(f"{t}@{s}" for t, s in sorted(dataset.manifest["pins"].items())))
