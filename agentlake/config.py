@@ -125,6 +125,9 @@ class Settings(BaseSettings):
         description="key of the HMAC that AgentLake's own records (context manifests, pins, trash and audit "
                     "records) carry; when set, a record without a valid one is treated as forged")
 
+    eval_interval_s: int = Field(300, validation_alias="AGENTLAKE_EVAL_INTERVAL_S", ge=1,
+                                 description="seconds between the evaluation sensor's checks for new facts (each "
+                                             "new facts run then leads to one evaluation run of its day)")
     agent_llm_base_url: str | None = Field(
         None, validation_alias="AGENTLAKE_AGENT_LLM_BASE_URL",
         description="base URL of an OpenAI-compatible endpoint (…/v1) the demo agents ask for their decisions "

@@ -86,7 +86,8 @@ def instance_yaml(settings: Settings) -> str:
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
             "config": {
-                "max_concurrent_runs": 4,
+                # Ingest (2) + facts + maintenance + evaluation: no lane ever waits for another one's slot.
+                "max_concurrent_runs": 5,
                 # Freshness: a queued ingest run starts within a second, not the default five.
                 "dequeue_interval_seconds": 1,
                 "dequeue_use_threads": True,
@@ -97,6 +98,8 @@ def instance_yaml(settings: Settings) -> str:
                     {"key": "agentlake/lane", "value": "facts", "limit": 1},
                     # Table maintenance (compaction, snapshot expiry) runs one at a time, apart from ingestion.
                     {"key": "agentlake/lane", "value": "maintenance", "limit": 1},
+                    # Evaluation (replay of every artifact of a day) runs one at a time, in its own lane.
+                    {"key": "agentlake/lane", "value": "evaluation", "limit": 1},
                     {"key": "dagster/backfill", "limit": 2},
                 ],
             },

@@ -138,6 +138,33 @@ def test_compare_runs_the_candidate_on_the_baselines_exact_contexts_pair_by_pair
     assert cli.main(["eval", "compare", "--baseline", "9.9.9", "--candidate", "2.4.0"]) == 2
 
 
+def test_the_eval_assets_materialize_a_day_with_their_headline_figures_downstream_of_facts_and_artifacts(
+    home: Home,
+) -> None:
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from assets.context import CONTEXT_ARTIFACTS_KEY, context_artifacts
+    from assets.eval import eval_comparisons, evaluate_day_assets
+    from platform_defs.jobs import evaluation_job
+    from platform_defs.resources import LakeResource
+
+    daily = AssetKey(["eval", "daily"])
+    assert CONTEXT_ARTIFACTS_KEY in evaluate_day_assets.asset_deps[AssetKey(["eval", "decisions"])]
+    assert AssetKey(["facts", "feedback"]) in evaluate_day_assets.asset_deps[AssetKey(["eval", "decisions"])]
+    assert evaluation_job.tags["agentlake/lane"] == "evaluation"
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([context_artifacts, evaluate_day_assets, eval_comparisons], partition_key=home.day,
+                             resources={"lake": LakeResource(home=str(home.path))}, instance=instance)
+        assert result.success
+        meta = {m.asset_key: {k: v.value for k, v in m.metadata.items()}
+                for m in result.get_asset_materialization_events() for m in [m.materialization]}
+    assert meta[daily]["reproducible_rate"] == 1.0 and meta[daily]["artifacts_replayed"] >= 50
+    assert 0 <= meta[daily]["decision_accuracy"] <= 1
+    assert meta[daily]["dagster/partition_row_count"] == len(meta[daily]["versions"])
+    comparisons = meta[AssetKey(["eval", "comparisons"])]
+    assert comparisons["pairs"] > 0 and comparisons["same_context"] is True
+
+
 def test_a_dataset_is_a_pinned_query_kept_write_once_and_repeatable(
     home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

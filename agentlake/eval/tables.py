@@ -122,7 +122,7 @@ def replace_day(lake: Lake, tdef: TableDef, day: str, rows: pa.Table, properties
         for column, value in (also or {}).items():
             bounds = And(bounds, one_of(column, [value]))
         with table.transaction() as tx:
-            if table.current_snapshot() is not None:
+            if table.current_snapshot() is not None and table.scan(row_filter=bounds).count():
                 tx.delete(bounds, snapshot_properties=properties)
             with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
                 for data_file in files:
