@@ -14,9 +14,7 @@ from dagster import (
 from assets.eval import EVAL_LANE
 from assets.ingest import INGEST_LANE_TAG
 from platform_defs.jobs import evaluation_job, facts_job
-
-_IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-              DagsterRunStatus.STARTED]
+from sensors.log_sensor import _IN_FLIGHT
 
 
 def build_evaluation_sensor(interval_s: int) -> SensorDefinition:

@@ -17,9 +17,12 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
     from playwright.sync_api import TimeoutError as PageTimeout
     from playwright.sync_api import sync_playwright
 
-    # The sensor ticks every 5 s here (60 s by default) so the test need not wait a minute.
+    # The sensor ticks every 5 s here (60 s by default) so the test need not wait a minute; the
+    # evaluation sensor every 20 s (300 s by default).
     monkeypatch.setenv("AGENTLAKE_INGEST_INTERVAL_S", "5")
-    with running_platform(tmp_path / "home") as url, sync_playwright() as p:
+    monkeypatch.setenv("AGENTLAKE_EVAL_INTERVAL_S", "20")
+    home = tmp_path / "home"
+    with running_platform(home) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         dismiss_prompts(page)
@@ -68,4 +71,38 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
         after = text[text.index("reconciliation"):][:300]
         assert "Succeeded" in after and "Failed" not in after, after
         page.screenshot(path=str(tmp_path / "raw-events-checks.png"))
+        # Nobody acting: the evaluation sensor evaluates the day; eval/daily shows its reproducibility figure.
+        for _ in range(40):
+            page.goto(f"{url}/assets/eval/daily", wait_until="domcontentloaded")
+            try:
+                page.get_by_text("reproducible_rate", exact=True).first.wait_for(timeout=10_000)
+                break
+            except PageTimeout:
+                continue
+        page.get_by_text("reproducible_rate", exact=True).first.wait_for(timeout=10_000)
+        text = page.locator("body").inner_text()
+        rate = re.search(r"reproducible_rate\s+([\d.]+)", text)
+        assert rate and float(rate.group(1)) == 1.0, text[text.index("reproducible_rate"):][:200]
+        page.screenshot(path=str(tmp_path / "eval-daily.png"))
         browser.close()
+        _assert_agents_read_their_context(home)
+
+
+def _assert_agents_read_their_context(home: Path) -> None:
+    """The demo fleet of `make run` made context artifacts, and each of its reading decisions names one."""
+    import orjson
+
+    from agentlake.config import Settings
+    from agentlake.context.assembly import load_artifact
+    from agentlake.context.query import query
+    from agentlake.sources.agents import READING_KINDS
+    from agentlake.tables.lake import Lake
+
+    lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
+    rows = query(lake, "SELECT agent_id, run_id, attributes FROM facts.decisions").to_pylist()
+    reading = [r for r in rows if r["agent_id"] in READING_KINDS]
+    assert reading, "no decision of a reading agent was ingested"
+    for row in reading:
+        key = orjson.loads(row["attributes"]).get("context_artifact")
+        assert key, f"decision of run {row['run_id']} names no context artifact"
+        assert load_artifact(lake.store, key).manifest["run_id"] == row["run_id"]
