@@ -1,7 +1,7 @@
 """Evaluation throughput: decisions evaluated per second for a day of runs, every artifact replayed.
 
     python bench/eval.py            # a day of 10,000 runs (about 7,500 context artifacts)
-    python bench/eval.py --quick    # 600 runs, a smoke test under a minute
+    python bench/eval.py --quick    # 200 runs, a smoke test of about a minute
 
 The day is made as production makes it: the demo fleet's agents read their context through
 AgentLake (one artifact per support-triage and research run), half the day is ingested before the
@@ -111,10 +111,10 @@ def _score_only(lake: Lake) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="600 runs: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="200 runs: a smoke test")
     parser.add_argument("--runs", type=int, default=None)
     args = parser.parse_args()
-    runs = args.runs or (600 if args.quick else 10_000)
+    runs = args.runs or (200 if args.quick else 10_000)
     home = Path(tempfile.mkdtemp(prefix="agentlake-bench-eval-"))
     try:
         lake = Lake(Settings(home=home))
