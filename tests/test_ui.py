@@ -79,7 +79,9 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
                 page.get_by_text("reproducible_rate", exact=True).first.wait_for(timeout=10_000)
             except PageTimeout:
                 continue
-            rate = re.search(r"reproducible_rate\s+(\d+(?:\.\d+)?)\b", page.locator("body").inner_text())
+            # A metadata row reads "name, time of the materialization, value".
+            rate = re.search(r"reproducible_rate\s+(?:\w{3} \d+, [\d:]+ [AP]M\s+)?(\d+(?:\.\d+)?)\b",
+                             page.locator("body").inner_text())
             if rate:
                 break
             page.wait_for_timeout(5_000)
