@@ -433,15 +433,23 @@ def cmd_eval_compare(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval_dataset_create(ctx: Context, args: argparse.Namespace) -> int:
-    from agentlake.eval.datasets import check_name, create_dataset
+def _dataset_name(name: str | None) -> None:
+    """A dataset name given on the command line, checked before anything is read."""
+    from agentlake.eval.datasets import check_name
     from agentlake.eval.evaluate import EvalError
-    from agentlake.tables.lake import Lake
 
     try:
-        check_name(args.name)
+        if name is not None:
+            check_name(name)
     except EvalError as exc:
         raise UsageError(str(exc)) from None
+
+
+def cmd_eval_dataset_create(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.eval.datasets import create_dataset
+    from agentlake.tables.lake import Lake
+
+    _dataset_name(args.name)
     dataset = create_dataset(Lake(ctx.settings, store=ctx.store), args.name, args.sql)
     _out(args, dataset.summary(), f"{dataset.version}: {dataset.manifest['rows']} rows at "
          + ", ".join(f"{t}@{s}" for t, s in sorted(dataset.manifest["pins"].items())))
@@ -452,6 +460,7 @@ def cmd_eval_dataset_ls(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.eval.datasets import list_datasets
     from agentlake.tables.lake import Lake
 
+    _dataset_name(args.name)
     datasets = [d.summary() for d in list_datasets(Lake(ctx.settings, store=ctx.store), args.name)]
     _out(args, {"datasets": datasets},
          "\n".join(f"{d['version']}  {d['rows']} rows  {d['created_at']}  {d['sql']}" for d in datasets)
