@@ -191,7 +191,7 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
 
     seed = args.seed if args.seed is not None else int.from_bytes(__import__("os").urandom(4), "big")
     config = demo.FleetConfig(seed=seed, bad_share=args.bad_share)
-    with ctx.writer("demo") as writer:
+    with ctx.writer("demo") as writer, _demo_agents(ctx, writer, args.no_context) as decider:
         if args.forever:
             import signal
             import threading
@@ -199,15 +199,33 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             try:
-                report = demo.run_forever(writer, config, rate_runs_per_s=args.rate, stop=stop)
+                report = demo.run_forever(writer, config, rate_runs_per_s=args.rate, stop=stop, decider=decider)
             except KeyboardInterrupt:
                 stop.set()
                 return 0
         else:
-            report = demo.emit_runs(writer, config, runs=args.runs, start=datetime.now(UTC))
+            report = demo.emit_runs(writer, config, runs=args.runs, start=datetime.now(UTC), decider=decider)
     summary = {"seed": seed, **dataclasses.asdict(report), "segments": writer.stats.segments}
+    if decider is not None:
+        summary.update(context_artifacts=decider.assembled, decisions_without_context=decider.without_context)
     _out(args, summary, " ".join(f"{k}={v}" for k, v in summary.items()))
     return 0
+
+
+@contextmanager
+def _demo_agents(ctx: Context, writer: LogWriter, off: bool) -> Iterator[Any]:
+    """The agents that read their context from the lake (one engine for the whole fleet), unless ``off``."""
+    if off:
+        yield None
+        return
+    from agentlake.sources.agents import LakeAgents, LlmEndpoint
+    from agentlake.tables.lake import Lake
+
+    agents = LakeAgents(Lake(ctx.settings, store=ctx.store), log=writer, llm=LlmEndpoint.from_settings(ctx.settings))
+    try:
+        yield agents
+    finally:
+        agents.close()
 
 
 def cmd_import_otlp(ctx: Context, args: argparse.Namespace) -> int:
@@ -464,6 +482,71 @@ def cmd_backfill(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_day(args: argparse.Namespace) -> str:
+    return args.day or datetime.now(UTC).date().isoformat()
+
+
+def cmd_eval_run(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.eval.evaluate import evaluate_day
+    from agentlake.tables.lake import Lake
+
+    report = evaluate_day(Lake(ctx.settings, store=ctx.store), _eval_day(args))
+    _out(args, report.as_dict(), report.text())
+    return 1 if report.not_reproducible else 0
+
+
+def cmd_eval_compare(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.eval.compare import agent_of, compare
+    from agentlake.eval.evaluate import EvalError
+    from agentlake.tables.lake import Lake
+
+    try:  # which versions exist is known before anything is read: a wrong one is the command line's fault
+        (base, _), (cand, _) = agent_of(args.baseline), agent_of(args.candidate)
+    except EvalError as exc:
+        raise UsageError(str(exc)) from None
+    if base != cand:
+        raise UsageError(f"{args.baseline} is a version of {base}, {args.candidate} one of {cand}: compare two "
+                         "versions of the same agent")
+    report = compare(Lake(ctx.settings, store=ctx.store), args.baseline, args.candidate, _eval_day(args))
+    _out(args, report.as_dict(), report.text())
+    return 0
+
+
+def _dataset_name(name: str | None) -> None:
+    """A dataset name given on the command line, checked before anything is read."""
+    from agentlake.eval.datasets import check_name
+    from agentlake.eval.evaluate import EvalError
+
+    try:
+        if name is not None:
+            check_name(name)
+    except EvalError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_eval_dataset_create(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.eval.datasets import create_dataset
+    from agentlake.tables.lake import Lake
+
+    _dataset_name(args.name)
+    dataset = create_dataset(Lake(ctx.settings, store=ctx.store), args.name, args.sql)
+    _out(args, dataset.summary(), f"{dataset.version}: {dataset.manifest['rows']} rows at "
+         + ", ".join(f"{t}@{s}" for t, s in sorted(dataset.manifest["pins"].items())))
+    return 0
+
+
+def cmd_eval_dataset_ls(ctx: Context, args: argparse.Namespace) -> int:
+    from agentlake.eval.datasets import list_datasets
+    from agentlake.tables.lake import Lake
+
+    _dataset_name(args.name)
+    datasets = [d.summary() for d in list_datasets(Lake(ctx.settings, store=ctx.store), args.name)]
+    _out(args, {"datasets": datasets},
+         "\n".join(f"{d['version']}  {d['rows']} rows  {d['created_at']}  {d['sql']}" for d in datasets)
+         or "no datasets yet: `agentlake eval dataset create NAME --sql SQL` makes one")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agentlake", description="AgentLake: the data platform for AI agents.")
     common = _Parser(add_help=False)
@@ -484,6 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bad-share", type=_share, default=0.0, help="share of malformed lines to mix in (0..1)")
     p.add_argument("--forever", action="store_true", help="keep emitting runs in real time until stopped")
     p.add_argument("--rate", type=_rate, default=2.0, help="runs per second with --forever")
+    p.add_argument("--no-context", action="store_true",
+                   help="agents do not read their context from the lake (no artifacts; output depends on the seed only)")
     p.set_defaults(func=cmd_demo, parser=p)
 
     p = sub.add_parser("ingest", parents=[common], help="ingest every pending segment into the tables now")
@@ -553,6 +638,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="walk from a run's decision to its artifact, pinned snapshots and log segments")
     p.add_argument("run_id", metavar="RUN_ID", help="the agent run whose decision is audited")
     p.set_defaults(func=cmd_audit, parser=p)
+
+    evaluation = sub.add_parser("eval", help="evaluate decisions, compare agent versions, keep datasets")
+    eval_sub = evaluation.add_subparsers(dest="eval_command", required=True)
+    p = eval_sub.add_parser("run", parents=[common], help="evaluate a day's decisions and print figures per version")
+    p.add_argument("--day", type=_day, help="the arrival day of the decisions (YYYY-MM-DD; default: today, UTC)")
+    p.set_defaults(func=cmd_eval_run, parser=p)
+    p = eval_sub.add_parser("compare", parents=[common],
+                            help="re-decide a baseline version's pinned contexts with a candidate version, pair by pair")
+    p.add_argument("--baseline", required=True, help="VERSION or AGENT@VERSION whose contexts are re-decided")
+    p.add_argument("--candidate", required=True, help="VERSION or AGENT@VERSION run over them")
+    p.add_argument("--day", type=_day, help="the arrival day of the baseline's decisions (default: today, UTC)")
+    p.set_defaults(func=cmd_eval_compare, parser=p)
+    dataset = eval_sub.add_parser("dataset", help="named, pinned queries kept write-once")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
+    p = dataset_sub.add_parser("create", parents=[common], help="run SQL at pinned snapshots and keep its rows")
+    p.add_argument("name")
+    p.add_argument("--sql", required=True, help="one read-only SQL statement over the tables")
+    p.set_defaults(func=cmd_eval_dataset_create, parser=p)
+    p = dataset_sub.add_parser("ls", parents=[common], help="list dataset versions")
+    p.add_argument("name", nargs="?", help="only this dataset's versions")
+    p.set_defaults(func=cmd_eval_dataset_ls, parser=p)
 
     log = sub.add_parser("log", help="inspect the raw event log")
     log_sub = log.add_subparsers(dest="log_command", required=True)

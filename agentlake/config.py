@@ -149,6 +149,19 @@ class Settings(BaseSettings):
         description="retired signing keys, comma-separated: what they signed still verifies, nothing new is "
                     "signed with them")
 
+    eval_interval_s: int = Field(300, validation_alias="AGENTLAKE_EVAL_INTERVAL_S", ge=1,
+                                 description="seconds between the evaluation sensor's checks for new facts (each "
+                                             "new facts run then leads to one evaluation run of its day)")
+    agent_llm_base_url: str | None = Field(
+        None, validation_alias="AGENTLAKE_AGENT_LLM_BASE_URL",
+        description="base URL of an OpenAI-compatible endpoint (…/v1) the demo agents ask for their decisions "
+                    "(unset: their deterministic policies decide, with no network)")
+    agent_llm_model: str = Field("gpt-4o-mini", validation_alias="AGENTLAKE_AGENT_LLM_MODEL", min_length=1,
+                                 description="the model the demo agents ask at AGENTLAKE_AGENT_LLM_BASE_URL")
+    agent_llm_api_key: SecretStr | None = Field(
+        None, validation_alias="AGENTLAKE_AGENT_LLM_API_KEY",
+        description="bearer key of the endpoint at AGENTLAKE_AGENT_LLM_BASE_URL, if it needs one")
+
     @classmethod
     def settings_customise_sources(
         cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -7,12 +7,14 @@ from dagster import Definitions, definitions
 from agentlake.storage.store import ObjectStore
 from assets.context import build_context_assets
 from assets.dbt import build_dbt_assets, dbt_project, dbt_resource, marts_job
+from assets.eval import build_eval_assets
 from assets.ingest import build_ingest_assets
 from assets.maintenance import build_maintenance_assets
 from assets.raw_log import raw_event_log
 from platform_defs.environment import build_lake_resource, resolve_settings
-from platform_defs.jobs import facts_job, ingest_job, maintenance_job, maintenance_schedule
+from platform_defs.jobs import evaluation_job, facts_job, ingest_job, maintenance_job, maintenance_schedule
 from platform_defs.partitions import arrival_days, first_partition_day
+from sensors.eval_sensor import build_evaluation_sensor
 from sensors.freshness import build_freshness_checks, build_freshness_sensor
 from sensors.log_sensor import build_facts_sensor, build_log_sensor
 from sensors.marts_sensor import build_marts_sensor
@@ -30,12 +32,12 @@ def build_definitions() -> Definitions:
     freshness = build_freshness_checks(settings)
     return Definitions(
         assets=[raw_event_log, *build_ingest_assets(days), *build_context_assets(days),
-                *build_maintenance_assets(settings), build_dbt_assets(project)],
+                *build_maintenance_assets(settings), build_dbt_assets(project), *build_eval_assets(days)],
         asset_checks=freshness,
-        jobs=[ingest_job, facts_job, maintenance_job, marts_job],
+        jobs=[ingest_job, facts_job, maintenance_job, marts_job, evaluation_job],
         schedules=[maintenance_schedule],
         sensors=[build_log_sensor(settings.ingest_interval_s), build_facts_sensor(), build_marts_sensor(),
-                 build_freshness_sensor(freshness)],
+                 build_freshness_sensor(freshness), build_evaluation_sensor(settings.eval_interval_s)],
         resources={"lake": build_lake_resource(settings), "dbt": dbt_resource(project)},
     )
 

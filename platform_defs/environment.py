@@ -89,7 +89,7 @@ def instance_yaml(settings: Settings) -> str:
         # limits in both this block and the run coordinator's config: the coordinator keeps only
         # how often it dequeues.
         "concurrency": {
-            "runs": {"max_concurrent_runs": 4, "tag_concurrency_limits": tag_concurrency_limits()},
+            "runs": {"max_concurrent_runs": 5, "tag_concurrency_limits": tag_concurrency_limits()},
             "pools": {"default_limit": 1},
         },
         "run_coordinator": {

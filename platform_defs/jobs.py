@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition, define_asset_job, in_process_executor
 
+from assets.context import CONTEXT_ARTIFACTS_KEY
+from assets.eval import EVAL_LANE, eval_comparisons, evaluate_day_assets
 from assets.ingest import build_facts, ingest_log
 from assets.maintenance import MAINTENANCE_CRON, MAINTENANCE_LANE, OTHER_MAINTENANCE, RAW_MAINTENANCE
 from platform_defs.lanes import lane_tags
@@ -26,6 +28,15 @@ facts_job = define_asset_job(
     selection=sorted(build_facts.keys),
     executor_def=in_process_executor,
     description="Bring one arrival day's fact tables up to date with raw.events (launched after each ingest).",
+)
+
+evaluation_job = define_asset_job(
+    "evaluation",
+    selection=[CONTEXT_ARTIFACTS_KEY, *sorted(evaluate_day_assets.keys), *sorted(eval_comparisons.keys)],
+    executor_def=in_process_executor,
+    tags=lane_tags(EVAL_LANE),
+    description="Index one arrival day's context artifacts, evaluate its decisions (replaying every artifact) and "
+    "compare the rolling-out versions on the same contexts, in the evaluation lane (launched after new facts).",
 )
 
 

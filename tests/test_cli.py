@@ -55,7 +55,8 @@ def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -
 
 # A valid value for each required argument, so that a case gets past the arguments it does not test.
 SAMPLE = {"file": "-", "paths": "{tmp}/a-folder", "sql": "SELECT 1", "ref": "some-run", "key": "log/v1/x",
-          "run_id": "r-1", "assets": "raw/events", "start": "2026-11-01", "end": "2026-11-02"}
+          "run_id": "r-1", "assets": "raw/events", "start": "2026-11-01", "end": "2026-11-02",
+          "baseline": "2.3.1", "candidate": "2.4.0", "name": "a-dataset"}
 
 
 def _required(parser: argparse.ArgumentParser) -> list[tuple[str, list[str]]]:
@@ -212,6 +213,22 @@ SPECIFIC: dict[str, list[Case]] = {
     "audit": [
         Case("audit: an empty run id", ("audit", ""), "run id ''"),
         Case("audit: a run nobody made", ("audit", "no-such-run"), "no-such-run"),
+    ],
+    "eval run": [
+        Case("eval run: a day given as a week", ("eval", "run", "--day", "2026-W48"), "2026-W48"),
+    ],
+    "eval compare": [
+        Case("eval compare: a version no agent runs", ("eval", "compare", "--baseline", "9.9.9", "--candidate", "2.4.0"),
+             "9.9.9"),
+        Case("eval compare: versions of two agents", ("eval", "compare", "--baseline", "2.3.1", "--candidate", "1.0.0"),
+             "1.0.0"),
+    ],
+    "eval dataset create": [
+        Case("eval dataset create: a name that is not one", ("eval", "dataset", "create", "Bad Name", "--sql", "SELECT 1"),
+             "Bad Name"),
+    ],
+    "eval dataset ls": [
+        Case("eval dataset ls: a name that is not one", ("eval", "dataset", "ls", "../up"), "../up"),
     ],
     "log ls": [
         Case("log ls: an S3 store without a bucket", ("log", "ls"), "AGENTLAKE_S3_BUCKET", {"AGENTLAKE_STORE": "s3"}),

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from agentlake.errors import InvalidEvent
@@ -226,3 +227,67 @@ def test_run_forever_emits_in_real_time_and_stops_promptly(tmp_path: Path) -> No
     assert all(before - timedelta(seconds=1) <= e["ts"] <= before + timedelta(minutes=10) for e in good)
     finished = {e["run_id"]: e["ts"] for e in good if e["type"] == "run_finished"}
     assert all(e["ts"] > finished[e["run_id"]] for e in good if e["type"] == "feedback")
+
+
+# --- agents that read their context from the lake ---------------------------------------------
+
+
+def _fleet_lake(tmp_path: Path) -> Any:
+    from agentlake.config import Settings
+    from agentlake.tables.lake import Lake
+
+    return Lake(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home")}))
+
+
+def _docs(topic: str, n: int) -> list[dict[str, Any]]:
+    return [{"doc_id": f"kb-articles/{i:06d}", "body": f"# doc\n\ntopic: {topic}\n"} for i in range(n)]
+
+
+@pytest.mark.unit
+def test_a_policy_is_a_function_of_the_context_and_the_two_versions_differ() -> None:
+    from agentlake.sources.agents import decide
+
+    refunds = {"documents": _docs("refund", 3) + _docs("resolved", 2)}
+    resolved = {"documents": _docs("resolved", 4)}
+    assert decide("support-triage", "2.3.1", refunds) == decide("support-triage", "2.3.1", dict(refunds))
+    assert decide("support-triage", "2.3.1", refunds).label == "refund"
+    assert decide("support-triage", "2.3.1", resolved).label == "resolved"  # other context, other decision
+    # Refunds went badly for this tenant: the feedback-weighted version learns from it, the stable one cannot.
+    history = {**refunds,
+               "past_decisions": [{"run_id": f"r{i}", "decision_label": "refund"} for i in range(3)],
+               "feedback": [{"run_id": f"r{i}", "feedback_score": 0.05} for i in range(3)]}
+    assert decide("support-triage", "2.3.1", history).label == "refund"
+    assert decide("support-triage", "2.4.0", history).label == "resolved"
+    assert decide("research", "0.9.4", {}).label == "insufficient_evidence"  # an empty context is a context
+
+
+@pytest.mark.integration
+def test_reading_agents_name_their_artifact_in_every_decision_from_a_fresh_home_on(tmp_path: Path) -> None:
+    from agentlake.context.assembly import load_artifact
+    from agentlake.pipeline.flow import ingest_pending_then_facts
+    from agentlake.sources.agents import READING_KINDS, LakeAgents
+
+    lake = _fleet_lake(tmp_path)
+    config = FleetConfig(seed=9, feedback_share=0.5)
+    decisions: list[dict[str, Any]] = []
+    for round_ in range(2):  # a fresh home (empty tables), then a lake that holds the first round
+        with LogWriter(lake.store, "demo", background_flush=False) as writer:
+            agents = LakeAgents(lake, log=writer)
+            emit_runs(writer, config if round_ == 0 else FleetConfig(seed=10), 12, datetime.now(UTC), decider=agents)
+            agents.close()
+        written = [parse_event_line(line) for seg in lake.log.list_all() for line in lake.log.read_lines(seg.key)]
+        for event in written:
+            event["attributes"] = orjson.loads(event["attributes"] or "{}")
+        decisions = [e for e in written if e["type"] == "decision"]
+        ingest_pending_then_facts(lake)
+    assembled = {e["attributes"]["artifact_key"]: e for e in written if e["type"] == "context_assembled"}
+    reading = [d for d in decisions if d["agent_id"] in READING_KINDS]
+    assert reading and all(d["attributes"].get("context_artifact") in assembled for d in reading)
+    assert not any("context_artifact" in d["attributes"] for d in decisions if d["agent_id"] not in READING_KINDS)
+    first = load_artifact(lake.store, reading[0]["attributes"]["context_artifact"])
+    assert first.manifest["pins"]["facts.decisions"] is None  # the fresh home: empty, but still an artifact
+    later = [load_artifact(lake.store, d["attributes"]["context_artifact"]) for d in reading[-8:]]
+    assert all(a.manifest["run_id"] == d["run_id"] for a, d in zip(later, reading[-8:], strict=True))
+    assert all(a.manifest["pins"]["facts.decisions"] is not None for a in later)
+    assert any(a.records["past_decisions"].num_rows > 0 for a in later)  # the second round read the first
+    assert all(a.records["documents"].num_rows > 0 for a in later)  # from ext.documents, published through the gate

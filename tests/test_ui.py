@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 from tests.conftest import free_port
 from tests.platform import CHROMIUM_ARGS, PROJECT_ROOT, dismiss_prompts, running_platform
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(500)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +36,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory, browser_path: str,
         for name in list(os.environ):  # as isolated_env does for each test: none of the developer's settings
             if name.startswith(("AGENTLAKE_", "AWS_")) or name == "DAGSTER_HOME":
                 env.delenv(name)
-        # The sensor ticks every 5 s here (60 s by default) so the tests need not wait a minute.
+        # The log sensor ticks every 5 s here (60 s by default) so the tests need not wait a minute.
         env.setenv("AGENTLAKE_INGEST_INTERVAL_S", "5")
+        env.setenv("AGENTLAKE_EVAL_INTERVAL_S", "10")  # the evaluation sensor: every 10 s (300 s by default)
         env.setenv("AGENTLAKE_AUDIT_PORT", audit_port)
         with running_platform(home) as url:
             yield url, home, audit_port
@@ -48,7 +50,7 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
     from playwright.sync_api import TimeoutError as PageTimeout
     from playwright.sync_api import sync_playwright
 
-    url = platform[0]
+    url, home, _ = platform
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -86,8 +88,6 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
         page.get_by_text("snapshot_id", exact=False).first.wait_for(timeout=10_000)
         page.screenshot(path=str(tmp_path / "raw-events.png"))
         # Read a figure: the overview's row count of raw/events is a number above zero.
-        import re
-
         counted = re.search(r"Row count\s+([\d,]+)", page.locator("body").inner_text())
         assert counted and int(counted.group(1).replace(",", "")) > 0, "raw/events shows no row count"
         # The reconciliation check of raw/events passed: read its state on the checks tab.
@@ -98,7 +98,25 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
         after = text[text.index("reconciliation"):][:300]
         assert "Succeeded" in after and "Failed" not in after, after
         page.screenshot(path=str(tmp_path / "raw-events-checks.png"))
+        # Nobody acting: the evaluation sensor evaluates the day; eval/daily's latest materialization shows its
+        # reproducibility figure (a number; the column of that name in its schema says "double").
+        rate = None
+        for _ in range(60):
+            page.goto(f"{url}/assets/eval/daily", wait_until="domcontentloaded")
+            try:
+                page.get_by_text("reproducible_rate", exact=True).first.wait_for(timeout=10_000)
+            except PageTimeout:
+                continue
+            # A metadata row reads "name, time of the materialization, value".
+            rate = re.search(r"reproducible_rate\s+(?:\w{3} \d+, [\d:]+ [AP]M\s+)?(\d+(?:\.\d+)?)\b",
+                             page.locator("body").inner_text())
+            if rate:
+                break
+            page.wait_for_timeout(5_000)
+        assert rate and float(rate.group(1)) == 1.0, "eval/daily shows no reproducible_rate of 1.0"
+        page.screenshot(path=str(tmp_path / "eval-daily.png"))
         browser.close()
+        _assert_agents_read_their_context(home)
 
 
 def _cli(home: Path, audit_port: str, *argv: str) -> str:
@@ -177,3 +195,23 @@ def test_an_auditor_walks_from_the_asset_catalog_to_a_decision_s_snapshots_check
         assert trail["segments"] and all(s["key"] in text for s in trail["segments"])
         assert "TAMPERED" not in text
         browser.close()
+
+
+def _assert_agents_read_their_context(home: Path) -> None:
+    """The demo fleet of `make run` made context artifacts, and each of its reading decisions names one."""
+    import orjson
+
+    from agentlake.config import Settings
+    from agentlake.context.assembly import load_artifact
+    from agentlake.context.query import query
+    from agentlake.sources.agents import READING_KINDS
+    from agentlake.tables.lake import Lake
+
+    lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
+    rows = query(lake, "SELECT agent_id, run_id, attributes FROM facts.decisions").to_pylist()
+    reading = [r for r in rows if r["agent_id"] in READING_KINDS]
+    assert reading, "no decision of a reading agent was ingested"
+    for row in reading:
+        key = orjson.loads(row["attributes"]).get("context_artifact")
+        assert key, f"decision of run {row['run_id']} names no context artifact"
+        assert load_artifact(lake.store, key).manifest["run_id"] == row["run_id"]

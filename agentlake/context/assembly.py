@@ -78,6 +78,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "facts.tool_calls": ("event_id",),
     "facts.decisions": ("event_id",),
     "facts.feedback": ("event_id",),
+    "ext.documents": ("doc_id", "content_hash"),
 }
 _OPS = {"=", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "is not null"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -221,7 +222,8 @@ class ContextRequest:
         if self.sql is None:
             source = next(s for s in self.sources if s.part == part)
             return list(TABLE_KEYS[source.table])
-        for candidate in (("event_id", "document_rank"), ("event_id",), ("run_id",), ("segment_key", "line_offset")):
+        for candidate in (("event_id", "document_rank"), ("event_id",), ("run_id",), ("segment_key", "line_offset"),
+                          ("doc_id", "content_hash")):
             if all(c in columns for c in candidate):
                 return list(candidate)
         return list(columns)

@@ -24,7 +24,7 @@ from agentlake.context.asof import holds_snapshot, read_metadata, snapshot_at
 from agentlake.context.pins import pin_in_force
 from agentlake.context.sandbox import QueryError, check_query, fence, first_line, sandbox_config
 from agentlake.tables.lake import Lake
-from agentlake.tables.schemas import ALL_TABLES, TABLES_BY_NAME
+from agentlake.tables.schemas import TABLES_BY_NAME
 
 
 class SnapshotGone(QueryError):
@@ -94,7 +94,7 @@ def resolve(
     """
     pins: Pins = {}
     locations: Locations = {}
-    for name in tables or [t.name for t in ALL_TABLES]:
+    for name in tables or list(TABLES_BY_NAME):
         table = (handles or {}).get(name) or lake.table(name)
         if as_of_ms is None:
             snapshot = table.current_snapshot()
@@ -252,7 +252,7 @@ def run_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     try:
         return con.execute(sql).fetch_arrow_table()
     except duckdb.Error as exc:
-        raise QueryError(f"{first_line(exc)}; tables are {', '.join(t.name for t in ALL_TABLES)}") from None
+        raise QueryError(f"{first_line(exc)}; tables are {', '.join(TABLES_BY_NAME)}") from None
 
 
 def check_read_only(sql: str) -> None:

@@ -7,7 +7,13 @@ trace: ``run_started``, steps (``llm_call``, ``tool_call``, ``retrieval``), a ``
 fact. On request, a share of the lines is malformed on purpose, to exercise quarantine.
 
 Every draw comes from ``random.Random`` seeded by ``FleetConfig.seed``: the same seed, start
-time and parameters give byte-identical output.
+time and parameters give byte-identical output. Each run has a hidden **need** (the label a
+perfect agent would decide); the documents it retrieves lean towards that need (they are ids of
+the demo corpus, :mod:`agentlake.sources.documents`), and its feedback is good when the decision
+met the need. Without a :class:`Decider` a run decides its need. With one (the lake-reading
+agents of :mod:`agentlake.sources.agents`), the kinds it reads for decide from their context, so
+the output also depends on what the lake holds: only runs without a decider are a function of the
+seed alone.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any, Protocol
 import orjson
 
 from agentlake.log.events import encode_event
+from agentlake.sources.documents import DOCS_PER_SOURCE, doc_id, topic_of
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,23 @@ class DemoReport:
     feedback_pending: int = 0
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A decider's decision for one run: its label, confidence and the decision event's extra attributes."""
+
+    label: str
+    confidence: float
+    attributes: dict[str, Any]
+
+
+class Decider(Protocol):
+    """Decides the runs of some kinds from their context (``agentlake.sources.agents.LakeAgents``)."""
+
+    def reads(self, agent_id: str) -> bool: ...
+
+    def choose(self, *, run_id: str, agent_id: str, version: str, tenant: str, doc_ids: list[str]) -> Choice: ...
+
+
 class LineSink(Protocol):
     """Where lines go: ``agentlake.log.writer.LogWriter`` or anything with its ``append_line``."""
 
@@ -327,7 +351,21 @@ def _llm_call(
     t.record(event, latency)
 
 
-def _plan_run(rng: random.Random, config: FleetConfig) -> _Run:
+def corpus_sources(kinds: tuple[AgentKind, ...] = AGENT_KINDS) -> dict[str, tuple[str, ...]]:
+    """Each retrieval source of the fleet and the decision labels of the kind reading it (the corpus' topics)."""
+    return {source: tuple(label for label, _ in kind.decisions) for kind in kinds for source in kind.sources}
+
+
+def _document(rng: random.Random, source: str, labels: tuple[str, ...], need: str) -> str:
+    """A document of ``source``: most often one about the run's need, else any."""
+    index = rng.randrange(DOCS_PER_SOURCE)
+    if rng.random() < 0.6:
+        on_topic = [i for i in range(DOCS_PER_SOURCE) if topic_of(labels, i) == need]
+        index = on_topic[index % len(on_topic)]
+    return doc_id(source, index)
+
+
+def _plan_run(rng: random.Random, config: FleetConfig, decider: Decider | None = None) -> _Run:
     """Draw one complete run of a random agent kind, timed relative to its start."""
     kind = rng.choices(config.kinds, weights=[k.weight for k in config.kinds])[0]
     # A few large tenants, a long tail of small ones.
@@ -336,6 +374,9 @@ def _plan_run(rng: random.Random, config: FleetConfig) -> _Run:
     t = _Trace(rng, kind, tenant, _uuid(rng))
     request = _fill(rng, rng.choice(kind.requests))
     steps = rng.randint(*kind.steps)
+    need = _pick(rng, kind.decisions)
+    labels = tuple(label for label, _ in kind.decisions)
+    retrieved: list[str] = []
     # Every run retrieves context, then calls a tool; a failing run fails only after both,
     # so that every run has a retrieval, an llm_call and a tool_call.
     actions = ["retrieval", "tool"] + rng.choices(
@@ -359,7 +400,8 @@ def _plan_run(rng: random.Random, config: FleetConfig) -> _Run:
         if action == "retrieval":
             source = rng.choice(kind.sources)
             scores = sorted((round(rng.betavariate(5, 2), 3) for _ in range(rng.randint(3, 8))), reverse=True)
-            docs = [{"id": f"{source}/{rng.randrange(1_000_000):06d}", "score": s} for s in scores]
+            docs = [{"id": _document(rng, source, labels, need), "score": s} for s in scores]
+            retrieved += [str(d["id"]) for d in docs]
             latency = round(rng.lognormvariate(math.log(120), 0.5), 1)
             event = t.event(
                 "retrieval",
@@ -404,6 +446,7 @@ def _plan_run(rng: random.Random, config: FleetConfig) -> _Run:
             tool_errors += failed
             context += output + rng.randint(50, 900)
 
+    label = need
     if fail_at is not None:
         error_type = rng.choice(kind.errors)
         error = t.event(
@@ -419,13 +462,14 @@ def _plan_run(rng: random.Random, config: FleetConfig) -> _Run:
         finish = "length" if rng.random() < 0.03 else "stop"
         output = rng.randint(150, 900)
         _llm_call(t, provider, model, context, output, finish, request, rng.choice(kind.answers))
-        label = _pick(rng, kind.decisions)
-        decision = t.event(
-            "decision",
-            {"decision_label": label},
-            parent=t.root,
-            attributes={"confidence": round(rng.uniform(0.5, 0.99), 2), "steps": steps},
-        )
+        label, confidence = need, round(rng.uniform(0.5, 0.99), 2)
+        attributes: dict[str, Any] = {"confidence": confidence, "steps": steps}
+        if decider is not None and decider.reads(kind.name):
+            choice = decider.choose(run_id=t.run_id, agent_id=kind.name, version=t.version, tenant=tenant,
+                                    doc_ids=retrieved)
+            label = choice.label
+            attributes.update(choice.attributes, confidence=choice.confidence)
+        decision = t.event("decision", {"decision_label": label}, parent=t.root, attributes=attributes)
         t.record(decision, rng.uniform(2, 30))
         end_fields = {"status": "ok"}
     finished = t.event(
@@ -439,8 +483,9 @@ def _plan_run(rng: random.Random, config: FleetConfig) -> _Run:
 
     feedback = None
     if rng.random() < config.feedback_share:
-        # Users like successful runs, less so when tools failed along the way.
-        mean = (0.8 if fail_at is None else 0.2) - 0.1 * tool_errors
+        # Users like runs that met their need, less so when tools failed along the way.
+        met = fail_at is None and label == need
+        mean = (0.8 if met else 0.25 if fail_at is None else 0.2) - 0.1 * tool_errors
         score = round(min(1.0, max(0.0, rng.gauss(mean, 0.18))), 2)
         label = "helpful" if score >= 0.7 else "partially_helpful" if score >= 0.4 else "not_helpful"
         feedback = t.event(
@@ -543,7 +588,9 @@ class _BadLines:
 # --- batch mode -------------------------------------------------------------------------------
 
 
-def _batch(config: FleetConfig, runs: int, start: datetime, report: DemoReport) -> Iterator[bytes]:
+def _batch(
+    config: FleetConfig, runs: int, start: datetime, report: DemoReport, decider: Decider | None = None
+) -> Iterator[bytes]:
     if runs < 0:
         raise ValueError(f"runs must be >= 0, got {runs}")
     if start.tzinfo is None:
@@ -564,7 +611,7 @@ def _batch(config: FleetConfig, runs: int, start: datetime, report: DemoReport) 
             yield line
 
     for i in range(runs):
-        run = _plan_run(random.Random(master.getrandbits(64)), config)
+        run = _plan_run(random.Random(master.getrandbits(64)), config, decider)
         # Run i starts in the i-th of `runs` equal slots of the window, moved earlier if
         # needed so that it ends at least min_feedback_delay before `start`.
         begin = -window_ms + (i + run.slot_u) * window_ms / runs
@@ -602,14 +649,20 @@ def generate_runs(config: FleetConfig, runs: int, start: datetime) -> Iterator[b
     yield from _batch(config, runs, start, DemoReport())
 
 
-def emit_runs(writer: LineSink, config: FleetConfig, runs: int, start: datetime) -> DemoReport:
+def emit_runs(
+    writer: LineSink, config: FleetConfig, runs: int, start: datetime, *, decider: Decider | None = None
+) -> DemoReport:
     """Append the lines of ``generate_runs`` to ``writer``; the caller flushes or closes it.
+
+    Args:
+        decider: decides the runs of the kinds it reads from their context (runs are then planned
+            one after the other, each reading the lake as it is then).
 
     Returns:
         The counts of runs, failed runs, valid events (feedback included), feedback and bad lines.
     """
     report = DemoReport()
-    for line in _batch(config, runs, start, report):
+    for line in _batch(config, runs, start, report, decider):
         writer.append_line(line)
     return report
 
@@ -625,6 +678,7 @@ def run_forever(
     time_scale: float = 1440.0,
     *,
     speed: float = 1.0,
+    decider: Decider | None = None,
 ) -> DemoReport:
     """Run the fleet in real time until ``stop`` is set, then return what was written.
 
@@ -644,6 +698,7 @@ def run_forever(
         time_scale: how much faster than the runs' clock feedback delays pass.
         speed: how much faster than real time the simulated clock runs; timestamps follow
             it, so above 1 they run ahead of the wall clock (for fast demos and tests).
+        decider: decides the runs of the kinds it reads from their context, when each run starts.
     """
     if rate_runs_per_s <= 0 or time_scale <= 0 or speed <= 0:
         raise ValueError("rate_runs_per_s, time_scale and speed must be positive")
@@ -668,7 +723,7 @@ def run_forever(
     while not stop.is_set():
         now_ms = (time.monotonic() - mono0) * 1000 * speed
         while next_run_ms <= now_ms and not stop.is_set():
-            run = _plan_run(random.Random(master.getrandbits(64)), config)
+            run = _plan_run(random.Random(master.getrandbits(64)), config, decider)
             begin = int(next_run_ms)
             for offset, event in run.events:
                 heapq.heappush(queue, (begin + offset, next(order), False, event))

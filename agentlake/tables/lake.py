@@ -11,7 +11,7 @@ from agentlake.config import Settings
 from agentlake.log.reader import LogReader
 from agentlake.storage.catalog import open_catalog
 from agentlake.storage.store import ObjectStore
-from agentlake.tables.schemas import ALL_TABLES, ensure_tables
+from agentlake.tables.schemas import ALL_TABLES, SOURCE_TABLES, ensure_tables
 
 
 class Lake:
@@ -33,7 +33,7 @@ class Lake:
     @cached_property
     def catalog(self) -> SqlCatalog:
         catalog = open_catalog(self.settings)
-        ensure_tables(catalog, ALL_TABLES)
+        ensure_tables(catalog, ALL_TABLES + SOURCE_TABLES)
         return catalog
 
     def table(self, name: str) -> Table:

@@ -186,10 +186,27 @@ AGENT_RUNS = TableDef(
     "columns are those of run_finished, so the run lands in the partition of the day it finished.",
 )
 
+# Source tables hold what agents read besides their own events (documents, later tickets and
+# customers loaded by dlt into the same ``ext`` namespace). They are readable by queries and context
+# assembly like the others, but not built from the log (ingest, reconciliation and kill tests skip them).
+DOCUMENTS = TableDef(
+    "ext.documents",
+    (
+        ("doc_id", "string", True, "the document's id, e.g. kb-articles/000012 (what a retrieval names)"),
+        ("title", "string", True, ""),
+        ("body", "string", True, "the document's text, markdown"),
+        ("content_hash", "string", True, "sha256 of the body (hex)"),
+        ("updated_at", "timestamp", True, "when this version of the document was written: the partition"),
+    ),
+    "One row per document version agents can retrieve; a changed document is a new row with a new content_hash.",
+    partition_column="updated_at",
+)
+
 RAW_TABLES = (EVENTS, QUARANTINE)
 FACT_TABLES = (AGENT_RUNS, LLM_CALLS, TOOL_CALLS, RETRIEVALS, DECISIONS, FEEDBACK)
 ALL_TABLES = RAW_TABLES + FACT_TABLES
-TABLES_BY_NAME = {t.name: t for t in ALL_TABLES}
+SOURCE_TABLES = (DOCUMENTS,)
+TABLES_BY_NAME = {t.name: t for t in ALL_TABLES + SOURCE_TABLES}
 
 TABLE_PROPERTIES: dict[str, str] = {
     # Retries are AgentLake's own (refresh, re-check the ledger, re-append): pyiceberg's automatic
