@@ -161,9 +161,13 @@ def ingest_while_another_publishes(tmp_path: Path, first: SegmentInfo, other: Se
         new_lake(tmp_path), [first], gated("a", checkpoint=pause))))
     writer.start()
     assert audited.wait(timeout=120)
-    ingest(new_lake(tmp_path), [other], gated("b"))  # main moves while A's batch is audited
+    b = ingest(new_lake(tmp_path), [other], gated("b"))  # main moves while A's batch is audited
     other_done.set()
     writer.join(timeout=120)
+    assert b.attempts == 1 and b.gate[0].published_snapshot_id is not None
+    # A's publish found main moved: it conflicted once, staged afresh and published on its second attempt.
+    assert result["a"].attempts == 2, result["a"].as_dict()
+    assert result["a"].gate[-1].published_snapshot_id is not None
     return result["a"]
 
 
