@@ -1,7 +1,10 @@
 """A process that ingests the log (or rebuilds facts) and may die on the way: the subject of test_kill.
 
-    python -m tests.ingest_worker ingest  --home H [--progress F] [--done F] [--kill-at STAGE [--occurrence N]]
+    python -m tests.ingest_worker ingest  --home H [--gated] [--progress F] [--done F] [--kill-at STAGE [--occurrence N]]
     python -m tests.ingest_worker rebuild --home H --day D [--day D ...] [same options]
+
+With ``--gated`` it ingests through the quality gate with the deployment's policy, as the CLI and
+Dagster do: stage on a branch, audit with Great Expectations, publish to ``main``.
 
 It prints ``ready`` once its imports are done (the parent times its kills from there; the lake,
 catalog and tables are opened after that line, so a kill can land there too). Each checkpoint
@@ -22,6 +25,7 @@ from pathlib import Path
 import orjson
 
 from agentlake.config import Settings
+from agentlake.gate.suites import QualityPolicy
 from agentlake.pipeline.facts import rebuild_facts
 from agentlake.pipeline.flow import ingest_pending_then_facts
 from agentlake.pipeline.stage import IngestOptions, IngestReport
@@ -36,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", type=Path, help="append each checkpoint stage reached here")
     parser.add_argument("--done", type=Path, help="write the report here when finished")
     parser.add_argument("--kill-at", help="SIGKILL this process when the checkpoint reaches this stage")
+    parser.add_argument("--gated", action="store_true", help="through the quality gate, as the CLI and Dagster")
     parser.add_argument("--occurrence", type=int, default=1, help="... for the N-th time (default 1)")
     args = parser.parse_args(argv)
     if args.action == "rebuild" and not args.day:
@@ -55,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("ready", flush=True)
     lake = Lake(Settings(home=args.home.resolve()))
-    options = IngestOptions(run_id=f"worker-{os.getpid()}", checkpoint=checkpoint)
+    quality = QualityPolicy.from_settings(lake.settings) if args.gated else None
+    options = IngestOptions(run_id=f"worker-{os.getpid()}", checkpoint=checkpoint, quality=quality)
     report = IngestReport()
     if args.action == "ingest":
         report = ingest_pending_then_facts(lake, options)

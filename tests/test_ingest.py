@@ -21,6 +21,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from agentlake.config import S3Settings, Settings
 from agentlake.context.query import query
 from agentlake.errors import InvalidEvent
+from agentlake.gate.publish import held
 from agentlake.log.events import encode_event, parse_event_line
 from agentlake.log.reader import LogReader
 from agentlake.log.segments import SegmentInfo
@@ -32,7 +33,7 @@ from agentlake.pipeline.reconcile import reconcile
 from agentlake.pipeline.stage import IngestOptions, IngestReport
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import AGENT_RUNS, ALL_TABLES, EVENTS, FACT_TABLES, QUARANTINE
-from tests.concurrent_ingest import ingest_in_process
+from tests.concurrent_ingest import ingest_in_process, meeting_before_the_first_commit
 from tests.corpus import (
     IMPOSSIBLE_TIMESTAMPS,
     OUT_OF_RANGE_TIMESTAMPS,
@@ -408,7 +409,7 @@ def test_two_threads_ingesting_the_same_segments(tmp_path: Path) -> None:
     lake = new_lake(tmp_path)
     lake.catalog  # noqa: B018 - created up front: a first open by two at once races (see the bug below)
     written = demo_over_two_days(lake, runs=50, bad_share=0.05, max_events=60)
-    barrier = threading.Barrier(2)
+    barrier, meet = threading.Barrier(2), threading.Barrier(2)
     reports: dict[str, IngestReport] = {}
     errors: list[BaseException] = []
 
@@ -417,7 +418,8 @@ def test_two_threads_ingesting_the_same_segments(tmp_path: Path) -> None:
             mine = new_lake(tmp_path)
             mine.catalog  # noqa: B018
             barrier.wait(timeout=60)
-            reports[name] = ingest_pending_then_facts(mine, IngestOptions(run_id=name))
+            reports[name] = ingest_pending_then_facts(
+                mine, IngestOptions(run_id=name, checkpoint=meeting_before_the_first_commit(meet)))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -428,6 +430,8 @@ def test_two_threads_ingesting_the_same_segments(tmp_path: Path) -> None:
         t.join(timeout=300)
     assert not errors, errors
     assert set(reports) == {"t1", "t2"}
+    days = len({s.dt for s in written.segments})
+    assert sum(r.attempts - days for r in reports.values()) >= 1, "no commit conflicted: the race was not run"
     assert set(rows_of(lake, EVENTS.name).column("ingest_run_id").to_pylist()) <= {"t1", "t2"}
     assert_exactly_once(lake, written)
 
@@ -498,7 +502,10 @@ def test_report_keeps_commits_of_an_attempt_that_later_conflicted(tmp_path: Path
 
 
 @pytest.mark.integration
-def test_two_processes_ingesting_the_same_segments(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gate", ["ungated", "gated"])
+def test_two_processes_ingesting_the_same_segments(tmp_path: Path, gate: str) -> None:
+    """Two processes ingest the same segments at once, twice: neither dies, nothing is lost or doubled,
+    and in each round their commits of raw.events really conflicted (they meet right before it)."""
     lake = new_lake(tmp_path)
     lake.catalog  # noqa: B018 - created up front: a first open by two at once races (see the bug below)
     written = demo_over_two_days(lake, runs=50, bad_share=0.05, max_events=60)
@@ -509,9 +516,9 @@ def test_two_processes_ingesting_the_same_segments(tmp_path: Path) -> None:
             extra = demo_over_two_days(lake, runs=50, bad_share=0.05, max_events=60, seed=2)
             written = Written({**written.lines, **{-1 - k: v for k, v in extra.lines.items()}},
                               written.segments + extra.segments)
-        barrier, results = ctx.Barrier(2), ctx.Queue()
+        barrier, meet, results = ctx.Barrier(2), ctx.Barrier(2), ctx.Queue()
         procs = [ctx.Process(target=ingest_in_process, args=(str(tmp_path / "home"), f"p{round_}{i}", barrier,
-                                                             results)) for i in range(2)]
+                                                             results, meet, gate == "gated")) for i in range(2)]
         for p in procs:
             p.start()
         outcomes = []
@@ -526,10 +533,19 @@ def test_two_processes_ingesting_the_same_segments(tmp_path: Path) -> None:
                 if p.is_alive():  # pragma: no cover
                     p.kill()
         assert all(status == "ok" for _, status, _ in outcomes), outcomes
+        assert sorted(run_id for run_id, _, _ in outcomes) == [f"p{round_}0", f"p{round_}1"]
+        assert [p.exitcode for p in procs] == [0, 0]
+        # Without a conflict each process makes one attempt per arrival day: the extra attempts are
+        # commits that lost the race and started the day again.
+        days = sorted({s.dt for s in written.segments})
+        conflicts = sum(report["attempts"] - len(days) for _, _, report in outcomes)
+        assert conflicts >= 1, f"round {round_}: no commit conflicted, the race was not run: {outcomes}"
+        if gate == "gated":
+            assert all(g["published_snapshot_id"] for _, _, r in outcomes for g in r["gate"]), outcomes
+            assert not any(held(lake.table(EVENTS.name).properties, day) for day in days)
         # Reports never claim more than was written (they may claim less: see the report bug below).
         total_rows += sum(report["rows"] for _, _, report in outcomes)
         assert total_rows <= written.valid
-        assert [p.exitcode for p in procs] == [0, 0]
         assert_exactly_once(lake, written)
 
 

@@ -3,8 +3,12 @@
 One log is prepared per module: demo-fleet segments over two arrival days, ~2% malformed lines,
 two segments that repeat other segments' lines (duplicates, within a day and across days), a few
 lines that reuse an event_id with other content (conflicts), and runs that start on one day and
-finish on the next. A reference ingest of an untouched copy, run once in a worker without any
-kill, gives the expected content of every table and the sequence of checkpoint stages.
+finish on the next, and one event a day that breaks a row rule of the quality gate. A reference
+ingest of an untouched copy, run once in a worker without any kill, gives the expected content of
+every table and the sequence of checkpoint stages: one reference ungated, one through the quality
+gate as the CLI and Dagster ingest (stage on a branch, audit with Great Expectations, publish to
+``main``). The ingest kills run on the gated path; the facts stage's kills and the rebuild's follow
+an ungated ingest (the facts code is the same either way).
 
 Each trial copies the log (the whole AGENTLAKE_HOME: the object store folder and the SQLite
 catalog), starts ``python -m tests.ingest_worker``, kills it with SIGKILL (from inside, at a
@@ -15,7 +19,12 @@ without any kill and checks:
 * ``raw.events`` holds no event_id twice;
 * every table's full content (ingest_run_id aside) equals the reference ingest's, row for row;
 * every table's ledger holds every segment, with the reference's counters;
-* every table is readable through ``agentlake.context.query.query`` (DuckDB's Iceberg reader).
+* every table is readable through ``agentlake.context.query.query`` (DuckDB's Iceberg reader);
+* against an oracle read from the log's lines themselves, not from any ingest: every valid line's
+  event is in ``raw.events`` on ``main`` exactly once, at its first line, and every other line
+  (invalid, a conflicting repeat, and gated a row-rule breaker) is in ``raw.quarantine`` once;
+* gated, nothing on ``main`` is unaudited: every snapshot that put rows there was staged and passed
+  the batch rules of its kept Great Expectations result, and no batch is held.
 
 Before the re-run, each table must hold each day's segments wholly or not at all, with exactly
 the reference's rows for that day or none (a commit is data plus ledger, atomically). The
@@ -44,11 +53,16 @@ from typing import Any
 
 import orjson
 import pytest
+from pyiceberg.table.snapshots import ancestors_of
 
 from agentlake.config import Settings
 from agentlake.context.query import query
 from agentlake.errors import InvalidEvent
+from agentlake.gate.publish import held_days
+from agentlake.gate.suites import QualityPolicy
+from agentlake.gate.validations import read_validation
 from agentlake.log.events import parse_event_line
+from agentlake.log.reader import LogReader
 from agentlake.log.segments import SegmentInfo
 from agentlake.log.writer import LogWriter
 from agentlake.pipeline.facts import rebuild_facts
@@ -92,6 +106,17 @@ def _altered(line: bytes) -> bytes:
     return orjson.dumps(event)
 
 
+def _breaking_a_row_rule(line: bytes, n: int) -> bytes:
+    """A valid event with a negative latency: a row on the ungated path, quarantined by the gate's row rule."""
+    event = orjson.loads(line)
+    event.update({"event_id": f"rule-breaker-{n}", "latency_ms": -5.0})
+    return orjson.dumps(event)
+
+
+def _breaks_a_row_rule(event: dict[str, Any]) -> bool:
+    return event.get("latency_ms") is not None and event["latency_ms"] < 0
+
+
 @dataclass(frozen=True)
 class LogFacts:
     """What ingesting the prepared log must give, counted from the lines themselves."""
@@ -101,6 +126,7 @@ class LogFacts:
     duplicates: int  # valid lines repeated verbatim
     conflicts: int  # valid lines reusing an event_id with other content
     quarantined: int  # invalid lines, repeats included, and the conflicts
+    rule_breaking: int  # valid events that break a row rule of the quality gate (rows when ungated)
 
 
 def build_log(home: Path) -> LogFacts:
@@ -114,19 +140,21 @@ def build_log(home: Path) -> LogFacts:
 
     lines = list(generate_runs(FleetConfig(seed=11, bad_share=0.02), 90, now[0]))
     conflicting = [_altered(line) for line in lines[300:340] if _valid(line)][:4]
+    llm_calls = [line for line in lines if b'"type":"llm_call"' in line and _valid(line)]
+    breaking = [_breaking_a_row_rule(llm_calls[10], 0), _breaking_a_row_rule(llm_calls[-10], 1)]  # one a day
     cut = len(lines) * 2 // 3  # the runs around the cut start on day one and finish on day two
     repeats = lines[200:500] + lines[cut - 150 : cut + 100]
     fleet = LogWriter(store, "fleet", max_segment_events=400, background_flush=False, clock=clock)
     retry = LogWriter(store, "retry", max_segment_events=10_000, background_flush=False, clock=clock)
     with fleet, retry:
-        for line in lines[:cut]:
+        for line in lines[:cut] + breaking[:1]:
             fleet.append_line(line)
         fleet.flush()
         for line in lines[200:500] + conflicting[:2]:  # repeats of day one, within day one
             retry.append_line(line)
         retry.flush()
         now[0] = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
-        for line in lines[cut:]:
+        for line in lines[cut:] + breaking[1:]:
             fleet.append_line(line)
         fleet.flush()
         for line in lines[cut - 150 : cut + 100] + conflicting[2:]:  # repeats across the two days
@@ -136,9 +164,46 @@ def build_log(home: Path) -> LogFacts:
     assert sorted({seg.dt for seg in sealed}) == list(DAYS)
     valid, valid_repeats = sum(map(_valid, lines)), sum(map(_valid, repeats))
     return LogFacts(
-        lines=sum(seg.lines for seg in sealed), rows=valid, duplicates=valid_repeats, conflicts=len(conflicting),
-        quarantined=len(lines) - valid + len(repeats) - valid_repeats + len(conflicting),
+        lines=sum(seg.lines for seg in sealed), rows=valid + len(breaking), duplicates=valid_repeats,
+        conflicts=len(conflicting), quarantined=len(lines) - valid + len(repeats) - valid_repeats + len(conflicting),
+        rule_breaking=len(breaking),
     )
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """What the tables must hold, read from the log's lines directly (not from any ingest of them)."""
+
+    events: dict[str, tuple[str, int]]  # event_id -> (segment key, line offset) of its one row in raw.events
+    quarantined: dict[tuple[str, int], str]  # (segment key, line offset) of each quarantined line -> why
+
+    @classmethod
+    def read(cls, store: ObjectStore, *, gated: bool) -> Oracle:
+        """Segments in arrival order, lines in order: the first of an event_id is its row; a verbatim
+        repeat is a duplicate; the same id with other content, an invalid line, and (gated) a row
+        that breaks a row rule are quarantined."""
+        reader = LogReader(store)
+        first: dict[str, dict[str, Any]] = {}
+        events: dict[str, tuple[str, int]] = {}
+        quarantined: dict[tuple[str, int], str] = {}
+        for day in DAYS:
+            for seg in sorted(reader.list_day(day)):
+                for offset, line in enumerate(reader.read_lines(seg.key)):
+                    try:
+                        event = parse_event_line(line)
+                    except InvalidEvent:
+                        quarantined[seg.key, offset] = "invalid"
+                        continue
+                    if event["event_id"] in first:
+                        if first[event["event_id"]] != event:
+                            quarantined[seg.key, offset] = "conflict"
+                        continue
+                    first[event["event_id"]] = event
+                    if gated and _breaks_a_row_rule(event):
+                        quarantined[seg.key, offset] = "row rule"
+                    else:
+                        events[event["event_id"]] = (seg.key, offset)
+        return cls(events, quarantined)
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -170,10 +235,10 @@ class Outcome:
         return self.stages[-1] if self.stages else "(no checkpoint yet)"
 
 
-def _reached(proc: subprocess.Popen[bytes], progress: Path, stage: str) -> float | None:
-    """When the worker reported ``stage`` (watched from here), or None if it ended first."""
+def _reached(proc: subprocess.Popen[bytes], progress: Path, stage: str, occurrence: int = 1) -> float | None:
+    """When the worker reported ``stage`` for the ``occurrence``-th time (watched from here), or None if it ended first."""
     while proc.poll() is None:
-        if progress.exists() and f" {stage}\n" in progress.read_text():
+        if progress.exists() and progress.read_text().count(f" {stage}\n") >= occurrence:
             return time.monotonic()
         time.sleep(0.005)
     return None
@@ -196,16 +261,18 @@ class Workers:
         trial: Path,
         *,
         days: Iterable[str] = (),
+        gated: bool = False,
         kill_at: tuple[str, int] | None = None,
         kill_after: float | None = None,
-        kill_from: str | None = None,
+        kill_from: tuple[str, int] | None = None,
     ) -> Outcome:
         """Run one worker to its end: finished, or killed.
 
         Args:
+            gated: ingest through the quality gate, as the CLI and Dagster do.
             kill_at: (stage, n): the worker kills itself the n-th time it reaches that checkpoint.
             kill_after: SIGKILL it this many seconds after it is ready, or after ``kill_from``.
-            kill_from: count ``kill_after`` from the moment it reports this checkpoint stage.
+            kill_from: (stage, n): count ``kill_after`` from the moment it reports that stage the n-th time.
         """
         trial.mkdir(parents=True, exist_ok=True)
         progress, done, stderr = trial / "progress", trial / "done", trial / "stderr"
@@ -213,6 +280,8 @@ class Workers:
                "--progress", str(progress), "--done", str(done)]
         for day in days:
             cmd += ["--day", day]
+        if gated:
+            cmd.append("--gated")
         if kill_at is not None:
             cmd += ["--kill-at", kill_at[0], "--occurrence", str(kill_at[1])]
         env = {**self.env, "AGENTLAKE_HOME": str(home)}
@@ -226,7 +295,7 @@ class Workers:
                 if line.strip() != b"ready":
                     proc.wait(timeout=60)
                     raise AssertionError(f"worker did not start: {stderr.read_text(errors='replace')[-3000:]}")
-                start = ready if kill_from is None else _reached(proc, progress, kill_from)
+                start = ready if kill_from is None else _reached(proc, progress, *kill_from)
                 if kill_after is not None and start is not None:
                     try:
                         proc.wait(timeout=max(0.0, start + kill_after - time.monotonic()))
@@ -339,37 +408,73 @@ class Reference:
     workers: Workers
     report: dict[str, Any] = field(default_factory=dict)  # the reference worker's IngestReport
     balanced: list[bool] = field(default_factory=list)  # per day
+    gated: bool = False  # ingested through the quality gate (write, audit, publish)
+    oracle: Oracle = field(default_factory=lambda: Oracle({}, {}))
 
     @property
     def per_day(self) -> int:
         return len(self.stages) // len(DAYS)
 
+    @property
+    def raw_stages(self) -> int:
+        """How many checkpoints of a day belong to the raw tables' stage (the facts stage follows)."""
+        return self.stages.index("after-data-files", 1)
+
+    def options(self, run_id: str, lake: Lake) -> IngestOptions:
+        """How a re-run ingests: gated like the reference, with the deployment's policy."""
+        return IngestOptions(run_id=run_id, quality=QualityPolicy.from_settings(lake.settings) if self.gated else None)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The log every trial starts from (one per module), and the workers that ingest it."""
+
+    base: Path
+    log_home: Path
+    log: LogFacts
+    workers: Workers
+
 
 @pytest.fixture(scope="module")
-def ref(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     base = tmp_path_factory.mktemp("kill")
     log_home = base / "log" / "home"
-    log = build_log(log_home)
-    workers = Workers(base / "pycache")
-    home = base / "reference" / "home"
-    shutil.copytree(log_home, home)
-    outcome = workers.run("ingest", home, base / "reference")
+    return Prepared(base, log_home, build_log(log_home), Workers(base / "pycache"))
+
+
+def make_reference(prepared: Prepared, *, gated: bool) -> Reference:
+    """Ingest an untouched copy of the log in a worker, without any kill."""
+    where = prepared.base / ("gated-reference" if gated else "reference")
+    home = where / "home"
+    shutil.copytree(prepared.log_home, home)
+    outcome = prepared.workers.run("ingest", home, where, gated=gated)
     assert outcome.returncode == 0 and outcome.finished, outcome.stderr
     lake = open_lake(home)
     try:
         segments = {day: lake.log.list_day(day) for day in DAYS}
         reference = Reference(
-            log_home=log_home, home=home, saved=base / "reference" / "saved", log=log, segments=segments,
+            log_home=prepared.log_home, home=home, saved=where / "saved", log=prepared.log, segments=segments,
             rows=table_rows(lake), counts=day_counts(lake),
             ledgers={k: ledger_facts(v, k[0]) for k, v in ledgers(lake).items()},
-            stages=outcome.stages, times=outcome.times, seconds=outcome.seconds, workers=workers,
-            report=orjson.loads((base / "reference" / "done").read_bytes()),
+            stages=outcome.stages, times=outcome.times, seconds=outcome.seconds, workers=prepared.workers,
+            report=orjson.loads((where / "done").read_bytes()),
             balanced=[day.balanced for day in reconcile(lake)],
+            gated=gated, oracle=Oracle.read(ObjectStore.local(prepared.log_home / "store"), gated=gated),
         )
     finally:
         close_lake(lake)
     shutil.copytree(home, reference.saved)
     return reference
+
+
+@pytest.fixture(scope="module")
+def ref(prepared: Prepared) -> Reference:
+    return make_reference(prepared, gated=False)
+
+
+@pytest.fixture(scope="module")
+def gated_ref(prepared: Prepared) -> Reference:
+    return make_reference(prepared, gated=True)
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -406,6 +511,52 @@ def check_like_reference(lake: Lake, ref: Reference) -> None:
     by_table = {r["t"]: r for r in seen}
     assert by_table[EVENTS.name]["ids"] == by_table[EVENTS.name]["n"], "raw.events holds an event_id twice"
     assert {t: r["n"] for t, r in by_table.items()} == {name: len(ref.rows[name]) for name in TABLES}
+    check_against_log(lake, ref.oracle)
+    if ref.gated:
+        check_audited(lake)
+
+
+def check_against_log(lake: Lake, oracle: Oracle) -> None:
+    """The raw tables against the log's own lines: every valid line once in raw.events (main), every
+    other line once in raw.quarantine."""
+    events = lake.table(EVENTS.name).scan(selected_fields=("event_id", "segment_key", "line_offset")).to_arrow()
+    rows = list(zip(*(events.column(c).to_pylist() for c in ("event_id", "segment_key", "line_offset")), strict=True))
+    doubled = [i for i, n in Counter(i for i, _, _ in rows).items() if n > 1]
+    assert not doubled, f"raw.events holds {len(doubled)} event_ids more than once, e.g. {doubled[:3]}"
+    got = {i: (key, offset) for i, key, offset in rows}
+    missing, extra = oracle.events.keys() - got.keys(), got.keys() - oracle.events.keys()
+    assert not missing and not extra, f"raw.events lacks {len(missing)} valid lines of the log ({sorted(missing)[:3]}) "\
+        f"and holds {len(extra)} it should not ({sorted(extra)[:3]})"
+    assert got == oracle.events, "a row of raw.events is not the first line of its event_id in the log"
+    quarantine = lake.table(QUARANTINE.name).scan(selected_fields=("segment_key", "line_offset")).to_arrow()
+    lines = Counter(zip(quarantine.column("segment_key").to_pylist(), quarantine.column("line_offset").to_pylist(),
+                        strict=True))
+    assert not [k for k, n in lines.items() if n > 1], "raw.quarantine holds a line twice"
+    assert set(lines) == set(oracle.quarantined), (
+        f"raw.quarantine lacks {sorted(set(oracle.quarantined) - set(lines))[:3]} and holds "
+        f"{sorted(set(lines) - set(oracle.quarantined))[:3]} it should not")
+
+
+def check_audited(lake: Lake) -> None:
+    """Nothing on main is unaudited: every snapshot that added rows to main was staged on a branch and
+    passed the batch rules of its kept Great Expectations result (or only dropped the rows a row rule
+    failed from such a snapshot); no batch is held."""
+    table = lake.table(EVENTS.name)
+    assert not held_days(table.properties), f"a batch is held: {held_days(table.properties)}"
+    passed: set[int] = set()
+    for snap in reversed(list(ancestors_of(table.current_snapshot(), table.metadata))):
+        props = snap.summary.additional_properties if snap.summary is not None else {}
+        added = int(props.get("added-records", "0"))
+        if props.get("agentlake.staged") == "true":
+            result = read_validation(lake.store, EVENTS.name, snap.snapshot_id)
+            batch = [r for r in result["results"] if r["expectation_config"]["severity"] == "critical"]
+            assert batch and all(r["success"] for r in batch), f"snapshot {snap.snapshot_id} failed a batch rule"
+            passed.add(snap.snapshot_id)
+        elif "agentlake.audit.dropped-rows" in props:
+            assert snap.parent_snapshot_id in passed, f"snapshot {snap.snapshot_id} rewrote an unaudited one"
+            passed.add(snap.snapshot_id)
+        else:
+            assert added == 0, f"snapshot {snap.snapshot_id} put {added} rows on main without an audit: {props}"
 
 
 def check_whole_or_nothing(lake: Lake, ref: Reference) -> dict[tuple[str, str], str]:
@@ -490,29 +641,76 @@ def test_reference_ingest_exercises_every_path(ref: Reference) -> None:
     got = {k: ref.report[k] for k in ("lines", "rows", "duplicates", "conflicts", "quarantined")}
     want = {k: getattr(log, k) for k in got}
     assert got == want, f"the ingest report {got} does not match the counts taken from the log's lines {want}"
+    lake = open_lake(ref.home)
+    try:
+        check_against_log(lake, ref.oracle)
+    finally:
+        close_lake(lake)
 
 
-def test_kill_at_every_checkpoint_then_rerun(ref: Reference, tmp_path: Path) -> None:
-    """SIGKILL at each checkpoint of a day's ingest (on day one or day two, alternately), then ingest again."""
+def test_the_gated_reference_ingest_stages_audits_and_publishes_each_day(gated_ref: Reference) -> None:
+    """Through the gate, as the CLI and Dagster ingest: each day's batch (several segments) is staged,
+    audited and published; the row-rule breakers are quarantined, and main holds only audited rows."""
+    ref, log = gated_ref, gated_ref.log
+    gate = ["after-data-files", "after-stage:events", "after-audit:events", "before-commit:events",
+            "after-commit:events", "before-commit:quarantine", "after-commit:quarantine"]
+    assert ref.stages[: ref.raw_stages] == gate and ref.stages[: ref.per_day] == ref.stages[ref.per_day :]
+    assert all(len(segs) > 1 for segs in ref.segments.values())
+    assert ref.balanced == [True] * len(DAYS)
+    got = {k: ref.report[k] for k in ("lines", "rows", "duplicates", "conflicts", "quarantined", "rules_quarantined",
+                                      "segments_held")}
+    want = {"lines": log.lines, "rows": log.rows - log.rule_breaking, "duplicates": log.duplicates,
+            "conflicts": log.conflicts, "quarantined": log.quarantined + log.rule_breaking,
+            "rules_quarantined": log.rule_breaking, "segments_held": 0}
+    assert got == want, f"the gated ingest report {got} does not match the counts taken from the log's lines {want}"
+    assert len(ref.report["gate"]) == len(DAYS) and all(g["published_snapshot_id"] for g in ref.report["gate"])
+    assert sorted(v for v in ref.oracle.quarantined.values() if v == "row rule") == ["row rule"] * log.rule_breaking
+    lake = open_lake(ref.home)
+    try:
+        check_against_log(lake, ref.oracle)
+        check_audited(lake)
+    finally:
+        close_lake(lake)
+
+
+def checkpoint_plan(ref: Reference) -> list[tuple[int, str, int]]:
+    """(position, stage, occurrence) of the checkpoints to kill at.
+
+    Each checkpoint of a day once, on day one or day two alternately: gated, those of the raw
+    tables' stage (write, audit, publish, quarantine), as the CLI and Dagster ingest; ungated, those
+    of the facts stage that follows it (the same code either way). An ungated commit of raw.events
+    is never made outside the tests, so it is not killed here.
+    """
     plan = []
     for position, stage in enumerate(ref.stages):
-        if (position % ref.per_day) % len(DAYS) == position // ref.per_day:
+        step = position % ref.per_day
+        if step % len(DAYS) == position // ref.per_day and (step < ref.raw_stages) == ref.gated:
             plan.append((position, stage, ref.stages[: position + 1].count(stage)))
-    assert sorted(p % ref.per_day for p, _, _ in plan) == list(range(ref.per_day))  # each checkpoint of a day, once
+    return plan
+
+
+@pytest.mark.parametrize("gate", ["ungated", "gated"])
+def test_kill_at_every_checkpoint_then_rerun(gate: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """SIGKILL at each checkpoint of a day's ingest, then ingest again (gated like the killed run)."""
+    ref: Reference = request.getfixturevalue("gated_ref" if gate == "gated" else "ref")
+    plan = checkpoint_plan(ref)
+    covered = sorted({p % ref.per_day for p, _, _ in plan})
+    assert covered == list(range(0, ref.raw_stages) if ref.gated else range(ref.raw_stages, ref.per_day))
+    assert {p // ref.per_day for p, _, _ in plan} == set(range(len(DAYS)))
 
     def trial(_lane: int, step: tuple[int, str, int]) -> dict[tuple[str, str], str]:
         position, stage, occurrence = step
         where = tmp_path / f"stage-{position:02d}"
         home = where / "home"
         shutil.copytree(ref.log_home, home)
-        outcome = ref.workers.run("ingest", home, where, kill_at=(stage, occurrence))
+        outcome = ref.workers.run("ingest", home, where, gated=ref.gated, kill_at=(stage, occurrence))
         assert outcome.killed_early, f"the worker was not killed at {stage}: {outcome}"
         assert outcome.stages == ref.stages[: position + 1], "the worker took another path than the reference"
         lake = open_lake(home)
         try:
             held = check_whole_or_nothing(lake, ref)
             assert held == expected_holdings(ref, position)
-            ingest_pending_then_facts(lake, IngestOptions(run_id=f"rerun-{position}"))
+            ingest_pending_then_facts(lake, ref.options(f"rerun-{position}", lake))
             check_like_reference(lake, ref)
         finally:
             close_lake(lake)
@@ -525,30 +723,41 @@ def test_kill_at_every_checkpoint_then_rerun(ref: Reference, tmp_path: Path) -> 
     assert len(left_behind) == len([p for p, _, _ in plan if p < len(ref.stages) - 1]) > 0
 
 
-def test_random_kills_during_ingest_then_rerun(ref: Reference, tmp_path: Path) -> None:
-    """SIGKILL from outside at a random moment of the ingest, then ingest again.
+def test_random_kills_during_gated_ingest_then_rerun(gated_ref: Reference, tmp_path: Path) -> None:
+    """SIGKILL from outside at a random moment of a gated ingest, then ingest again.
 
     Half the kills come 0 to T seconds after the worker is ready (T: the reference ingest's
-    duration); half come 0 to T' seconds after its first checkpoint, as seen from here (T': the
+    duration); a quarter come 0 to T' seconds after its first checkpoint, as seen from here (T': the
     reference's time from there to its last commit), so that they land among the commits even
-    when this machine is slower than it was for the reference.
+    when this machine is slower than it was for the reference; a quarter come while a day's batch
+    is audited (0 to the reference's audit time after its staging, day one or day two).
     """
+    ref = gated_ref
     first = ref.times[ref.stages.index("after-data-files")]
+    audits = [(ref.times[p + 1] - ref.times[p]) for p, stage in enumerate(ref.stages) if stage == "after-stage:events"]
+    assert len(audits) == len(DAYS)
     rng = random.Random(20261126)
-    plan = [(i, rng.uniform(0.0, ref.seconds), None) if i % 2 == 0
-            else (i, rng.uniform(0.0, ref.times[-1] - first), "after-data-files") for i in range(RANDOM_INGEST_TRIALS)]
+    plan: list[tuple[int, float, tuple[str, int] | None]] = []
+    for i in range(RANDOM_INGEST_TRIALS):
+        if i % 2 == 0:
+            plan.append((i, rng.uniform(0.0, ref.seconds), None))
+        elif i % 4 == 1:
+            plan.append((i, rng.uniform(0.0, ref.times[-1] - first), ("after-data-files", 1)))
+        else:
+            day = (i // 4) % len(DAYS)
+            plan.append((i, rng.uniform(0.0, audits[day]), ("after-stage:events", day + 1)))
 
-    def trial(_lane: int, step: tuple[int, float, str | None]) -> tuple[Outcome, dict[tuple[str, str], str]]:
+    def trial(_lane: int, step: tuple[int, float, tuple[str, int] | None]) -> tuple[Outcome, dict[tuple[str, str], str]]:
         index, delay, kill_from = step
         where = tmp_path / f"random-{index:02d}"
         home = where / "home"
         shutil.copytree(ref.log_home, home)
-        outcome = ref.workers.run("ingest", home, where, kill_after=delay, kill_from=kill_from)
+        outcome = ref.workers.run("ingest", home, where, gated=True, kill_after=delay, kill_from=kill_from)
         lake = open_lake(home)
         try:
             with explained(outcome):
                 held = check_whole_or_nothing(lake, ref)
-                ingest_pending_then_facts(lake, IngestOptions(run_id=f"rerun-{index}"))
+                ingest_pending_then_facts(lake, ref.options(f"rerun-{index}", lake))
                 check_like_reference(lake, ref)
         finally:
             close_lake(lake)
@@ -558,11 +767,13 @@ def test_random_kills_during_ingest_then_rerun(ref: Reference, tmp_path: Path) -
     raise_failures(results)
     killed = [(o, h) for _, (o, h) in results if o.killed_early]
     half_done = [(o, h) for o, h in killed if "all" in h.values() and "none" in h.values()]
+    in_audit = [o for o, _ in killed if o.last_stage == "after-stage:events"]
     where_killed = Counter(o.last_stage for o, _ in killed)
-    print(f"\nrandom ingest kills: {len(killed)}/{len(results)} before the end, {len(half_done)} left the "
-          f"lake half done; last stage reached: {dict(where_killed)}")
+    print(f"\nrandom gated ingest kills: {len(killed)}/{len(results)} before the end, {len(in_audit)} during an "
+          f"audit, {len(half_done)} left the lake half done; last stage reached: {dict(where_killed)}")
     assert len(killed) >= RANDOM_INGEST_TRIALS // 4, "too few trials were killed before the ingest finished"
     assert len(half_done) >= 3, "too few kills landed between two commits"
+    assert len(in_audit) >= 3, "too few kills landed while a batch was audited"
 
 
 @pytest.mark.filterwarnings("ignore:Delete operation did not match any records")  # a day without feedback
@@ -607,9 +818,9 @@ def test_random_kills_during_rebuild_facts_then_rerun(ref: Reference, tmp_path: 
                        if stage.startswith("after-commit:")) - first
     rng = random.Random(7)
     plan = [(i, rng.uniform(0.0, control.seconds), None) if i % 2 == 0
-            else (i, rng.uniform(0.0, commit_phase), "after-data-files") for i in range(RANDOM_REBUILD_TRIALS)]
+            else (i, rng.uniform(0.0, commit_phase), ("after-data-files", 1)) for i in range(RANDOM_REBUILD_TRIALS)]
 
-    def trial(lane: int, step: tuple[int, float, str | None]) -> tuple[Outcome, int]:
+    def trial(lane: int, step: tuple[int, float, tuple[str, int] | None]) -> tuple[Outcome, int]:
         index, delay, kill_from = step
         home = restore(lane)
         outcome = ref.workers.run("rebuild", home, tmp_path / f"rebuild-{index:02d}", days=DAYS,

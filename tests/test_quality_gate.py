@@ -162,9 +162,13 @@ def ingest_while_another_publishes(tmp_path: Path, first: SegmentInfo, other: Se
         new_lake(tmp_path), [first], gated("a", checkpoint=pause))))
     writer.start()
     assert audited.wait(timeout=120)
-    ingest(new_lake(tmp_path), [other], gated("b"))  # main moves while A's batch is audited
+    b = ingest(new_lake(tmp_path), [other], gated("b"))  # main moves while A's batch is audited
     other_done.set()
     writer.join(timeout=120)
+    assert b.attempts == 1 and b.gate[0].published_snapshot_id is not None
+    # A's publish found main moved: it conflicted once, staged afresh and published on its second attempt.
+    assert result["a"].attempts == 2, result["a"].as_dict()
+    assert result["a"].gate[-1].published_snapshot_id is not None
     return result["a"]
 
 
@@ -642,3 +646,34 @@ def test_every_batch_rule_fails_the_batch_it_is_about_and_only_that_rule(
     clean = validate(events_suite(POLICY, expected_rows=3), _audit_frame(["a", "b", "c"]),
                      {"lines": 3, "rows": 3, "quarantined": 0, "quarantine_share": 0.0, "schema_breaking_changes": 0})
     assert clean.passed and not clean.batch_failures
+
+
+@pytest.mark.unit
+def test_two_threads_auditing_at_once_each_get_the_result_of_their_own_batch() -> None:
+    """Audits in two threads of one process (two lanes ingesting two lakes) never see each other's rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import polars as pl
+
+    from agentlake.gate import suites as quality
+
+    arrival = datetime(2026, 11, 26, tzinfo=UTC)
+
+    def audit(n: int) -> tuple[int, list[str]]:
+        rows = pl.DataFrame({
+            "event_id": [f"e{n}-{i}" for i in range(n)], "run_id": ["r"] * n, "agent_id": ["a"] * n,
+            "type": ["llm_call"] * n, "ts": [arrival] * n, "status": ["ok"] * n, "input_tokens": [5] * n,
+            "output_tokens": [1] * n, "latency_ms": [1.0] * n, "feedback_score": [None] * n,
+            "documents": [[{"id": "d", "score": 0.5}]] * n, "arrival": [arrival] * n,
+            "segment_key": ["k"] * n, "line_offset": list(range(n)),
+        }).with_columns(pl.col("ts").dt.cast_time_unit("us"), pl.col("arrival").dt.cast_time_unit("us"))
+        frame = quality.event_audit_frame(rows.to_arrow(), pl.Series([], dtype=pl.String)).drop(
+            "segment_key", "line_offset")
+        audit = quality.validate(quality.events_suite(POLICY, expected_rows=n), frame,
+                                 {"quarantine_share": 0.0, "schema_breaking_changes": 0})
+        return n, [r.rule for r in audit.results if not r.passed]
+
+    sizes = [20 + 7 * i for i in range(12)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(audit, sizes))
+    assert outcomes == [(n, []) for n in sizes]

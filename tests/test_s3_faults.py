@@ -2,7 +2,9 @@
 bodies, delays and a 30 s outage, injected by a proxy between AgentLake and the S3 server.
 
 An unreliable store delays ingestion but never corrupts it: every run below ends with the
-tables reconciling exactly against the log, and no ``event_id`` twice in ``raw.events``.
+tables reconciling exactly against the log, and no ``event_id`` twice in ``raw.events``. Ingests
+go through the quality gate as the CLI and Dagster run them (stage on a branch, audit, keep the
+audit's result in the store, publish), so the faults reach every request of that path too.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from pyiceberg.table.snapshots import ancestors_of
 
 from agentlake.config import S3Settings, Settings
 from agentlake.errors import AlreadyExists, StoreUnavailable
+from agentlake.gate.publish import held_days
+from agentlake.gate.suites import QualityPolicy
+from agentlake.gate.validations import read_validation
 from agentlake.log.reader import LogReader, ReadAhead
 from agentlake.log.segments import SegmentInfo
 from agentlake.log.writer import LogWriter
@@ -44,6 +50,22 @@ START = datetime(2026, 11, 20, 9, tzinfo=UTC)
 def proxy(s3_endpoint: str) -> Iterator[FaultyS3Proxy]:
     with FaultyS3Proxy(s3_endpoint, seed=20261120) as p:
         yield p
+
+
+def gated(run_id: str, lake: Lake) -> IngestOptions:
+    """Ingest as the CLI and Dagster do: through the quality gate, with the deployment's policy."""
+    return IngestOptions(run_id=run_id, quality=QualityPolicy.from_settings(lake.settings))
+
+
+def assert_audited(lake: Lake) -> None:
+    """Every row on main came through one staged, audited batch per ingest, and nothing is held."""
+    events = lake.table(EVENTS.name)
+    assert not held_days(events.properties)
+    for snap in ancestors_of(events.current_snapshot(), events.metadata):
+        props = snap.summary.additional_properties if snap.summary is not None else {}
+        if int(props.get("added-records", "0")):
+            assert props.get("agentlake.staged") == "true", props
+            assert read_validation(lake.store, EVENTS.name, snap.snapshot_id)["success"], snap.snapshot_id
 
 
 def lake_via(tmp_path: Path, s3: S3Settings, endpoint: str, *, store_retry_s: float = 300.0) -> Lake:
@@ -112,11 +134,12 @@ def test_ingest_through_a_faulty_store(
     lake = lake_via(tmp_path, s3_settings, proxy.url)
     segments = write_segments(lake.store, corpus, producers=4)
     assert len({s.key for s in segments}) == 100
-    report = ingest(lake, lake.log.list_day(DAY), IngestOptions(run_id="faulty"))
+    report = ingest(lake, lake.log.list_day(DAY), gated("faulty", lake))
     faults = dict(proxy.outcomes)
     proxy.set_faults(0.0, 0.0)
     direct = lake_via(tmp_path, s3_settings, s3_settings.endpoint or "")
     assert_exact(direct, corpus, report)
+    assert_audited(direct)
     assert [s.key for s in direct.log.list_day(DAY)] == [s.key for s in segments]  # no segment written twice
     # The faults happened, of every kind, to both clients (obstore for the log, pyarrow for the tables).
     assert all(faults.get(kind, 0) > 0 for kind in FAULTS), faults
@@ -124,7 +147,7 @@ def test_ingest_through_a_faulty_store(
     for client in ("obstore", "pyarrow"):
         assert sum(n for k, n in proxy.by_client.items() if k.startswith(client) and k.split()[1] in FAULTS) > 0
     # A second ingest has nothing left to do.
-    again = ingest(direct, direct.log.list_day(DAY), IngestOptions(run_id="again"))
+    again = ingest(direct, direct.log.list_day(DAY), gated("again", direct))
     assert again.segments == 0 and again.rows == 0
 
 
@@ -138,12 +161,13 @@ def test_ingest_resumes_after_the_store_is_down_for_30s(
     middle = segments[20].key
     proxy.down_on(lambda method, path: method == "GET" and path.endswith(middle), 30.0)
     started = time.monotonic()
-    report = ingest(lake, segments, IngestOptions(run_id="outage"))
+    report = ingest(lake, segments, gated("outage", lake))
     took = time.monotonic() - started
     assert proxy.outcomes["outages"] == 1 and proxy.outcomes["down"] > 0
     assert 30.0 <= took < 30.0 + 25.0, took  # waited out the outage, then resumed within seconds
     assert report.store_retries > 0 and report.segments == 40
     assert_exact(direct, corpus[:40], report)
+    assert_audited(direct)
 
 
 def test_giving_up_names_the_store_and_leaves_the_tables_untouched(
@@ -157,37 +181,41 @@ def test_giving_up_names_the_store_and_leaves_the_tables_untouched(
     lake = lake_via(tmp_path, s3_settings, proxy.url, store_retry_s=1.0)
     proxy.down_for(600.0)
     with pytest.raises(StoreUnavailable) as failure:
-        ingest_then_facts(lake, segments, IngestOptions(run_id="gives-up"))
+        ingest_then_facts(lake, segments, gated("gives-up", lake))
     message = str(failure.value)
     assert f"bucket {s3_settings.bucket!r} at {proxy.url}" in message
     assert "AGENTLAKE_STORE_RETRY_S" in message and "run it again" in message
     assert s3_settings.secret_access_key and s3_settings.secret_access_key.get_secret_value() not in message
     assert {t.name: direct.table(t.name).current_snapshot() for t in ALL_TABLES} == before
     proxy.down_for(0.0)
-    report = ingest(lake, segments, IngestOptions(run_id="back"))
+    report = ingest(lake, segments, gated("back", lake))
     assert report.segments == 5
     assert_exact(direct, corpus[:5], report)
+    assert_audited(direct)
 
 
 def test_outages_between_commits(
     tmp_path: Path, s3_settings: S3Settings, proxy: FaultyS3Proxy, corpus: list[list[bytes]]
 ) -> None:
-    """The store fails after raw.events committed and before raw.quarantine did, and again in the
-    middle of the facts: each retry commits only what is missing, and the report still counts what
-    the first attempt committed."""
+    """The store fails after raw.events was published and before raw.quarantine committed, and again
+    in the middle of the facts: each retry commits only what is missing, and the report still counts
+    what the first attempt committed."""
     direct = lake_via(tmp_path, s3_settings, s3_settings.endpoint or "")
     segments = write_segments(direct.store, corpus[:12])
     lake = lake_via(tmp_path, s3_settings, proxy.url)
     lake.table(EVENTS.name)  # the tables exist before the traps are set
     proxy.down_on(lambda method, path: "/quarantine/data/" in path, 2.0)
     proxy.down_on(lambda method, path: "/agent_runs/data/" in path, 2.0)
-    report = ingest_then_facts(lake, segments, IngestOptions(run_id="between"))
+    report = ingest_then_facts(lake, segments, gated("between", lake))
     assert proxy.outcomes["outages"] == 2
     assert report.store_retries > 0 and report.attempts > 1
     assert_exact(direct, corpus[:12], report)
-    for tdef in ALL_TABLES:  # one commit each: nothing committed twice, nothing half
+    assert_audited(direct)
+    for tdef in ALL_TABLES:  # one commit each on main: nothing committed twice, nothing half
         table = direct.table(tdef.name)
-        assert len(table.snapshots()) == 1, tdef.name
+        on_main = list(ancestors_of(table.current_snapshot(), table.metadata))
+        # raw.events: the empty snapshot a first staging starts main with, then the one published batch.
+        assert len(on_main) == (2 if tdef is EVENTS else 1), tdef.name
         assert read_ledger(table.properties, DAY).segments == len(segments), tdef.name
 
 

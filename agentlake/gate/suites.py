@@ -477,10 +477,13 @@ def validate(
 def _run(checkpoint: Checkpoint, suite: Suite, frame: Any, result: AuditResult) -> list[Any]:
     """Run ``checkpoint`` on ``frame``; add its outcomes (and the rows that broke row rules) to ``result``."""
     context, _ = _context()
-    run = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=dict(suite.parameters))
-    (key, outcome), = run.run_results.items()
-    # The ephemeral context keeps every result in memory: this process keeps only its own copy.
-    context.validation_results_store.remove_key(key)
+    # One run at a time per process: the runs share the context's one dataframe batch definition, and
+    # two at once (two threads auditing) can each be handed the other's frame.
+    with _CONTEXT_LOCK:
+        run = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=dict(suite.parameters))
+        (key, outcome), = run.run_results.items()
+        # The ephemeral context keeps every result in memory: this process keeps only its own copy.
+        context.validation_results_store.remove_key(key)
     by_name = {r.name: r for r in suite.rules}
     for item in outcome.results:
         config = item.expectation_config

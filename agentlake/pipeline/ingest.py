@@ -451,7 +451,9 @@ def _gate_batches(lake: Lake, day: str, segments: list[SegmentInfo], options: In
 
     warm_up()  # Great Expectations' import (seconds) overlaps reading the segments
 
-    was_held = held(lake.table(EVENTS.name).properties, day)
+    # Through the store's retries, as every read of a stage: this can be the lake's first read of its tables.
+    was_held = retrying(lake.settings, f"reading the held batches of arrival day {day}",
+                        lambda: held(lake.table(EVENTS.name).properties, day))
     fresh = [s for s in segments if s.key not in was_held]
     retried = [s for s in segments if s.key in was_held]
     return ([fresh] if fresh else []) + [[s] for s in retried]
