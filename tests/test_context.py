@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -27,12 +28,15 @@ from agentlake.context.assembly import (
 )
 from agentlake.context.pins import PIN_GRANULARITY_MS, pin_in_force, pins_of
 from agentlake.context.query import SnapshotGone, connect, query
-from agentlake.context.replay import DIFFERS, REPRODUCIBLE, TAMPERED, UNREPLAYABLE, replay
+from agentlake.context.replay import DIFFERS, REPRODUCIBLE, SOURCE_CHANGED, TAMPERED, UNREPLAYABLE, replay
+from agentlake.context.sandbox import QueryRefused
 from agentlake.errors import AlreadyExists
 from agentlake.log.writer import LogWriter
 from agentlake.pipeline.facts import rebuild_facts
 from agentlake.pipeline.flow import ingest_pending_then_facts
 from agentlake.pipeline.stage import IngestOptions
+from agentlake.sources import helpdesk
+from agentlake.sources.external import HELPDESK, publish_load
 from agentlake.tables.lake import Lake
 
 pytestmark = pytest.mark.integration
@@ -537,3 +541,130 @@ def test_with_a_signing_key_a_record_agentlake_did_not_sign_is_acted_on_by_nobod
     assert Path(garbage.removeprefix("file://")).exists() and emptied.files_deleted == 0
     assert any("carries no signature" in r for r in emptied.refused)
     assert live_files(events)  # and the table is untouched
+
+
+# --- federated context: ext tables and live sources -------------------------------------------------------
+
+
+def _publish_helpdesk(lake: Lake, db: Path, run_id: str) -> None:
+    """The demo helpdesk's rows published into ext.* through the sources' gate (the dlt extract left out: it
+    takes seconds per load, and tests/test_sources.py covers it)."""
+    for spec in HELPDESK.tables:
+        with sqlite3.connect(db) as con:
+            cursor = con.execute(f"SELECT * FROM {spec.resource}")  # noqa: S608
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        con.close()
+        arrow = pa.Table.from_pylist(rows).cast(pa.schema(
+            [pa.field(f.name, pa.timestamp("us") if f.name.endswith("_at") else f.type) for f in
+             pa.Table.from_pylist(rows).schema])) if rows else pa.table({})
+        publish_load(lake.catalog, spec, arrow, source="helpdesk", load_id=f"{run_id}-{spec.resource}",
+                     run_id=run_id, max_load_rows=lake.settings.sources_max_load_rows, store=lake.store)
+
+
+def _set_ticket(db: Path, ticket_id: str, **fields: str) -> None:
+    with sqlite3.connect(db) as con:
+        (now,) = con.execute("SELECT now FROM demo_clock").fetchone()
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        con.execute(f"UPDATE tickets SET {assignments}, updated_at = ? WHERE ticket_id = ?",  # noqa: S608
+                    (*fields.values(), now, ticket_id))
+    con.close()
+
+
+def _support_run(run_id: str, customer: str, start: datetime) -> list[dict[str, Any]]:
+    return [{**e, "agent_id": "support", "tenant": customer} for e in _run_events(run_id, start)]
+
+
+def test_a_federated_artifact_over_ext_tables_replays_reproducible_after_the_source_changed_and_names_the_changed_fields(
+        tmp_path: Path) -> None:
+    lake = _lake(tmp_path)
+    assert query(lake, "SELECT count(*) AS n FROM ext.tickets").column("n").to_pylist() == [0], \
+        "an ext table never loaded reads as empty"
+    db = helpdesk.create(lake.settings.sources_home / "helpdesk.db", seed=5).path
+    _publish_helpdesk(lake, db, "load-1")
+    ticket = query(lake, "SELECT ticket_id, customer_id FROM ext.tickets WHERE status = 'open' "
+                         "ORDER BY ticket_id LIMIT 1").to_pylist()[0]
+    customer = ticket["customer_id"]
+    _ingest(lake, _support_run("s-earlier", customer, T0) + _support_run("s-other", "c-nobody", T0))
+    request = ContextRequest.from_spec({"sources": [
+        {"name": "ticket", "table": "ext.tickets", "where": [["ticket_id", "=", ticket["ticket_id"]]]},
+        {"name": "customer", "table": "ext.customers", "where": [["customer_id", "=", customer]]},
+        {"name": "earlier_runs", "table": "facts.agent_runs", "columns": ["status", "started_at"],
+         "where": [["tenant", "=", customer]]},
+        {"name": "decisions", "table": "facts.decisions", "columns": ["decision_label"],
+         "where": [["tenant", "=", customer]]},
+    ]})
+    result = assemble(lake, request, run_id="s-now", agent_id="support")
+    assert {k: v.num_rows for k, v in result.records.items()} == {
+        "ticket": 1, "customer": 1, "earlier_runs": 1, "decisions": 1}
+    pins = result.manifest["pins"]
+    assert set(pins) == {"ext.tickets", "ext.customers", "facts.agent_runs", "facts.decisions"}
+    assert pins["ext.tickets"] == lake.table("ext.tickets").current_snapshot().snapshot_id  # type: ignore[union-attr]
+    joined = assemble(lake, ContextRequest.from_sql(
+        "SELECT t.ticket_id, t.status, c.plan, count(r.run_id) AS earlier_runs FROM ext.tickets t "
+        "JOIN ext.customers c USING (customer_id) LEFT JOIN facts.agent_runs r ON r.tenant = c.customer_id "
+        f"WHERE t.ticket_id = '{ticket['ticket_id']}' GROUP BY ALL"), run_id="s-now-sql", agent_id="support")
+    assert joined.records["result"].column("earlier_runs").to_pylist() == [1]
+
+    # The source moves on: the demo advances, the ticket is solved and escalated, and a new load publishes it.
+    helpdesk.advance(db, 5)
+    _set_ticket(db, ticket["ticket_id"], status="solved", priority="urgent")
+    _publish_helpdesk(lake, db, "load-2")
+    assert lake.table("ext.tickets").current_snapshot().snapshot_id != pins["ext.tickets"]  # type: ignore[union-attr]
+
+    (pinned,) = replay(lake, result.artifact.key)
+    assert pinned.status == REPRODUCIBLE, pinned.text()
+    assert replay(lake, joined.artifact.key)[0].status == REPRODUCIBLE
+    (current,) = replay(lake, result.artifact.key, at_current=True)
+    assert current.status == DIFFERS
+    diffs = {d.part: d for d in current.diffs}
+    assert diffs["ticket"].changed_keys == [ticket["ticket_id"]]
+    (change,) = diffs["ticket"].changed_fields
+    assert change["key"] == ticket["ticket_id"]
+    assert set(change["fields"]) == {"status", "priority", "updated_at"}
+    assert change["fields"]["status"] == ["open", "solved"]
+    assert diffs["earlier_runs"].same and diffs["decisions"].same
+    assert f"{ticket['ticket_id']}: " in current.text() and "status open -> solved" in current.text()
+
+
+def test_a_live_part_reports_source_changed_with_its_differences_and_no_unconfigured_source_is_read(
+        tmp_path: Path) -> None:
+    lake = _lake(tmp_path)
+    db = helpdesk.create(lake.settings.sources_home / "helpdesk.db", seed=5).path
+    _publish_helpdesk(lake, db, "load-1")
+    request = ContextRequest.from_spec({"sources": [
+        {"name": "ticket", "table": "ext.tickets", "where": [["ticket_id", "=", "t000001"]]},
+        {"name": "status_now", "live": "helpdesk", "table": "tickets", "columns": ["status", "priority"],
+         "where": [["ticket_id", "in", ["t000001", "t000002"]], ["is_deleted", "=", 0]]},
+    ]})
+    result = assemble(lake, request, run_id="live-1", agent_id="support")
+    assert result.records["status_now"].column("ticket_id").to_pylist() == ["t000001", "t000002"]
+    assert set(result.manifest["pins"]) == {"ext.tickets"}, "a live part has no snapshot to pin"
+    live = result.manifest["parts"]["status_now"]["live"]
+    assert live["params"] == ["t000001", "t000002", 0] and "?" in live["sql"] and "t000001" not in live["sql"]
+    assert len(live["fingerprint"]) == 64
+    (same,) = replay(lake, result.artifact.key)
+    assert same.status == REPRODUCIBLE and [p.status for p in same.live] == [REPRODUCIBLE], same.text()
+
+    _set_ticket(db, "t000002", status="pending")
+    (changed,) = replay(lake, result.artifact.key)
+    assert changed.status == REPRODUCIBLE, "the pinned part is unchanged: " + changed.text()
+    (part,) = changed.live
+    assert part.status == SOURCE_CHANGED and part.diff is not None
+    assert part.diff.changed_keys == ["t000002"]
+    assert part.diff.changed_fields == [{"key": "t000002", "fields": {"status": ["open", "pending"]}}]
+    assert "SOURCE CHANGED" in changed.text() and "status open -> pending" in changed.text()
+
+    # Hostile: a live part may name only a configured source and its declared tables, never a file.
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).close()
+    for live_source, table in ((str(other), "tickets"), (f"sqlite:///{other}", "tickets"),
+                               ("helpdesk", "sqlite_master"), ("helpdesk", "../other.db")):
+        with pytest.raises(InvalidRequest, match="is not configured"):
+            ContextRequest.from_spec({"sources": [{"live": live_source, "table": table}]})
+    with pytest.raises(InvalidRequest, match="has no column"):
+        ContextRequest.from_spec({"sources": [{"live": "helpdesk", "table": "tickets", "columns": ["1; DROP"]}]})
+    for sql in (f"SELECT * FROM sqlite_scan('{db}', 'tickets')", f"SELECT * FROM sqlite_query('{db}', 'SELECT 1')",
+                f"SELECT * FROM '{db}'"):
+        with pytest.raises(QueryRefused):
+            query(lake, sql)

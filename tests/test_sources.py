@@ -17,8 +17,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from agentlake.config import Settings
+from agentlake.context.query import query
 from agentlake.sources import helpdesk
 from agentlake.sources.external import CURSOR_PROPERTY, held_loads, load
+from agentlake.tables.external import EXT_TABLES
 from agentlake.tables.lake import Lake
 
 CANARY = "canary-src-pw-41c9"
@@ -55,6 +57,12 @@ def test_from_a_fresh_home_sources_load_publishes_the_demo_helpdesk_into_ext_and
     lake = Lake(Settings.from_env())
     tickets = lake.table("ext.tickets")
     assert _ext_rows(tickets.scan().to_arrow(), "ticket_id") == _source_rows(db, "tickets", "ticket_id")
+    for spec in EXT_TABLES:  # the columns queries and requests are checked against are those published
+        published = lake.table(spec.name).schema().as_arrow()
+        assert [(f.name, pa.large_string() if f.type == pa.string() else f.type) for f in spec.arrow_schema()] == [
+            (f.name, f.type) for f in published], spec.name
+    assert query(lake, "SELECT count(*) AS n FROM ext.tickets").column("n").to_pylist() == [
+        len(_source_rows(db, "tickets", "ticket_id"))]
     summary = tickets.current_snapshot().summary.additional_properties  # type: ignore[union-attr]
     assert summary["agentlake.dlt.load-id"] == loads["ext.tickets"]["load_id"]
     assert summary["agentlake.source.cursor-after"] == tickets.properties[CURSOR_PROPERTY]

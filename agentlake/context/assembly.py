@@ -45,6 +45,7 @@ from pyiceberg.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agentlake.context.live import LiveQuery, read_live
 from agentlake.context.pins import pin_snapshots, retention_ms
 from agentlake.context.query import (
     Locations,
@@ -61,8 +62,15 @@ from agentlake.errors import AgentLakeError, AlreadyExists, ObjectNotFound
 from agentlake.log.writer import LogWriter
 from agentlake.storage.signing import signed
 from agentlake.storage.store import ObjectStore
+from agentlake.tables.external import (
+    EXT_TABLES,
+    LIVE_SOURCES,
+    QUERYABLE,
+    ExternalTable,
+    LiveSourceUnavailable,
+    live_table,
+)
 from agentlake.tables.lake import Lake
-from agentlake.tables.schemas import TABLES_BY_NAME
 
 ARTIFACT_PREFIX = "artifacts/v1"
 MANIFEST_FORMAT = "agentlake.context/1"
@@ -79,7 +87,11 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "facts.decisions": ("event_id",),
     "facts.feedback": ("event_id",),
     "ext.documents": ("doc_id", "content_hash"),
+    **{t.name: (t.primary_key,) for t in EXT_TABLES},
 }
+# What identifies a row of a SQL part, tried in order on its columns.
+_SQL_KEYS = (("event_id", "document_rank"), ("event_id",), ("run_id",), ("segment_key", "line_offset"),
+             ("doc_id", "content_hash"), *((t.primary_key,) for t in EXT_TABLES))
 _OPS = {"=", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "is not null"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MANIFEST_KEY_RE = re.compile(rf"^{re.escape(ARTIFACT_PREFIX)}/dt=\d{{4}}-\d{{2}}-\d{{2}}/[0-9a-f]{{64}}\.json$")
@@ -95,6 +107,10 @@ class InvalidRequest(ContextError):
 
 class ArtifactNotFound(ContextError):
     """No context artifact at the given address, or none made by the given run."""
+
+
+class LiveSourceFailed(ContextError):
+    """A live part's source could not be read while assembling (its database is away or refused the query)."""
 
 
 class ArtifactTampered(ContextError):
@@ -135,6 +151,7 @@ class Source:
     filters: tuple[Filter, ...] = ()
     order_by: tuple[str, ...] = ()
     limit: int | None = None
+    live: str | None = None  # a live source's name: the part reads that source directly, not a pinned table
 
     @property
     def part(self) -> str:
@@ -142,6 +159,8 @@ class Source:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.part, "table": self.table, "where": [f.to_json() for f in self.filters]}
+        if self.live is not None:
+            out["live"] = self.live
         if self.columns is not None:
             out["columns"] = list(self.columns)
         if self.order_by:
@@ -197,14 +216,14 @@ class ContextRequest:
     def tables(self) -> list[str]:
         """The tables the request reads (what gets pinned)."""
         if self.sql is None:
-            return sorted({s.table for s in self.sources})
+            return sorted({s.table for s in self.sources if s.live is None})
         try:
             named = referenced_tables(self.sql)
         except QueryError as exc:
             raise InvalidRequest(str(exc)) from None
-        found = sorted(named & set(TABLES_BY_NAME))
+        found = sorted(named & set(QUERYABLE))
         if not found:
-            raise InvalidRequest(f"the SQL reads none of the tables {', '.join(TABLES_BY_NAME)}")
+            raise InvalidRequest(f"the SQL reads none of the tables {', '.join(QUERYABLE)}")
         return sorted(found)
 
     def queries(self, relations: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -215,15 +234,18 @@ class ContextRequest:
         """
         if self.sql is not None:
             return {SQL_PART: self.sql}
-        return {s.part: _compile(s, (relations or {}).get(s.table, s.table)) for s in self.sources}
+        return {s.part: _compile(s, (relations or {}).get(s.table, s.table)) for s in self.sources if s.live is None}
+
+    def live_queries(self) -> dict[str, LiveQuery]:
+        """The query each live part sends to its source, by part name."""
+        return {s.part: _compile_live(s) for s in self.sources if s.live is not None}
 
     def keys(self, part: str, columns: Sequence[str]) -> list[str]:
         """The columns that identify a row of ``part`` (all its columns when nothing better is known)."""
         if self.sql is None:
             source = next(s for s in self.sources if s.part == part)
             return list(TABLE_KEYS[source.table])
-        for candidate in (("event_id", "document_rank"), ("event_id",), ("run_id",), ("segment_key", "line_offset"),
-                          ("doc_id", "content_hash")):
+        for candidate in _SQL_KEYS:
             if all(c in columns for c in candidate):
                 return list(candidate)
         return list(columns)
@@ -233,8 +255,17 @@ def _source(raw: Any, index: int) -> Source:
     if not isinstance(raw, Mapping):
         raise InvalidRequest(f"source {index} must be an object with a \"table\"")
     table = raw.get("table")
-    if table not in TABLES_BY_NAME:
-        raise InvalidRequest(f"source {index}: unknown table {table!r}; tables are {', '.join(TABLES_BY_NAME)}")
+    live = raw.get("live")
+    if live is not None:
+        spec = live_table(live, table) if isinstance(live, str) and isinstance(table, str) else None
+        if spec is None:
+            # Only a configured source's declared tables: never a path, URL or table the request makes up.
+            raise InvalidRequest(f"source {index}: live source {live!r} with table {table!r} is not configured; a live "
+                                 f"part names one of {', '.join(LIVE_SOURCES)} and one of its tables "
+                                 f"({', '.join(t.resource for ts in LIVE_SOURCES.values() for t in ts)})")
+        table = spec.name
+    elif not isinstance(table, str) or table not in QUERYABLE:
+        raise InvalidRequest(f"source {index}: unknown table {table!r}; tables are {', '.join(QUERYABLE)}")
     known = set(_column_types(table))
     columns = raw.get("columns")
     if columns is not None:
@@ -264,9 +295,9 @@ def _source(raw: Any, index: int) -> Source:
     limit = raw.get("limit")
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise InvalidRequest(f"source {index}: \"limit\" must be a non-negative integer")
-    name = raw.get("name") or table
+    name = raw.get("name") or (f"live:{table}" if live is not None else table)
     return Source(table=table, name=str(name), columns=columns, filters=tuple(filters),
-                  order_by=tuple(str(t) for t in order_by), limit=limit)
+                  order_by=tuple(str(t) for t in order_by), limit=limit, live=live)
 
 
 def _check_columns(table: str, columns: Sequence[Any], known: set[str]) -> None:
@@ -277,13 +308,16 @@ def _check_columns(table: str, columns: Sequence[Any], known: set[str]) -> None:
 
 @functools.cache
 def _column_types(table: str) -> dict[str, pa.DataType]:
-    return {f.name: f.type for f in TABLES_BY_NAME[table].arrow_schema()}
+    return {f.name: f.type for f in QUERYABLE[table].arrow_schema()}
 
 
 def _compile(source: Source, relation: str) -> str:
     kinds = _column_types(source.table)
     select = ", ".join(f'"{c}"' for c in source.columns) if source.columns else "*"
-    where = [_condition(f, kinds[f.column]) for f in source.filters]
+    return _select(source, select, relation, [_condition(f, kinds[f.column]) for f in source.filters])
+
+
+def _select(source: Source, select: str, relation: str, where: list[str]) -> str:
     order = [f'"{t.split()[0]}"' + (" DESC" if t.lower().endswith(" desc") else "") for t in source.order_by]
     # The table's key ends every order, so ties never make the result depend on the engine's mood.
     order += [f'"{k}"' for k in TABLE_KEYS[source.table] if f'"{k}"' not in order]
@@ -294,6 +328,53 @@ def _compile(source: Source, relation: str) -> str:
     if source.limit is not None:
         sql += f" LIMIT {int(source.limit)}"
     return sql
+
+
+def _compile_live(source: Source) -> LiveQuery:
+    """The SQLite query of a live part: checked column names quoted, every value a bound parameter."""
+    spec = QUERYABLE[source.table]
+    assert isinstance(spec, ExternalTable) and source.live is not None
+    kinds = _column_types(source.table)
+    params: list[Any] = []
+    where = []
+    for f in source.filters:
+        column = f'"{f.column}"'
+        if f.op in ("is null", "is not null"):
+            where.append(f"{column} {f.op.upper()}")
+        elif f.op in ("in", "not in"):
+            values = [_live_value(v, kinds[f.column]) for v in f.value]
+            params += values
+            marks = ", ".join("?" for _ in values)
+            where.append(f"{column} {f.op.upper()} ({marks})" if values else ("0" if f.op == "in" else "1"))
+        else:
+            params.append(_live_value(f.value, kinds[f.column]))
+            where.append(f"{column} {'<>' if f.op == '!=' else f.op} ?")
+    select = ", ".join(f'"{c}"' for c in source.columns) if source.columns else ", ".join(
+        f'"{c}"' for c in kinds)
+    return LiveQuery(source.live, spec.resource, _select(source, select, f'"{spec.resource}"', where), tuple(params))
+
+
+def _live_value(value: Any, kind: pa.DataType) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if pa.types.is_timestamp(kind) and isinstance(value, str):
+        # The helpdesk keeps timestamps as SQLAlchemy's SQLite text (UTC): compare like with like.
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidRequest(f"{value!r} is not a time: use ISO 8601, e.g. 2026-01-05T09:00:00Z") from None
+        moment = moment.astimezone(UTC) if moment.tzinfo is not None else moment
+        return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def read_live_parts(lake: Lake, request: ContextRequest) -> dict[str, pa.Table]:
+    """The records of each live part of ``request``, read from its source now.
+
+    Raises:
+        LiveSourceUnavailable: a live part's source cannot be read.
+    """
+    return {part: read_live(lake.settings, query) for part, query in request.live_queries().items()}
 
 
 def _condition(f: Filter, kind: pa.DataType) -> str:
@@ -559,7 +640,10 @@ class ContextEngine:
         out = {}
         for name in names:
             cached = self._tables.get(name)
-            if cached is None or cached.metadata_location != self._metadata_location(name):
+            location = self._metadata_location(name)
+            if location is None:
+                continue  # an ext table never loaded: pinned to None, it reads as empty
+            if cached is None or cached.metadata_location != location:
                 cached = self._tables[name] = self.lake.table(name)
             out[name] = cached
         return out
@@ -595,13 +679,13 @@ class ContextEngine:
         """
         con = self.con
         tables = dict(tables or {})
-        for name in pins:
-            if name not in tables:
+        for name, pinned in pins.items():
+            if name not in tables and pinned is not None:
                 tables[name] = self.lake.table(name)
         relations: dict[str, str] = {}
         if request.sql is not None:
             # Only the pinned tables are visible: a view left by an earlier request never answers.
-            for name in TABLES_BY_NAME:
+            for name in QUERYABLE:
                 if name not in pins:
                     con.execute(f"DROP VIEW IF EXISTS {name}")
             attach(con, self.lake, pins, tables, locations)
@@ -738,6 +822,12 @@ def assemble(
         pin_snapshots(lake, pins, created_ms=created_ms, retention=retention_ms(lake.settings.pin_retention_days),
                       tables=tables, locations=locations)
         records, plans = engine.run(request, pins, tables, locations=locations)
+        live = request.live_queries()
+        try:
+            records.update(read_live_parts(lake, request))
+        except LiveSourceUnavailable as exc:
+            raise LiveSourceFailed(str(exc)) from None
+        plans.update({part: f"live {q.source}: {q.sql}" for part, q in live.items()})
     finally:
         if owned:
             engine.close()
@@ -757,7 +847,9 @@ def assemble(
         "schema": {name: schema_of(table) for name, table in records.items()},
         "parts": {
             name: {"rows": table.num_rows, "records_hash": part_hashes[name],
-                   "keys": request.keys(name, table.column_names)}
+                   "keys": request.keys(name, table.column_names),
+                   # A live part has no pin: what it asked its source, to ask again on replay.
+                   **({"live": {**live[name].to_json(), "fingerprint": live[name].fingerprint}} if name in live else {})}
             for name, table in records.items()
         },
         "platform_version": platform_version(),

@@ -1,4 +1,4 @@
-"""Read-only SQL over the published tables, by name (``raw.events``, ``facts.tool_calls``, ...).
+"""Read-only SQL over the published tables, by name (``raw.events``, ``facts.tool_calls``, ``ext.tickets``, ...).
 
 DuckDB's own Iceberg reader scans the tables at the snapshot current when the query starts,
 so a query sees one consistent version of each table, and another engine than pyiceberg
@@ -23,8 +23,8 @@ from pyiceberg.table import Table
 from agentlake.context.asof import holds_snapshot, read_metadata, snapshot_at
 from agentlake.context.pins import pin_in_force
 from agentlake.context.sandbox import QueryError, check_query, fence, first_line, sandbox_config
+from agentlake.tables.external import QUERYABLE
 from agentlake.tables.lake import Lake
-from agentlake.tables.schemas import TABLES_BY_NAME
 
 
 class SnapshotGone(QueryError):
@@ -94,8 +94,12 @@ def resolve(
     """
     pins: Pins = {}
     locations: Locations = {}
-    for name in tables or list(TABLES_BY_NAME):
-        table = (handles or {}).get(name) or lake.table(name)
+    for name in tables if tables is not None else list(QUERYABLE):
+        found_table = (handles or {}).get(name) or lake.find_table(name)
+        if found_table is None:  # an ext table never loaded: it reads as empty
+            pins[name] = None
+            continue
+        table = found_table
         if as_of_ms is None:
             snapshot = table.current_snapshot()
             pins[name] = snapshot.snapshot_id if snapshot else None
@@ -159,7 +163,7 @@ def attach(
         SnapshotGone: a pinned snapshot can no longer be read.
     """
     for name, snapshot_id in pins.items():
-        tdef = TABLES_BY_NAME[name]
+        tdef = QUERYABLE[name]
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {tdef.namespace}")
         if snapshot_id is None:  # a table never written (then): an empty relation with its columns
             empty_name = f"empty_{name.replace('.', '_')}"
@@ -252,7 +256,7 @@ def run_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     try:
         return con.execute(sql).fetch_arrow_table()
     except duckdb.Error as exc:
-        raise QueryError(f"{first_line(exc)}; tables are {', '.join(TABLES_BY_NAME)}") from None
+        raise QueryError(f"{first_line(exc)}; tables are {', '.join(QUERYABLE)}") from None
 
 
 def check_read_only(sql: str) -> None:
@@ -261,4 +265,4 @@ def check_read_only(sql: str) -> None:
     Raises:
         QueryRefused: the statement is not one query over the lake's tables.
     """
-    check_query(sql, set(TABLES_BY_NAME))
+    check_query(sql, set(QUERYABLE))

@@ -29,11 +29,13 @@ from agentlake.context.assembly import (
     artifact_keys,
     combined_hash,
     load_artifact,
+    read_live_parts,
     records_hash,
     row_digests,
 )
 from agentlake.context.query import Pins, SnapshotGone, snapshot_location
 from agentlake.storage.signing import record_problem
+from agentlake.tables.external import LiveSourceUnavailable
 from agentlake.tables.files import one_of
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import EVENTS
@@ -45,6 +47,8 @@ REPRODUCIBLE = "reproducible"
 DIFFERS = "differs"
 UNREPLAYABLE = "unreplayable"
 TAMPERED = "tampered"
+SOURCE_CHANGED = "source changed"  # a live part: its source no longer returns the captured records
+SOURCE_UNAVAILABLE = "source unavailable"  # a live part: its source could not be read
 
 
 @dataclass
@@ -62,10 +66,25 @@ class PartDiff:
     added_keys: list[Any] = field(default_factory=list)
     removed_keys: list[Any] = field(default_factory=list)
     changed_keys: list[Any] = field(default_factory=list)
+    # For each changed key listed: the fields that changed, {field: [then, now]}.
+    changed_fields: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def same(self) -> bool:
         return not (self.added or self.removed or self.changed)
+
+
+@dataclass
+class LivePartReport:
+    """A live part on replay: whether its source still returns the records the artifact captured."""
+
+    part: str
+    source: str
+    table: str
+    fingerprint: str
+    status: str
+    diff: PartDiff | None = None
+    problem: str | None = None
 
 
 @dataclass
@@ -87,6 +106,8 @@ class ReplayReport:
     seconds: float = 0.0
     # Whether a context_assembled event of the run in raw.events names this manifest (None: not checked).
     log_verified: bool | None = None
+    # Live parts are not pinned: each says whether its source still returns what was captured.
+    live: list[LivePartReport] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -105,19 +126,31 @@ class ReplayReport:
         for problem in self.problems:
             lines.append(f"  {problem}")
         for diff in self.diffs:
-            if diff.same:
-                continue
-            lines.append(f"  {diff.part} ({', '.join(diff.tables)}): +{diff.added} added, -{diff.removed} removed, "
-                         f"~{diff.changed} changed (rows {diff.rows_then} -> {diff.rows_now}; key {', '.join(diff.keys)})")
-            for label, keys in (("added", diff.added_keys), ("removed", diff.removed_keys),
-                                ("changed", diff.changed_keys)):
-                if keys:
-                    lines.append(f"    {label}: {', '.join(str(k) for k in keys)}")
+            lines += _diff_lines(diff)
+        for live in self.live:
+            lines.append(f"  live part {live.part} ({live.source}.{live.table}, query {live.fingerprint[:16]}…): "
+                         f"{live.status.upper()}")
+            lines += [f"    {live.problem}"] if live.problem else []
+            lines += _diff_lines(live.diff, indent="    ") if live.diff is not None else []
         changed_pins = [f"{t} {self.pins.get(t)} -> {s}" for t, s in sorted(self.pins_replayed.items())
                         if self.pins.get(t) != s]
         if changed_pins and self.at_current:
             lines.append(f"  snapshots since the artifact: {'; '.join(changed_pins)}")
         return "\n".join(lines)
+
+
+def _diff_lines(diff: PartDiff, indent: str = "  ") -> list[str]:
+    if diff.same:
+        return []
+    lines = [f"{indent}{diff.part} ({', '.join(diff.tables)}): +{diff.added} added, -{diff.removed} removed, "
+             f"~{diff.changed} changed (rows {diff.rows_then} -> {diff.rows_now}; key {', '.join(diff.keys)})"]
+    for label, keys in (("added", diff.added_keys), ("removed", diff.removed_keys), ("changed", diff.changed_keys)):
+        if keys:
+            lines.append(f"{indent}  {label}: {', '.join(str(k) for k in keys)}")
+    for change in diff.changed_fields:
+        fields = "; ".join(f"{name} {then} -> {now}" for name, (then, now) in change["fields"].items())
+        lines.append(f"{indent}    {change['key']}: {fields}")
+    return lines
 
 
 def replay(lake: Lake, ref: str, *, at_current: bool = False, engine: ContextEngine | None = None) -> list[ReplayReport]:
@@ -205,7 +238,7 @@ def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: C
         report.seconds = time.perf_counter() - started
         return report
     if at_current:
-        pins: Pins = {}
+        pins: Pins = {name: None for name in artifact.pins}  # a table gone since reads as empty
         for name, table in tables.items():
             snapshot = table.current_snapshot()
             pins[name] = snapshot.snapshot_id if snapshot else None
@@ -229,6 +262,9 @@ def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: C
         report.seconds = time.perf_counter() - started
         return report
     hashes = {name: records_hash(table) for name, table in records.items()}
+    # A live part counts as captured: the pinned parts alone decide reproducible; the live ones report apart.
+    live = _replay_live(lake, request, artifact, report)
+    hashes.update({name: manifest["parts"][name]["records_hash"] for name in live})
     report.actual_hash = combined_hash(hashes)
     report.record_count = sum(t.num_rows for t in records.values())
     for name, table in records.items():
@@ -249,6 +285,35 @@ def replay_artifact(lake: Lake, key: str, *, at_current: bool = False, engine: C
             _check_pinned_files(lake, tables, pins, report, differs=True)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _replay_live(lake: Lake, request: Any, artifact: Any, report: ReplayReport) -> list[str]:
+    """Ask each live part's source again; returns the live parts' names."""
+    manifest, captured = artifact.manifest, artifact.records
+    queries = request.live_queries()
+    try:
+        now = read_live_parts(lake, request) if queries else {}
+        problem = None
+    except LiveSourceUnavailable as exc:
+        now, problem = {}, str(exc)
+    for name, query in queries.items():
+        recorded = manifest["parts"].get(name, {}).get("live", {})
+        part = LivePartReport(name, query.source, query.table, query.fingerprint, REPRODUCIBLE)
+        report.live.append(part)
+        if recorded.get("fingerprint") != query.fingerprint:
+            problem_text = (f"live part {name!r}: the request compiles to a query whose fingerprint is not the "
+                            "recorded one: the manifest was altered")
+            artifact.problems.append(problem_text)
+            report.problems.append(problem_text)
+        then = captured.get(name)
+        if problem is not None or then is None:
+            part.status, part.problem = SOURCE_UNAVAILABLE, problem or "its captured records are unreadable"
+            continue
+        part.diff = _diff(name, [f"{query.source}.{query.table}"], manifest["parts"][name].get("keys") or [],
+                          then, now[name])
+        if records_hash(now[name]) != manifest["parts"][name]["records_hash"]:
+            part.status = SOURCE_CHANGED
+    return list(queries)
 
 
 def _check_pinned_files(lake: Lake, tables: dict[str, Table], pins: Pins, report: ReplayReport, *,
@@ -301,7 +366,25 @@ def _diff(part: str, tables: list[str], keys: list[str], then: pa.Table, now: pa
     diff.added_keys = [_key_json(k) for k in sorted(added, key=str)[:MAX_KEYS_LISTED]]
     diff.removed_keys = [_key_json(k) for k in sorted(removed, key=str)[:MAX_KEYS_LISTED]]
     diff.changed_keys = [_key_json(k) for k in sorted(changed, key=str)[:MAX_KEYS_LISTED]]
+    diff.changed_fields = _field_changes(then, now, keys, sorted(changed, key=str)[:MAX_KEYS_LISTED])
     return diff
+
+
+def _field_changes(then: pa.Table, now: pa.Table, keys: list[str], changed: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Per changed key, the fields whose values differ: {field: [then, now]}."""
+    wanted = set(changed)
+
+    def by_key(table: pa.Table) -> dict[tuple[Any, ...], dict[str, Any]]:
+        return {k: row for row in table.to_pylist() if (k := tuple(row[c] for c in keys)) in wanted}
+
+    old, new = by_key(then), by_key(now)
+    return [{"key": _key_json(k), "fields": {c: [_plain(old[k][c]), _plain(v)] for c, v in new[k].items()
+                                             if c in old[k] and old[k][c] != v}}
+            for k in changed]
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, str | int | float) or value is None else str(value)
 
 
 def _keyed(table: pa.Table, keys: list[str]) -> dict[tuple[Any, ...], bytes] | None:

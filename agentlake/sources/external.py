@@ -55,6 +55,7 @@ from agentlake.gate.publish import MainMoved, discard, held, hold, publish
 from agentlake.gate.suites import BATCH, BATCH_FRAME, SEVERITY, AuditResult, Rule, Suite, validate
 from agentlake.gate.validations import keep_validation
 from agentlake.storage.store import ObjectStore
+from agentlake.tables.external import CUSTOMERS, NAMESPACE, TICKETS, ExternalTable
 from agentlake.tables.schemas import TABLE_PROPERTIES
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
 
     from agentlake.tables.lake import Lake
 
-NAMESPACE = "ext"
 HELD_DAY = "sources"  # held loads are recorded under agentlake.held.sources
 CURSOR_PROPERTY = "agentlake.source.cursor"
 LOAD_ID_PROPERTY = "agentlake.source.load-id"
@@ -84,20 +84,6 @@ class SourceLoadFailed(SourceError):
 
 
 @dataclass(frozen=True)
-class ExternalTable:
-    """One table of a source and the ``ext`` table it is published into."""
-
-    resource: str  # the source's name for it (table or endpoint)
-    primary_key: str
-    cursor: str = "updated_at"
-    deleted: str | None = "is_deleted"  # the source's soft-delete flag: a row set to 1 is removed from ext
-
-    @property
-    def name(self) -> str:
-        return f"{NAMESPACE}.{self.resource}"
-
-
-@dataclass(frozen=True)
 class Source:
     """A configured external source: how it is extracted and which tables it publishes."""
 
@@ -107,10 +93,9 @@ class Source:
     description: str = ""
 
 
-HELPDESK = Source("helpdesk", "sql", (ExternalTable("tickets", "ticket_id"), ExternalTable("customers", "customer_id")),
+HELPDESK = Source("helpdesk", "sql", (TICKETS, CUSTOMERS),
                   "tickets and customers of the helpdesk database (AGENTLAKE_SOURCES_SQL_URL)")
 SOURCES: dict[str, Source] = {s.name: s for s in (HELPDESK,)}
-EXT_TABLES: tuple[ExternalTable, ...] = tuple(t for s in SOURCES.values() for t in s.tables)
 
 
 def sources(names: list[str] | None = None) -> list[Source]:

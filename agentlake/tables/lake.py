@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
 from agentlake.config import Settings
@@ -39,3 +40,10 @@ class Lake:
     def table(self, name: str) -> Table:
         """A fresh handle on a table (its current metadata, read now)."""
         return self.catalog.load_table(name)
+
+    def find_table(self, name: str) -> Table | None:
+        """A fresh handle on a table, or None if it does not exist yet (an ``ext`` table before its first load)."""
+        try:
+            return self.catalog.load_table(name)
+        except NoSuchTableError:
+            return None
