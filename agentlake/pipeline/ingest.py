@@ -157,6 +157,7 @@ def _attempt_day(
     events, quarantine = lake.table(EVENTS.name), lake.table(QUARANTINE.name)
     events_ledger = read_ledger(events.properties, day)
     quarantine_ledger = read_ledger(quarantine.properties, day)
+    _hold_forged_copies(lake, segments, (events_ledger, quarantine_ledger), bad)
     events_hold = {s.key: _holds(events_ledger, s, bad) for s in segments}
     quarantine_hold = {s.key: _holds(quarantine_ledger, s, bad) for s in segments}
     batch = _Batch(
@@ -202,6 +203,34 @@ def _attempt_day(
         committed.conflicts += report.conflicts
         committed.segments_bad += len(batch.bad_quarantine)
     return report
+
+
+def _hold_forged_copies(lake: Lake, segments: list[SegmentInfo], ledgers: tuple[DayLedger, ...],
+                        bad: dict[str, str]) -> None:
+    """With a signing key, find the forged copies of a sequence range before the ledgers are asked.
+
+    A forged segment that reuses an honest producer id and an ingested sequence range would count as
+    already held and never be read. Honest producers never share a range (each writer's id carries a
+    nonce), so only a copy makes two listed segments of one producer claim the same numbers: those are
+    checked, the key first (no signature: bad, no request), then the bytes against the signature.
+    An honest log has no such pair, and this costs it nothing; a segment no other contests is checked
+    when it is read, as before, and one ingested before the key was set stays held.
+    """
+    if lake.settings.signing_key is None:
+        return
+    recorded = {key for ledger in ledgers for key in ledger.bad}
+    listed = [s for s in segments if s.key not in bad and s.key not in recorded]
+    by_producer: dict[str, list[SegmentInfo]] = {}
+    for seg in listed:
+        by_producer.setdefault(seg.producer, []).append(seg)
+    for seg in listed:
+        if not any(other.key != seg.key and other.first_seq <= seg.last_seq and seg.first_seq <= other.last_seq
+                   for other in by_producer[seg.producer]):
+            continue
+        try:
+            lake.log.verify_signature(seg, read=True)
+        except BadSegment as exc:
+            bad[seg.key] = str(exc)
 
 
 def _holds(ledger: DayLedger, seg: SegmentInfo, bad: dict[str, str]) -> bool:
