@@ -155,3 +155,20 @@ def test_object_lock_on_the_local_folder_store_is_refused_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("agentlake: AGENTLAKE_S3_OBJECT_LOCK_DAYS is set but the store is a local folder")
     assert err.count("\n") == 1
+
+
+def test_the_locked_writes_errors_are_sorted_by_the_one_retry_policy() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from agentlake.storage.retry import Failure, classify
+
+    def answer(code: str, status: int) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": ""}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                           "PutObject")
+
+    assert classify(answer("SlowDown", 503)) is Failure.TRANSIENT
+    assert classify(answer("InternalError", 500)) is Failure.TRANSIENT
+    assert classify(answer("ConditionalRequestConflict", 409)) is Failure.TRANSIENT
+    assert classify(EndpointConnectionError(endpoint_url="http://127.0.0.1:9")) is Failure.TRANSIENT
+    assert classify(answer("AccessDenied", 403)) is Failure.TERMINAL
+    assert classify(answer("InvalidRequest", 400)) is Failure.TERMINAL
