@@ -58,6 +58,12 @@ class S3Settings(BaseModel):
                                        description="seconds one object-store request is retried at most "
                                                    "(also bounded by AGENTLAKE_STORE_RETRY_S)")
 
+    object_lock_days: int | None = Field(
+        None, validation_alias="AGENTLAKE_S3_OBJECT_LOCK_DAYS", ge=1, le=36500,
+        description="days of S3 Object Lock retention (compliance mode) for every object written under log/v1/, "
+                    "artifacts/v1/ and audit/v1/ (unset: no lock); the bucket must have Object Lock enabled, and "
+                    "the local store refuses it")
+
     @field_validator("prefix", mode="before")
     @classmethod
     def _strip_slashes(cls, value: Any) -> Any:
@@ -254,6 +260,9 @@ class Settings(BaseSettings):
                 raise ConfigError("AGENTLAKE_STORE=s3 needs AGENTLAKE_S3_BUCKET: set it to the bucket's name")
             s3_values["bucket"] = s3_values["bucket"].strip()
             values["s3"] = _validated(S3Settings, s3_values, env)
+        elif env.get("AGENTLAKE_S3_OBJECT_LOCK_DAYS", "").strip():
+            raise ConfigError("AGENTLAKE_S3_OBJECT_LOCK_DAYS is set but the store is a local folder, which has no "
+                              "Object Lock: unset it, or set AGENTLAKE_STORE=s3 with a bucket that has Object Lock")
         return _validated(cls, values, env)
 
 

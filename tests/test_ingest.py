@@ -813,6 +813,54 @@ def test_with_a_signing_key_a_segment_agentlake_did_not_sign_is_held_and_named_w
     assert all(d.balanced for d in reconcile(plain))
 
 
+def test_with_a_signing_key_a_forged_copy_of_an_ingested_range_is_held_and_named_not_counted_as_held(
+        tmp_path: Path) -> None:
+    """Someone with write access plants segments that reuse an honest producer's id and a sequence range
+    the ledger already holds: unsigned, carrying the honest segment's signature, or unsigned over a segment
+    ingested before the key was set. Without a check they would count as already held and never be read;
+    they are held as a whole and named, and the segments they copy stay held."""
+    import zstandard
+    from pydantic import SecretStr
+
+    from agentlake.log.segments import checksum, segment_key, with_signature
+
+    # A segment ingested before the key was set stays held: only a contested range is checked again.
+    plain = new_lake(tmp_path)
+    before_key = write(plain, [(line, True) for line in demo_lines(4, 2, DAY0 + timedelta(hours=7))],
+                       producer="legacy", clock=lambda: DAY0 + timedelta(hours=7), max_events=100)
+    assert ingest_pending(plain).segments_bad == 0
+    lake = new_lake(tmp_path, signing_key=SecretStr("k3y-of-the-lake"))
+    clock = lambda: DAY0 + timedelta(hours=9)  # noqa: E731
+    honest = write(lake, [(line, True) for line in demo_lines(5, 4, DAY0 + timedelta(hours=8))],
+                   producer="honest", clock=clock, max_events=20)
+    assert ingest_pending(lake).segments_bad == 0
+    forged = []
+    # Unsigned and with a copied signature over an honest range; unsigned over the unsigned legacy one.
+    for n, (copied, copy_signature) in enumerate(((honest.segments[0], False), (honest.segments[0], True),
+                                                 (before_key.segments[0], False))):
+        data = zstandard.ZstdCompressor().compress(b"".join(demo_lines(30 + n, 4, DAY0)[: copied.lines]))
+        key = segment_key(arrival=DAY0 + timedelta(hours=10, minutes=n), producer=copied.producer,
+                          first_seq=copied.first_seq, lines=copied.lines, digest=checksum(data))
+        key = with_signature(key, str(copied.signature)) if copy_signature else key
+        lake.store.put_once(key, data)
+        forged.append(key)
+    before = rows_of(lake, EVENTS.name).num_rows
+    report = ingest_pending(lake)
+    assert report.segments_bad == 3 and report.rows == 0
+    assert rows_of(lake, EVENTS.name).num_rows == before == honest.valid + before_key.valid
+    wholes = {r["segment_key"]: r["reason"] for r in rows_of(lake, QUARANTINE.name).to_pylist()
+              if r["line_offset"] == -1}
+    assert set(wholes) == set(forged)
+    assert "carries no signature" in wholes[forged[0]] and "carries no signature" in wholes[forged[2]]
+    assert "signature in its key does not match" in wholes[forged[1]]
+    (day,) = reconcile(lake)
+    assert day.accounted and not day.balanced and set(day.segments_bad) == set(forged), day.as_dict()
+    # Named once: a later ingest reads nothing again and records nothing twice.
+    again = ingest_pending(lake)
+    assert (again.segments_bad, again.segments, again.rows) == (0, 0, 0)
+    assert set(reconcile(lake)[0].segments_bad) == set(forged)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("arm", ["missing", "rows_deleted", "ledger_rows", "ledger_quarantined", "held"])
 def test_every_arm_of_reconcile_can_fail(tmp_path: Path, arm: str) -> None:

@@ -212,6 +212,24 @@ class LogReader:
         if info is not None and self.signing_key is not None:
             self._check_signature(info, source.sha256())
 
+    def verify_signature(self, info: SegmentInfo, *, read: bool) -> None:
+        """Check that ``info`` is AgentLake's under the signing key (nothing to check without one).
+
+        Args:
+            read: also read the segment, to check its signature against its bytes; otherwise only
+                that its key carries one (no request).
+
+        Raises:
+            ForgedSegment: it carries no signature, or (read) one that does not match.
+            CorruptSegment: (read) its bytes miss the checksum in its key.
+        """
+        if self.signing_key is None:
+            return
+        self._check_signature(info, None)
+        if read:
+            for _piece in self.read_bytes(info.key):
+                pass
+
     def _check_signature(self, info: SegmentInfo, sha256: str | None) -> None:
         problem = segment_signature_problem(self.signing_key, info.unsigned_key, info.signature, sha256,
                                             self.previous_keys)

@@ -157,6 +157,7 @@ def _attempt_day(
     events, quarantine = lake.table(EVENTS.name), lake.table(QUARANTINE.name)
     events_ledger = read_ledger(events.properties, day)
     quarantine_ledger = read_ledger(quarantine.properties, day)
+    _hold_forged_copies(lake, day, segments, (events_ledger, quarantine_ledger), bad)
     events_hold = {s.key: _holds(events_ledger, s, bad) for s in segments}
     quarantine_hold = {s.key: _holds(quarantine_ledger, s, bad) for s in segments}
     batch = _Batch(
@@ -202,6 +203,51 @@ def _attempt_day(
         committed.conflicts += report.conflicts
         committed.segments_bad += len(batch.bad_quarantine)
     return report
+
+
+def _hold_forged_copies(lake: Lake, day: str, segments: list[SegmentInfo], ledgers: tuple[DayLedger, ...],
+                        bad: dict[str, str]) -> None:
+    """With a signing key, find the forged copies of a sequence range before the ledgers are asked.
+
+    A forged segment that reuses an honest producer id and an ingested sequence range would count as
+    already held and never be read. Honest producers never share a range (each writer's id carries a
+    nonce), so only a copy makes two listed segments of one producer claim the same numbers: those are
+    checked, the key first (no signature: no request), then the bytes against the signature. One that
+    fails is bad, unless the tables hold its rows under its own key (an unsigned segment ingested before
+    the key was set). An honest log has no such pair, and this costs it nothing; a segment no other
+    contests is checked when it is read, as before.
+    """
+    if lake.settings.signing_key is None:
+        return
+    recorded = {key for ledger in ledgers for key in ledger.bad}
+    listed = [s for s in segments if s.key not in bad and s.key not in recorded]
+    by_producer: dict[str, list[SegmentInfo]] = {}
+    for seg in listed:
+        by_producer.setdefault(seg.producer, []).append(seg)
+    failed: dict[str, str] = {}
+    for seg in listed:
+        if not any(other.key != seg.key and other.first_seq <= seg.last_seq and seg.first_seq <= other.last_seq
+                   for other in by_producer[seg.producer]):
+            continue
+        try:
+            lake.log.verify_signature(seg, read=True)
+        except BadSegment as exc:
+            failed[seg.key] = str(exc)
+    if failed:
+        ingested = _keys_in_tables(lake, day, list(failed))
+        bad.update({key: reason for key, reason in failed.items() if key not in ingested})
+
+
+def _keys_in_tables(lake: Lake, day: str, keys: list[str]) -> set[str]:
+    """Which of ``keys`` raw.events or raw.quarantine hold rows of (read only for contested segments)."""
+    found: set[str] = set()
+    for name in (EVENTS.name, QUARANTINE.name):
+        table = lake.table(name)
+        if table.current_snapshot() is not None:
+            rows = table.scan(row_filter=And(day_bounds(day), one_of("segment_key", keys)),
+                              selected_fields=("segment_key",)).to_arrow()
+            found.update(rows.column("segment_key").to_pylist())
+    return found
 
 
 def _holds(ledger: DayLedger, seg: SegmentInfo, bad: dict[str, str]) -> bool:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ def classify(exc: BaseException) -> Failure:
 
     Foreign exceptions: pyiceberg's ``CommitFailedException`` and ``ValidationException`` (a
     concurrent commit invalidated this one) and its sequence-number ``ValueError`` are conflicts;
-    obstore's ``GenericError`` (raised once its own retries are spent) is transient; pyarrow's
+    obstore's ``GenericError`` (raised once its own retries are spent) is transient, and so are
+    botocore's (the Object Lock writes) 5xx, throttling, 409 and connection errors; pyarrow's
     ``OSError`` is transient unless it is a local file error or an AWS code that never heals
     (refused credentials, no such bucket).
     """
@@ -118,9 +120,30 @@ def classify(exc: BaseException) -> Failure:
         return Failure.CONFLICT
     if isinstance(exc, GenericError):
         return Failure.TRANSIENT
+    if (aws := _botocore_failure(exc)) is not None:
+        return aws
     if isinstance(exc, OSError) and not isinstance(exc, _PERMANENT_OS_ERRORS):
         return Failure.TERMINAL if any(code in str(exc) for code in _PERMANENT_AWS_ERRORS) else Failure.TRANSIENT
     return Failure.TERMINAL
+
+
+# S3 answers that heal by waiting (besides any 5xx); 409 is a conditional create racing another.
+_TRANSIENT_AWS_CODES = ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                        "ConditionalRequestConflict", "OperationAborted")
+
+
+def _botocore_failure(exc: BaseException) -> Failure | None:
+    """The kind of a botocore error, or None if ``exc`` is not one."""
+    errors = sys.modules.get("botocore.exceptions")
+    if errors is None:  # botocore never loaded (no Object Lock configured): exc cannot be one of its errors
+        return None
+    if isinstance(exc, errors.ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return Failure.TRANSIENT if status >= 500 or code in _TRANSIENT_AWS_CODES else Failure.TERMINAL
+    if isinstance(exc, errors.ConnectionError | errors.HTTPClientError):
+        return Failure.TRANSIENT
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:

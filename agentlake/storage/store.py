@@ -8,6 +8,9 @@ On S3 every request is retried with backoff on 5xx, SlowDown, timeouts and reset
 retry, bounded by ``retry_timeout_s``); a conditional create, which obstore does not retry once
 it may have reached the server, is retried here, and a retry that finds the very bytes it was
 writing already there has succeeded (the first attempt landed, its response was lost).
+
+With ``AGENTLAKE_S3_OBJECT_LOCK_DAYS`` set, the write-once puts under the log, artifact and audit
+prefixes are created under S3 Object Lock in compliance mode (:mod:`agentlake.storage.objectlock`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from obstore.store import LocalStore, S3Store
 
 from agentlake.config import S3Settings, Settings, setting_default
 from agentlake.errors import AlreadyExists, ConfigError, ObjectNotFound
+from agentlake.storage.objectlock import ObjectExists, ObjectLock
 from agentlake.storage.retry import DEFAULT_POLICY, StoreRetry, describe_s3
 
 # How long one request is retried when no S3 settings say (a local store): the declared default.
@@ -44,9 +48,10 @@ class ObjectStore:
 
     def __init__(
         self, inner: Any, *, uri_base: str, sorts_listings: bool, where: str | None = None,
-        retry_timeout_s: float = S3_MAX_RETRY_TIMEOUT_S,
+        retry_timeout_s: float = S3_MAX_RETRY_TIMEOUT_S, lock: ObjectLock | None = None,
     ) -> None:
         self._inner = inner
+        self.lock = lock  # Object Lock for the write-once prefixes, if configured (S3 only)
         self._uri_base = uri_base.rstrip("/")
         # S3 lists in key order; a local folder does not, so the client sorts.
         self._sorts_listings = sorts_listings
@@ -106,7 +111,13 @@ class ObjectStore:
             retry_config=retry,  # type: ignore[arg-type]
         )
         base = f"s3://{s3.bucket}/{s3.prefix}" if s3.prefix else f"s3://{s3.bucket}"
-        return cls(inner, uri_base=base, sorts_listings=True, where=describe_s3(s3), retry_timeout_s=retry_timeout_s)
+        lock = None
+        if s3.object_lock_days is not None:
+            lock = ObjectLock(s3, s3.object_lock_days, max_retries=max_retries, connect_timeout_s=s3.connect_timeout_s,
+                              request_timeout_s=request_timeout_s)
+            lock.check_bucket()  # one request when the store is opened: never write "locked" into an unlockable bucket
+        return cls(inner, uri_base=base, sorts_listings=True, where=describe_s3(s3), retry_timeout_s=retry_timeout_s,
+                   lock=lock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ObjectStore:
@@ -139,11 +150,16 @@ class ObjectStore:
         retry = StoreRetry(None, f"writing {key!r}", store=self.where, budget_s=self._retry_timeout_s,
                            first_backoff_s=DEFAULT_POLICY.write_first_backoff_s,
                            max_backoff_s=DEFAULT_POLICY.write_max_backoff_s)
+        locked = self.lock is not None and self.lock.covers(key)
         while True:
             try:
-                obstore.put(self._inner, key, data, mode="create")
+                if locked:
+                    assert self.lock is not None
+                    self.lock.put_once(key, data)
+                else:
+                    obstore.put(self._inner, key, data, mode="create")
                 return
-            except (AlreadyExistsError, PreconditionError) as exc:
+            except (AlreadyExistsError, PreconditionError, ObjectExists) as exc:
                 if retry.retries and self._holds(key, data):
                     return
                 raise AlreadyExists(key) from exc
@@ -214,7 +230,11 @@ class ObjectStore:
         return sorted(str(folder) for folder in listed["common_prefixes"])
 
     def delete(self, key: str) -> None:
-        """Remove an object (maintenance of derived files only; the log is never deleted by AgentLake)."""
+        """Remove an object (maintenance of derived files only; the log is never deleted by AgentLake).
+
+        Under Object Lock a delete of a locked key only hides it behind a delete marker; its locked
+        version stays, and a delete of that version is refused by S3 until its retention ends.
+        """
         obstore.delete(self._inner, key)
 
 
