@@ -251,11 +251,12 @@ def query(lake: Lake, sql: str, *, as_of_ms: int | None = None) -> pa.Table:
         QueryError: the statement is not a query, or DuckDB rejected it.
     """
     names = sorted(check_read_only(sql))  # refused before any table is opened
+    _ = lake.catalog  # a lake whose catalog cannot be reached answers nothing, even a query naming no table
     handles = {name: table for name in names if (table := lake.find_table(name)) is not None}
     pins, locations = resolve(lake, names, as_of_ms=as_of_ms, handles=handles)
     with _pooled_connection(lake) as con:
         attach(con, lake, pins, handles, locations)
-        return run_read_only(con, sql)
+        return _execute(con, sql)
 
 
 _POOL_LOCK = threading.Lock()
@@ -291,6 +292,11 @@ def run_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
         QueryError: the statement is not a query, or DuckDB rejected it.
     """
     check_read_only(sql)
+    return _execute(con, sql)
+
+
+def _execute(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """``sql``, already checked by :func:`check_read_only`, on ``con``."""
     try:
         return con.execute(sql).fetch_arrow_table()
     except duckdb.Error as exc:
