@@ -12,8 +12,9 @@ plus its retrieved documents (facts.retrievals), as a structured spec. Measured,
   `context_assembled` event (into the agent's own log writer);
 - the peer: the same two queries on the same snapshots through plain DuckDB (`iceberg_scan` of
   each pinned snapshot, default settings, optimizer on, one connection reused as the product
-  reuses its engine): what answering the question costs without AgentLake;
-- replay warm: `replay()` of each artifact on the engine that assembled it (load, verify hashes,
+  reuses its engine), run right after each assembly (interleaved, so drift falls on both alike):
+  what answering the question costs without AgentLake;
+- replay warm: `replay()` of each artifact on one reused engine, after one warm-up (load, verify hashes,
   re-execute at the pins, compare, hold against the run's `context_assembled` event);
 - replay cold: `agentlake replay <artifact>` in a new process each time, as a user runs it;
 - for reference, assembly on the files as ingest wrote them (before clustering).
@@ -136,39 +137,38 @@ def main() -> int:
         engine = ContextEngine(lake)
         agent_log = LogWriter(lake.store, "benchagent", background_flush=False)
 
-        def assemble_all() -> tuple[list[float], list]:
+        peer_con = plain_duckdb()
+        peer: list[float] = []
+
+        def assemble_all(with_peer: bool) -> tuple[list[float], list]:
+            """Each run's assembly, then (``with_peer``) the peer on its pins: interleaved, so drift falls on both."""
             times, results = [], []
             for run_id in chosen:
                 t = time.perf_counter()
-                results.append(assemble(lake, spec(run_id), run_id=run_id, agent_id="bench", engine=engine,
-                                        log=agent_log))
+                result = assemble(lake, spec(run_id), run_id=run_id, agent_id="bench", engine=engine, log=agent_log)
                 times.append(time.perf_counter() - t)
+                results.append(result)
+                if with_peer:
+                    # The same queries on the same snapshots, plain DuckDB, its connection warm as the engine is.
+                    relations = {name: scan_expression(lake, lake.table(name), name, int(sid))
+                                 for name, sid in result.manifest["pins"].items() if sid is not None}
+                    sqls = list(spec(run_id).queries(relations).values())
+                    t = time.perf_counter()
+                    rows = sum(peer_con.execute(sql).to_arrow_table().num_rows for sql in sqls)
+                    peer.append(time.perf_counter() - t)
+                    assert rows == result.manifest["record_count"], (rows, result.manifest["record_count"])
             return times, results
 
         assemble(lake, spec(chosen[0]), run_id="warm-up", agent_id="bench", engine=engine, log=agent_log)
-        unclustered, _ = assemble_all()
+        unclustered, _ = assemble_all(with_peer=False)
         started = time.perf_counter()
         clustered = [cluster_day(lake, name, day) for name in ("raw.events", "facts.retrievals")]
         cluster_s = time.perf_counter() - started
-        assemble(lake, spec(chosen[0]), run_id="warm-up", agent_id="bench", engine=engine, log=agent_log)
-        assembly, results = assemble_all()
-        # The peer: the same queries on the same snapshots, plain DuckDB, its connection warm as the engine is.
-        peer_con = plain_duckdb()
-        peer_sql = []
-        for result in results:
-            request = spec(result.manifest["run_id"])
-            relations = {name: scan_expression(lake, lake.table(name), name, int(sid))
-                         for name, sid in result.manifest["pins"].items() if sid is not None}
-            peer_sql.append((list(request.queries(relations).values()), result.manifest["record_count"]))
-        for sqls, _count in peer_sql[:1]:  # warm-up, as the engine had one
-            for sql in sqls:
-                peer_con.execute(sql).to_arrow_table()
-        peer = []
-        for sqls, count in peer_sql:
-            t = time.perf_counter()
-            rows = sum(peer_con.execute(sql).to_arrow_table().num_rows for sql in sqls)
-            peer.append(time.perf_counter() - t)
-            assert rows == count, (rows, count)
+        warm = assemble(lake, spec(chosen[0]), run_id="warm-up", agent_id="bench", engine=engine, log=agent_log)
+        for sql in spec(chosen[0]).queries({name: scan_expression(lake, lake.table(name), name, int(sid))
+                                            for name, sid in warm.manifest["pins"].items() if sid is not None}).values():
+            peer_con.execute(sql).to_arrow_table()  # the peer's warm-up, as the engine had one
+        assembly, results = assemble_all(with_peer=True)
         peer_con.close()
         # The context_assembled events reach raw.events, as on the platform, so replay holds each artifact
         # against its run's event (the check a real replay makes).
