@@ -1,22 +1,22 @@
-"""Cost of history: one ingest commit and one scan of raw.events after 10 and after 1,000 commits.
+"""Cost of history at production shape: an ingest commit into a table aged 30 arrival days vs a fresh one.
 
-    python bench/history.py            # 1,000 ingest commits (the goals hold for this run)
-    python bench/history.py --quick    # 80 commits, a smoke test under a minute
-    python bench/history.py --baseline # also 100 commits without maintenance, for contrast (minutes)
-    python bench/history.py --quality  # each ingest through the write-audit-publish gate (about 1 s more each)
+    python bench/history.py            # 30 days x 200 producers a day (the goals hold for this run)
+    python bench/history.py --quick    # 3 days x 40 producers, a smoke test under a minute
+    python bench/history.py --quality  # each ingest through the write-audit-publish gate
 
-Each commit is the real ingest path: a small segment (20 demo events) written by
-``agentlake.log.writer.LogWriter`` and ingested by ``agentlake.pipeline.ingest.ingest`` into raw.events and
-raw.quarantine (parse, dedup window, data files, ledger, commit). Table maintenance
-(``agentlake.maintenance.maintain.maintain``: compaction, then expiry) runs every ``--cadence`` commits,
-as the maintenance schedule (every 10 minutes) does at one ingest commit a minute. Snapshot
-timestamps are wall-clock time here, so the retention is given as a count: keep the last
-``--keep`` snapshots (15: what the default 15-minute retention keeps at one commit a minute).
-Both points are measured just before a maintenance run, at the same phase of its cycle.
+The aged table is built the real way: for each of 30 simulated arrival days, 200 producers, each
+new that day (churn as production has it: every `emit` batch and every context assembly is a
+producer of its own), each write one small segment through ``agentlake.log.writer.LogWriter``;
+the day's segments are ingested by ``agentlake.pipeline.ingest.ingest`` in ``--commits`` commits
+(parse, dedup window, data files, the day's ledger in the table properties, commit), and table
+maintenance (``agentlake.maintenance.maintain.maintain``: compaction, then expiry keeping the last
+``--keep`` snapshots) runs every ``--cadence`` commits, as its schedule does.
 
-Measured at each point: the median time of the last 9 ingest commits, the median of 5 full
-scans of raw.events (``table.scan().to_arrow()``), metadata.json size, live data files,
-manifests and snapshots. Goals: the cost at 1,000 commits is at most 1.5 times the cost at 10.
+Then the commit is measured on both tables interleaved (fresh, aged, fresh, aged...), so the
+machine's drift falls on both alike: each a new producer's segment of today, ingested in one
+commit. ``history.commit_aged_vs_fresh`` is the aged median over the fresh median (goal <= 1.5);
+``history.metadata_kb_aged`` the aged table's metadata.json, which every commit rewrites (goal
+<= 1,024 KB).
 """
 
 from __future__ import annotations
@@ -38,127 +38,131 @@ sys.path.insert(0, str(ROOT))
 
 from agentlake.config import Settings  # noqa: E402
 from agentlake.gate.suites import QualityPolicy  # noqa: E402
+from agentlake.log.segments import SegmentInfo  # noqa: E402
 from agentlake.log.writer import LogWriter  # noqa: E402
 from agentlake.maintenance.maintain import CompactionPolicy, RetentionPolicy, footprint, maintain  # noqa: E402
 from agentlake.pipeline.ingest import ingest  # noqa: E402
 from agentlake.pipeline.stage import IngestOptions  # noqa: E402
 from agentlake.sources.demo import FleetConfig, generate_runs  # noqa: E402
 from agentlake.tables.lake import Lake  # noqa: E402
+from agentlake.tables.ledger import LEDGER_PREFIX  # noqa: E402
 from agentlake.tables.schemas import EVENTS, QUARANTINE  # noqa: E402
 
-EVENTS_PER_SEGMENT = 20
+EVENTS_PER_SEGMENT = 10
 RAW = [EVENTS.name, QUARANTINE.name]
 
 
-def run_series(
-    home: Path, commits: int, points: list[int], cadence: int, keep: int, maintenance: bool, quality: bool = False
-) -> dict[int, dict[str, Any]]:
-    """Ingest ``commits`` small segments one commit at a time; measure at each of ``points``."""
-    lake = Lake(Settings.from_env({"AGENTLAKE_HOME": str(home)}))
-    _ = lake.catalog
-    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    clock = [start]
-    writer = LogWriter(lake.store, "history", background_flush=False, clock=lambda: clock[0])
-    base = list(generate_runs(FleetConfig(seed=5), 500, start))
+class Producers:
+    """Writes one segment per new producer, each stamped with a simulated arrival time."""
+
+    def __init__(self, seed: int) -> None:
+        self.base = list(generate_runs(FleetConfig(seed=seed), 400, datetime.now(UTC)))
+        self.made = 0
+
+    def segment(self, lake: Lake, name: str, arrival: datetime) -> SegmentInfo:
+        writer = LogWriter(lake.store, name, background_flush=False, clock=lambda: arrival)
+        for j in range(EVENTS_PER_SEGMENT):
+            line = self.base[(self.made * EVENTS_PER_SEGMENT + j) % len(self.base)]
+            writer.append_line(line.replace(b'"event_id":"', f'"event_id":"{name}-'.encode(), 1))
+        self.made += 1
+        segment = writer.flush()
+        writer.close()
+        assert segment is not None
+        return segment
+
+
+def age(lake: Lake, producers: Producers, days: int, per_day: int, commits: int, cadence: int, keep: int,
+        quality: QualityPolicy | None) -> dict[str, Any]:
+    """``days`` arrival days of ``per_day`` one-segment producers, ``commits`` ingest commits a day, maintained."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     retention = RetentionPolicy(keep_hours=0, keep_last=keep)
     compaction = CompactionPolicy()
-    gate = QualityPolicy() if quality else None
-    times: list[float] = []
-    out: dict[int, dict[str, Any]] = {}
-    maintenance_seconds = 0.0
-    maintenance_runs = 0
-    for n in range(1, commits + 1):
-        clock[0] = start + timedelta(minutes=n)  # one commit a minute of arrival time
-        for j in range(EVENTS_PER_SEGMENT):
-            line = base[((n - 1) * EVENTS_PER_SEGMENT + j) % len(base)]
-            writer.append_line(line.replace(b'"event_id":"', b'"event_id":"c%d-' % n))
-        segment = writer.flush()
-        assert segment is not None
-        began = time.perf_counter()
-        ingest(lake, [segment], IngestOptions(run_id=f"bench-{n}", quality=gate))
-        times.append(time.perf_counter() - began)
-        if n in points:
-            table = lake.table(EVENTS.name)
-            scans = []
-            for _ in range(5):
+    done = maintenance_runs = 0
+    maintenance_s = 0.0
+    for d in range(days):
+        day = today - timedelta(days=days - d)
+        segments = [producers.segment(lake, f"d{d:02d}p{i:04d}", day + timedelta(seconds=60 * i))
+                    for i in range(per_day)]
+        step = -(-len(segments) // commits)
+        for c in range(0, len(segments), step):
+            ingest(lake, segments[c:c + step], IngestOptions(run_id=f"age-{d}-{c}", quality=quality))
+            done += 1
+            if done % cadence == 0:
                 began = time.perf_counter()
-                rows = lake.table(EVENTS.name).scan().to_arrow().num_rows
-                scans.append(time.perf_counter() - began)
-            fp = footprint(table)
-            out[n] = {
-                "append_s": statistics.median(times[-9:]), "scan_s": statistics.median(scans), "rows": rows,
-                "metadata_json_bytes": fp.metadata_json_bytes, "data_files": fp.data_files,
-                "manifests": fp.manifests, "snapshots": fp.snapshots,
-                "maintenance_runs": maintenance_runs, "maintenance_s": maintenance_seconds,
-            }
-        if maintenance and n % cadence == 0:
-            began = time.perf_counter()
-            maintain(lake, RAW, retention=retention, compaction=compaction)
-            maintenance_seconds += time.perf_counter() - began
-            maintenance_runs += 1
-    writer.close()
-    return out
+                maintain(lake, RAW, retention=retention, compaction=compaction)
+                maintenance_s += time.perf_counter() - began
+                maintenance_runs += 1
+    return {"commits": done, "maintenance_runs": maintenance_runs, "maintenance_s": maintenance_s}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--commits", type=int)
+    parser.add_argument("--days", type=int, help="arrival days of history (default 30, quick 3)")
+    parser.add_argument("--producers", type=int, help="new producers a day (default 200, quick 40)")
+    parser.add_argument("--commits", type=int, default=10, help="ingest commits a day (default 10)")
     parser.add_argument("--cadence", type=int, default=10, help="commits between maintenance runs (default 10)")
     parser.add_argument("--keep", type=int, default=15, help="snapshots expiry keeps (default 15)")
-    parser.add_argument("--baseline", type=int, nargs="?", const=100, default=0,
-                        help="also run this many commits (default 100) without maintenance; slow")
+    parser.add_argument("--rounds", type=int, help="interleaved fresh/aged commit pairs (default 30, quick 8)")
     parser.add_argument("--quality", action="store_true", help="ingest through the write-audit-publish gate")
     args = parser.parse_args()
-    commits = args.commits or (80 if args.quick else 1000)
-    cadence, keep = args.cadence, args.keep
-    points = [10, commits]
+    days = args.days or (3 if args.quick else 30)
+    per_day = args.producers or (40 if args.quick else 200)
+    rounds = args.rounds or (8 if args.quick else 30)
+    quality = QualityPolicy() if args.quality else None
     work = Path(tempfile.mkdtemp(prefix="agentlake-bench-history-"))
     try:
-        series = run_series(work / "maintained", commits, points, cadence, keep, maintenance=True,
-                            quality=args.quality)
-        baseline = None
-        if args.baseline:
-            baseline = run_series(work / "baseline", args.baseline, [10, args.baseline], cadence, keep,
-                                  maintenance=False, quality=args.quality)
+        aged = Lake(Settings.from_env({"AGENTLAKE_HOME": str(work / "aged")}))
+        fresh = Lake(Settings.from_env({"AGENTLAKE_HOME": str(work / "fresh")}))
+        producers = Producers(seed=5)
+        began = time.perf_counter()
+        aging = age(aged, producers, days, per_day, args.commits, args.cadence, args.keep, quality)
+        aging_s = time.perf_counter() - began
+        # Each table gets one commit before the clock starts: its first (table creation) is not measured.
+        now = datetime.now(UTC)
+        for lake in (fresh, aged):
+            ingest(lake, [producers.segment(lake, f"warm{id(lake) % 997}", now)], IngestOptions(quality=quality))
+        times: dict[str, list[float]] = {"fresh": [], "aged": []}
+        for r in range(rounds):
+            for label, lake in (("fresh", fresh), ("aged", aged)):
+                segment = producers.segment(lake, f"t{label[0]}{r:04d}", now + timedelta(seconds=r))
+                began = time.perf_counter()
+                ingest(lake, [segment], IngestOptions(run_id=f"measure-{label}-{r}", quality=quality))
+                times[label].append(time.perf_counter() - began)
+        prints = {label: footprint(lake.table(EVENTS.name)) for label, lake in (("fresh", fresh), ("aged", aged))}
+        ledger_bytes = {label: sum(len(v) for k, v in lake.table(EVENTS.name).properties.items()
+                                   if k.startswith(LEDGER_PREFIX)) for label, lake in (("fresh", fresh), ("aged", aged))}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    first, last = series[points[0]], series[points[1]]
-    ratios = {
-        "append_cost_ratio": round(last["append_s"] / first["append_s"], 2),
-        "scan_cost_ratio": round(last["scan_s"] / first["scan_s"], 2),
+    med = {label: statistics.median(v) for label, v in times.items()}
+    ratios = {"history.commit_aged_vs_fresh": round(med["aged"] / med["fresh"], 2)}
+    figures: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full", "days": days, "producers_per_day": per_day,
+        "commits_per_day": args.commits, "cadence": args.cadence, "keep": args.keep, "rounds": rounds,
+        "quality_gate": args.quality, "aging_commits": aging["commits"], "aging_s": round(aging_s, 1),
+        "maintenance_runs": aging["maintenance_runs"],
+        "maintenance_s_per_run": round(aging["maintenance_s"] / max(1, aging["maintenance_runs"]), 2),
+        "commit_fresh_ms": round(1000 * med["fresh"], 1), "commit_aged_ms": round(1000 * med["aged"], 1),
+        "history.metadata_kb_aged": round(prints["aged"].metadata_json_bytes / 1024, 1),
+        "metadata_kb_fresh": round(prints["fresh"].metadata_json_bytes / 1024, 1),
+        "ledger_kb_aged": round(ledger_bytes["aged"] / 1024, 1),
+        "snapshots_aged": prints["aged"].snapshots, "data_files_aged": prints["aged"].data_files,
     }
-    goals = {"append_cost_ratio": "<= 1.5", "scan_cost_ratio": "<= 1.5"}
-    print(f"history bench: {commits:,} ingest commits of {EVENTS_PER_SEGMENT}-event segments into raw.events; "
-          f"maintenance every {cadence} commits keeping the last {keep} snapshots; "
+    goals = {"history.commit_aged_vs_fresh": "<= 1.5", "history.metadata_kb_aged": "<= 1024"}
+    print(f"history bench: {days} arrival days x {per_day} new producers a day, {args.commits} ingest commits a day, "
+          f"maintenance every {args.cadence} commits keeping {args.keep} snapshots; "
           f"{'quick' if args.quick else 'full'} mode{', quality gate on' if args.quality else ''}, {os.cpu_count()} cores")
-    header = f"{'series':<22}{'commits':>8}{'append ms':>11}{'scan ms':>9}{'rows':>8}{'metadata.json KB':>18}" \
-             f"{'data files':>12}{'manifests':>11}{'snapshots':>11}"
-    print(header)
-    rows = [("with maintenance", series)] + ([("without maintenance", baseline)] if baseline else [])
-    for label, data in rows:
-        for n in sorted(data):
-            p = data[n]
-            print(f"{label:<22}{n:>8}{p['append_s'] * 1000:>11.1f}{p['scan_s'] * 1000:>9.1f}{p['rows']:>8}"
-                  f"{p['metadata_json_bytes'] / 1024:>18.1f}{p['data_files']:>12}{p['manifests']:>11}{p['snapshots']:>11}")
-    print(f"maintenance: {last['maintenance_runs']} runs, {last['maintenance_s']:.1f} s in all "
-          f"({last['maintenance_s'] / max(1, last['maintenance_runs']):.2f} s per run for raw.events and raw.quarantine)")
+    print(f"aged in {aging_s:.0f}s ({aging['commits']} commits, {aging['maintenance_runs']} maintenance runs); "
+          f"then {rounds} commits on each table, interleaved")
+    print(f"{'table':<8}{'commit p50 ms':>15}{'metadata.json KB':>18}{'ledgers KB':>12}{'snapshots':>11}{'data files':>12}")
+    for label in ("fresh", "aged"):
+        fp = prints[label]
+        print(f"{label:<8}{1000 * med[label]:>15.1f}{fp.metadata_json_bytes / 1024:>18.1f}"
+              f"{ledger_bytes[label] / 1024:>12.1f}{fp.snapshots:>11}{fp.data_files:>12}")
+    checks = {**ratios, "history.metadata_kb_aged": figures["history.metadata_kb_aged"]}
     for key, goal in goals.items():
-        value = ratios[key]
-        print(f"goal {key} {goal}: {value} {'met' if eval(f'{value} {goal}') else 'NOT MET'}")
-    figures: dict[str, Any] = {"mode": "quick" if args.quick else "full", "commits": commits, "cadence": cadence,
-                               "keep": keep, "quality_gate": args.quality}
-    for label, data in rows:
-        prefix = "" if label == "with maintenance" else "baseline_"
-        for n in sorted(data):
-            p = data[n]
-            figures[f"{prefix}append_ms_at_{n}"] = round(p["append_s"] * 1000, 1)
-            figures[f"{prefix}scan_ms_at_{n}"] = round(p["scan_s"] * 1000, 1)
-            figures[f"{prefix}metadata_json_bytes_at_{n}"] = p["metadata_json_bytes"]
-            figures[f"{prefix}data_files_at_{n}"] = p["data_files"]
-            figures[f"{prefix}snapshots_at_{n}"] = p["snapshots"]
-    figures["maintenance_s_per_run"] = round(last["maintenance_s"] / max(1, last["maintenance_runs"]), 2)
+        print(f"goal {key} {goal}: {checks[key]} {'met' if eval(f'{checks[key]} {goal}') else 'NOT MET'}")
     print(json.dumps({"bench": "history", "figures": figures, "ratios": ratios, "goals": goals}))
     return 0
 

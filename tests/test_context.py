@@ -134,6 +134,22 @@ def test_round_trip_reproduces_and_at_current_shows_exact_differences(tmp_path: 
     assert [(d.part, d.keys, d.changed_keys, d.added) for d in recount.diffs] == [("result", ["run_id"], ["r1"], 0)]
 
 
+def test_each_query_reads_the_snapshots_current_when_it_starts_on_a_reused_connection(tmp_path: Path) -> None:
+    lake = _lake(tmp_path)
+    _ingest(lake, _run_events("r1", T0))
+    count = "SELECT count(*) AS n FROM raw.events"
+    assert query(lake, count).column("n").to_pylist() == [5]
+    # Another table only, then the first again after a commit: the view of raw.events is not the old one.
+    assert query(lake, "SELECT count(*) AS n FROM facts.decisions").column("n").to_pylist() == [1]
+    _ingest(lake, _run_events("r2", T0 + timedelta(minutes=5)))
+    assert query(lake, count).column("n").to_pylist() == [10]
+    joined = "SELECT count(*) AS n FROM raw.events e JOIN facts.decisions d USING (event_id)"
+    assert query(lake, joined).column("n").to_pylist() == [2]
+    with pytest.raises(QueryRefused):
+        query(lake, "SELECT * FROM raw.nothing")
+    assert query(lake, count).column("n").to_pylist() == [10]
+
+
 def test_as_of_reads_what_was_visible_then_without_late_facts(tmp_path: Path) -> None:
     lake = _lake(tmp_path)
     _ingest(lake, _run_events("r1", T0))

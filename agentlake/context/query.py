@@ -14,6 +14,10 @@ snapshot is in it; after expiry removed it, the metadata file its pin record nam
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import duckdb
@@ -238,12 +242,47 @@ def _s3_secret(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
 def query(lake: Lake, sql: str, *, as_of_ms: int | None = None) -> pa.Table:
     """Run one read-only SQL statement over the tables (as they were at ``as_of_ms``, if given).
 
+    Only the tables the statement names are resolved and given a view, each at the snapshot
+    current when the query starts (or at ``as_of_ms``). The sandboxed connection is reused from
+    a small pool of the lake's own (loading the Iceberg reader into a new DuckDB database costs
+    more than most audit queries): one query at a time on each, its views replaced for every query.
+
     Raises:
         QueryError: the statement is not a query, or DuckDB rejected it.
     """
-    check_read_only(sql)  # refused before any table is opened
-    con, _pins = connect(lake, as_of_ms=as_of_ms)
-    return run_read_only(con, sql)
+    names = sorted(check_read_only(sql))  # refused before any table is opened
+    _ = lake.catalog  # a lake whose catalog cannot be reached answers nothing, even a query naming no table
+    handles = {name: table for name in names if (table := lake.find_table(name)) is not None}
+    pins, locations = resolve(lake, names, as_of_ms=as_of_ms, handles=handles)
+    with _pooled_connection(lake) as con:
+        attach(con, lake, pins, handles, locations)
+        return _execute(con, sql)
+
+
+_POOL_LOCK = threading.Lock()
+# Idle sandboxed connections, per lake; a connection is out of the pool while a query runs on it.
+_POOL: weakref.WeakKeyDictionary[Lake, list[duckdb.DuckDBPyConnection]] = weakref.WeakKeyDictionary()
+_POOL_IDLE_MAX = 4
+
+
+@contextmanager
+def _pooled_connection(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
+    with _POOL_LOCK:
+        idle = _POOL.setdefault(lake, [])
+        con = idle.pop() if idle else None
+    if con is None:
+        con = open_connection(lake)
+    try:
+        yield con
+    except BaseException:
+        con.close()  # a connection whose query failed is not handed out again
+        raise
+    with _POOL_LOCK:
+        idle = _POOL.setdefault(lake, [])
+        if len(idle) < _POOL_IDLE_MAX:
+            idle.append(con)
+            return
+    con.close()
 
 
 def run_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
@@ -253,16 +292,24 @@ def run_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
         QueryError: the statement is not a query, or DuckDB rejected it.
     """
     check_read_only(sql)
+    return _execute(con, sql)
+
+
+def _execute(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """``sql``, already checked by :func:`check_read_only`, on ``con``."""
     try:
         return con.execute(sql).fetch_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(f"{first_line(exc)}; tables are {', '.join(QUERYABLE)}") from None
 
 
-def check_read_only(sql: str) -> None:
+def check_read_only(sql: str) -> set[str]:
     """Refuse anything but exactly one SELECT over the lake's tables (see :mod:`agentlake.context.sandbox`).
+
+    Returns:
+        The lake's tables the statement reads.
 
     Raises:
         QueryRefused: the statement is not one query over the lake's tables.
     """
-    check_query(sql, set(QUERYABLE))
+    return check_query(sql, set(QUERYABLE))

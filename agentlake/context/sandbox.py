@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ _REFUSED_FUNCTIONS = frozenset({
 _REFUSED_PREFIXES = ("read_", "parquet_", "iceberg_", "duckdb_secret", "sqlite_", "postgres_", "mysql_", "delta_")
 _EXTENSIONS = ("avro", "iceberg")
 _ALLOWED = "only the lake's tables can be read"
+# One parser a process: opening a DuckDB database costs more than parsing a statement.
+_PARSER_LOCK = threading.Lock()
+_parser: duckdb.DuckDBPyConnection | None = None
 
 
 def sandbox_config() -> dict[str, Any]:
@@ -104,19 +108,20 @@ def parse_select(sql: str) -> dict[str, Any]:
     Raises:
         QueryRefused: the text is not exactly one SELECT statement.
     """
-    parser = duckdb.connect()  # parsing only: an empty in-memory database, closed at once
-    try:
+    with _PARSER_LOCK:
+        global _parser
+        if _parser is None:
+            # Parsing only: an empty in-memory database, never given a table, a setting or the statement to run.
+            _parser = duckdb.connect()
         try:
-            statements = parser.extract_statements(sql)
+            statements = _parser.extract_statements(sql)
         except duckdb.Error as exc:
             raise QueryRefused(f"cannot parse the query: {first_line(exc)}") from None
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             given = f"{len(statements)} statements" if len(statements) != 1 else f"a statement of kind {statements[0].type.name}"
             raise QueryRefused(f"refused {given}: AgentLake runs exactly one SELECT statement (WITH ... SELECT included); "
                                "nothing that writes, attaches, sets, explains or exports")
-        row = parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-    finally:
-        parser.close()
+        row = _parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     tree: dict[str, Any] = orjson.loads(row[0]) if row else {"error": True}
     if tree.get("error"):
         raise QueryRefused(f"cannot parse the query: {tree.get('error_message', 'not a plain SELECT')}")
@@ -135,14 +140,18 @@ def referenced_tables(sql: str) -> set[str]:
             if name not in ctes}
 
 
-def check_query(sql: str, relations: set[str]) -> None:
+def check_query(sql: str, relations: set[str]) -> set[str]:
     """Refuse anything but exactly one ``SELECT`` over ``relations`` (``namespace.table`` names).
+
+    Returns:
+        The relations of ``relations`` the statement reads (so only those need a view).
 
     Raises:
         QueryRefused: the statement is not one query, or it names something outside the lake's tables.
     """
     tree = parse_select(sql)
     ctes = set(_cte_names(tree))
+    read: set[str] = set()
     for node in _nodes(tree):
         kind = node.get("type")
         if kind == "BASE_TABLE":
@@ -150,6 +159,8 @@ def check_query(sql: str, relations: set[str]) -> None:
             if node.get("catalog_name") or (name not in relations and name not in ctes):
                 raise QueryRefused(f"the query reads {name!r}, which is not a table of the lake: {_ALLOWED} "
                                    f"({', '.join(sorted(relations))})")
+            if name in relations:
+                read.add(name)
         elif kind == "TABLE_FUNCTION":
             function = node.get("function") or {}
             called = str(function.get("function_name", "")).lower()
@@ -159,6 +170,7 @@ def check_query(sql: str, relations: set[str]) -> None:
             called = str(node["function_name"]).lower()
             if called in _REFUSED_FUNCTIONS or called.startswith(_REFUSED_PREFIXES):
                 raise QueryRefused(f"the query calls {called}(), which reads outside the lake's tables: {_ALLOWED}")
+    return read
 
 
 def _relation(node: dict[str, Any]) -> str:
