@@ -37,7 +37,13 @@ EVAL_GROUP = "eval"
 EVAL_LANE = "evaluation"
 EVAL_DECISIONS_KEY, EVAL_DAILY_KEY, EVAL_COMPARISONS_KEY = (table_key(t) for t in (EVAL_DECISIONS, EVAL_DAILY,
                                                                                      EVAL_COMPARISONS))
-UPSTREAM = [*(table_key(t) for t in FACT_TABLES), CONTEXT_ARTIFACTS_KEY]
+# The mart of the decisions the evaluation scores: lineage raw -> facts -> marts -> eval in one graph. The
+# evaluation reads the facts at its own pins (the marts file holds only its latest build, so reading it would
+# not replay); tests hold the mart's per-decision figures equal to the evaluation's at the same snapshots.
+EVAL_MART_KEY = AssetKey(["marts", "eval_decisions_base"])
+UPSTREAM = [*(table_key(t) for t in FACT_TABLES), CONTEXT_ARTIFACTS_KEY, EVAL_MART_KEY]
+# On an evaluation run: the earlier days whose decisions got feedback that arrived on the day it evaluated.
+LATE_FEEDBACK_TAG = "agentlake/late-feedback-days"
 
 
 def _spec(tdef: TableDef, key: AssetKey, deps: list[AssetKey], description: str) -> AssetSpec:
@@ -67,6 +73,8 @@ def build_eval_assets(days: DailyPartitionsDefinition) -> tuple[AssetsDefinition
         day = context.partition_key
         report = evaluate_day(tables, day, run_id=context.run.run_id)
         context.log.info(report.text())
+        if report.late_feedback_days:  # the evaluation sensor evaluates these days again
+            context.instance.add_run_tags(context.run.run_id, {LATE_FEEDBACK_TAG: ",".join(report.late_feedback_days)})
         versions = {f"{v.agent_id}@{v.agent_version}": v.__dict__ for v in report.versions}
         headline: dict[str, Any] = {
             "decisions": report.decisions,
@@ -75,6 +83,7 @@ def build_eval_assets(days: DailyPartitionsDefinition) -> tuple[AssetsDefinition
             "decision_accuracy": report.decision_accuracy if report.decision_accuracy is not None else "n/a",
             "not_reproducible": MetadataValue.json(report.not_reproducible),
             "evaluator_version": report.evaluator_version,
+            "late_feedback_days": MetadataValue.json(report.late_feedback_days),
             "pins": MetadataValue.json({k: str(v) for k, v in report.pins.items()}),
             "seconds": round(report.seconds, 2),
         }

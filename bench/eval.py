@@ -1,7 +1,7 @@
 """Evaluation throughput: decisions evaluated per second for a day of runs, every artifact replayed.
 
     python bench/eval.py            # a day of 10,000 runs (about 7,500 context artifacts)
-    python bench/eval.py --quick    # 200 runs, a smoke test of about a minute
+    python bench/eval.py --quick    # 200 runs, a smoke test (about 30 s on 2 shared cores)
 
 The day is made as production makes it: the demo fleet's agents read their context through
 AgentLake (one artifact per support-triage and research run), half the day is ingested before the

@@ -197,3 +197,115 @@ def test_cost_comes_from_the_price_table_by_model() -> None:
     assert cost_usd({"gpt-4o-mini": {"input": 1_000_000, "output": 1_000_000}}) == pytest.approx(0.75)
     assert cost_usd({"unknown-model": {"input": 1_000_000}}) == pytest.approx(1.0)  # the _default price
     assert cost_usd({}) == 0.0
+
+
+def test_feedback_arriving_a_day_later_names_the_day_of_the_decisions_it_judges(home: Home) -> None:
+    today = datetime.fromisoformat(home.day).replace(tzinfo=UTC)
+    tomorrow = (today + timedelta(days=1)).date().isoformat()
+    assert evaluate_day(home.lake, tomorrow, run_id="eval-before").late_feedback_days == []
+    judged = query(home.lake, "SELECT run_id, agent_id FROM facts.decisions LIMIT 3").to_pylist()
+    arrival = today + timedelta(days=1, hours=1)
+    with LogWriter(home.lake.store, "later", background_flush=False, clock=lambda: arrival) as writer:
+        for row in judged:
+            writer.append({"event_id": str(uuid.uuid4()), "run_id": row["run_id"], "agent_id": row["agent_id"],
+                           "type": "feedback", "ts": arrival.isoformat(), "feedback_score": 0.9,
+                           "feedback_label": "helpful"})
+    ingest_pending_then_facts(home.lake)
+    report = evaluate_day(home.lake, tomorrow, run_id="eval-after")
+    assert report.decisions == 0 and report.late_feedback_days == [home.day]
+    assert evaluate_day(home.lake, home.day, run_id="eval-today").late_feedback_days == []
+
+
+@pytest.mark.unit
+def test_the_evaluation_sensor_evaluates_new_facts_first_then_each_day_that_late_feedback_changed() -> None:
+    from sensors.eval_sensor import LATE_FEEDBACK, EvalCursor, Evaluation, SeenRun, next_evaluation
+
+    d1, d2 = "2026-11-20", "2026-11-21"
+    # A facts run of D2 is evaluated first.
+    cursor, chosen = next_evaluation(EvalCursor(), SeenRun("facts-2", d2), [])
+    assert isinstance(chosen, Evaluation) and (chosen.day, chosen.reason) == (d2, "facts")
+    # That evaluation found feedback for D1's decisions: D1 is evaluated again, once.
+    evaluated_d2 = SeenRun("eval-2", d2, (d1,))
+    cursor, chosen = next_evaluation(EvalCursor.parse(cursor.dump()), SeenRun("facts-2", d2), [evaluated_d2])
+    assert isinstance(chosen, Evaluation) and (chosen.day, chosen.reason) == (d1, LATE_FEEDBACK)
+    redone_d1 = SeenRun("eval-1", d1)  # a re-evaluation's own late days are not followed (no cascade)
+    cursor, chosen = next_evaluation(cursor, SeenRun("facts-2", d2), [redone_d1, evaluated_d2])
+    assert isinstance(chosen, str) and "no late feedback" in chosen
+    # New facts come before owed days; the owed day is not forgotten.
+    cursor, chosen = next_evaluation(EvalCursor("facts-2", "eval-2", [d1]), SeenRun("facts-3", d2), [evaluated_d2])
+    assert isinstance(chosen, Evaluation) and chosen.day == d2 and cursor.owed == [d1]
+    cursor, chosen = next_evaluation(cursor, SeenRun("facts-3", d2), [evaluated_d2])
+    assert isinstance(chosen, Evaluation) and chosen.day == d1 and cursor.owed == []
+    # The cursor of earlier releases (the facts run id) is read as such.
+    assert isinstance(next_evaluation(EvalCursor.parse("facts-3"), SeenRun("facts-3", d2), [])[1], str)
+    assert next_evaluation(EvalCursor(), None, [])[1] == "no facts yet"
+
+
+def test_the_lineage_runs_from_the_raw_log_through_facts_and_the_marts_to_the_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster import AssetKey
+
+    from platform_defs.definitions import build_definitions
+
+    monkeypatch.setenv("AGENTLAKE_HOME", str(tmp_path / "home"))
+    parents: dict[AssetKey, set[AssetKey]] = {}
+    for spec in build_definitions().resolve_all_asset_specs():
+        parents[spec.key] = {dep.asset_key for dep in spec.deps}
+
+    def path(to: AssetKey, start: AssetKey) -> list[AssetKey] | None:
+        if to == start:
+            return [start]
+        for parent in sorted(parents.get(to, ()), key=str):
+            found = path(parent, start)
+            if found:
+                return [*found, to]
+        return None
+
+    mart, decisions = AssetKey(["marts", "eval_decisions_base"]), AssetKey(["eval", "decisions"])
+    to_mart = path(mart, AssetKey(["raw", "events"]))
+    assert to_mart and any(k.path[0] == "facts" for k in to_mart), to_mart
+    assert mart in parents[decisions] and AssetKey(["eval", "decisions"]) in parents[AssetKey(["eval", "daily"])]
+    assert path(AssetKey(["eval", "comparisons"]), AssetKey(["raw_event_log"]))
+
+
+def test_the_eval_mart_carries_what_the_evaluation_scores_decision_by_decision_at_the_same_snapshots(
+    home: Home, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import duckdb
+    from dagster import AssetKey
+
+    from assets.dbt import DBT_PROJECT_DIR, SOURCE_TABLES
+    from assets.eval import EVAL_MART_KEY, evaluate_day_assets
+
+    assert EVAL_MART_KEY in evaluate_day_assets.asset_deps[AssetKey(["eval", "decisions"])]
+    report = evaluate_day(home.lake, home.day, run_id="eval-against-mart")
+    tables = {name: home.lake.table(name) for name in SOURCE_TABLES}
+    pins = {name: {"metadata": t.metadata_location,
+                   "snapshot_id": report.pins.get(name) or getattr(t.current_snapshot(), "snapshot_id", None)}
+            for name, t in tables.items()}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AGENTLAKE_")}, "AGENTLAKE_HOME": str(home.path),
+           "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs"),
+           "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    vars_ = orjson.dumps({"agentlake_pins": {n: p for n, p in pins.items() if p["snapshot_id"]}}).decode()
+    built = subprocess.run([str(Path(sys.executable).with_name("dbt")), "build", "--select", "+eval_decisions_base",
+                            "--vars", vars_], cwd=DBT_PROJECT_DIR, env=env, capture_output=True, text=True, timeout=500)
+    assert built.returncode == 0, built.stdout[-3000:]
+    with duckdb.connect(str(home.path / "marts.duckdb"), read_only=True) as con:
+        mart = {r[0]: r[2:] for r in con.sql(
+            "SELECT decision_id, run_status, agent_version, decision_label, artifact_key, correct::int, round(cost_usd, 6), "
+            "tool_calls, tool_errors, run_latency_ms FROM eval_decisions_base WHERE run_status IS NOT NULL").fetchall()}
+    scored = home.lake.table("eval.decisions").scan(snapshot_id=report.decisions_snapshot_id).to_arrow().to_pylist()
+    ours = {r["decision_event_id"]: (r["agent_version"], r["decision_label"], r["artifact_key"], r["correct"],
+                                     round(r["cost_usd"], 6), r["tool_calls"], r["tool_errors"], r["latency_ms"])
+            for r in scored if r["day"].date().isoformat() == home.day}
+    assert len(ours) == report.decisions >= 50
+    # A decision of a run that never finished has no outcome in the mart (its figures are nulls there).
+    unfinished = {r["event_id"] for r in query(
+        home.lake, "SELECT event_id FROM facts.decisions ANTI JOIN facts.agent_runs USING (run_id)").to_pylist()}
+    assert set(ours) - set(mart) == unfinished and len(unfinished) < 3
+    assert {k: mart[k] for k in ours if k in mart} == {k: v for k, v in ours.items() if k not in unfinished}

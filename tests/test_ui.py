@@ -117,6 +117,7 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
         page.screenshot(path=str(tmp_path / "eval-daily.png"))
         browser.close()
         _assert_agents_read_their_context(home)
+        _assert_marts_and_evaluation_materialized_with_passing_checks(url)
 
 
 def _cli(home: Path, audit_port: str, *argv: str) -> str:
@@ -195,6 +196,38 @@ def test_an_auditor_walks_from_the_asset_catalog_to_a_decision_s_snapshots_check
         assert trail["segments"] and all(s["key"] in text for s in trail["segments"])
         assert "TAMPERED" not in text
         browser.close()
+
+
+_ASSET_STATE = """query ($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+  assetMaterializations(limit: 1) { runId partition }
+  assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { status } } } } } } }"""
+
+
+def _assert_marts_and_evaluation_materialized_with_passing_checks(url: str) -> None:
+    """Nobody acting: the dbt marts and every eval asset were materialized by the sensors' runs, and each of
+    their asset checks passed on its latest materialization (read through the UI's GraphQL)."""
+    import urllib.request
+
+    keys = [["marts", "agent_daily_kpis"], ["marts", "eval_decisions_base"],
+            ["eval", "decisions"], ["eval", "daily"], ["eval", "comparisons"]]
+    deadline, state = time.monotonic() + 300, {}
+    while time.monotonic() < deadline:
+        for key in keys:
+            body = orjson.dumps({"query": _ASSET_STATE, "variables": {"key": {"path": key}}})
+            request = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                node = orjson.loads(resp.read())["data"]["assetNodeOrError"]
+            checks = {c["name"]: (c["executionForLatestMaterialization"] or {}).get("status")
+                      for c in node["assetChecksOrError"]["checks"]}
+            state["/".join(key)] = (bool(node["assetMaterializations"]), checks)
+        if all(done and all(s in ("SUCCEEDED", "FAILED") for s in checks.values())
+               for done, checks in state.values()):
+            break
+        time.sleep(5)
+    assert all(done for done, _ in state.values()), f"not materialized without a person acting: {state}"
+    assert state["marts/agent_daily_kpis"][1], "the KPI mart shows none of its dbt tests as checks"
+    failed = {k: c for k, (_, checks) in state.items() for c, s in checks.items() if s != "SUCCEEDED"}
+    assert not failed, f"checks that did not pass: {failed}"
 
 
 def _assert_agents_read_their_context(home: Path) -> None:

@@ -4,7 +4,8 @@ A day is the arrival day of the decisions (the Dagster partition of the facts). 
 resolves the current snapshot of every table it reads, pins them (as context assembly does, so
 the inputs stay readable), reads exactly those snapshots, and replays the context artifact each
 decision names (:mod:`agentlake.context.replay`). Feedback of any later day counts: a late fact
-changes the day's accuracy the next time the day is evaluated.
+changes the day's accuracy the next time the day is evaluated, and evaluating the day a late fact
+arrived names the earlier days it judges (``late_feedback_days``), so those are evaluated again.
 
 Its output replaces the day's rows of ``eval.decisions`` and ``eval.daily`` in one commit per
 table (:func:`agentlake.eval.tables.replace_day`); every row carries the pins, the artifact
@@ -88,6 +89,7 @@ class DayEvaluation:
     pins: dict[str, int | None]
     versions: list[VersionFigures] = field(default_factory=list)
     not_reproducible: list[dict[str, Any]] = field(default_factory=list)
+    late_feedback_days: list[str] = field(default_factory=list)
     decisions: int = 0
     artifacts_replayed: int = 0
     reproducible: int = 0
@@ -111,7 +113,7 @@ class DayEvaluation:
             "day": self.day, "decisions": self.decisions, "artifacts_replayed": self.artifacts_replayed,
             "reproducible_rate": self.reproducible_rate, "decision_accuracy": self.decision_accuracy,
             "judged": self.judged, "versions": [asdict(v) for v in self.versions],
-            "not_reproducible": self.not_reproducible, "pins": {k: v for k, v in self.pins.items()},
+            "not_reproducible": self.not_reproducible, "late_feedback_days": self.late_feedback_days, "pins": {k: v for k, v in self.pins.items()},
             "decisions_snapshot_id": self.decisions_snapshot_id, "daily_snapshot_id": self.daily_snapshot_id,
             "evaluator_version": self.evaluator_version, "seconds": round(self.seconds, 3),
         }
@@ -132,6 +134,8 @@ class DayEvaluation:
                          f"reproducible_rate {pct(v.reproducible_rate)}, cost_per_decision ${v.cost_per_decision:.5f}, "
                          f"latency p50/p90/p99 {ms(v.latency_p50_ms)}/{ms(v.latency_p90_ms)}/"
                          f"{ms(v.latency_p99_ms)} ms, tool_error_rate {pct(v.tool_error_rate)}")
+        if self.late_feedback_days:
+            lines.append(f"  feedback for decisions of {', '.join(self.late_feedback_days)} arrived this day")
         for item in self.not_reproducible:
             lines.append(f"  not reproducible: {item['artifact_key']} (run {item['run_id']}): {item['verdict']}")
         return "\n".join(lines)
@@ -230,6 +234,7 @@ def evaluate_day(lake: Lake, day: str, *, run_id: str = "eval-cli", engine: Cont
         if replayed is not None and replayed.status != REPRODUCIBLE:
             report.not_reproducible.append({"artifact_key": key, "run_id": r["run_id"], "verdict": replayed.status,
                                             "problems": replayed.problems[:3]})
+    report.late_feedback_days = _late_feedback_days(lake, day, pins)
     report.decisions = len(out)
     report.artifacts_replayed = sum(1 for o in out if o["replay_status"] is not None)
     report.reproducible = sum(1 for o in out if o["replay_status"] == REPRODUCIBLE)
@@ -247,6 +252,17 @@ def evaluate_day(lake: Lake, day: str, *, run_id: str = "eval-cli", engine: Cont
         lake, EVAL_DAILY, day, pa.Table.from_pylist(daily, schema=EVAL_DAILY.arrow_schema()), properties)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _late_feedback_days(lake: Lake, day: str, pins: dict[str, int | None]) -> list[str]:
+    """The earlier arrival days of the decisions whose feedback arrived on ``day`` (their figures changed)."""
+    rated = read_pinned(lake, "facts.feedback", pins, arrival_bounds(day, 0, 0), ("run_id",))
+    runs = set(rated.get_column("run_id").to_list())
+    if not runs:
+        return []
+    earlier = And(one_of("run_id", runs), LessThan("arrival", day_start(day).isoformat()))  # type: ignore[call-arg, arg-type, misc]
+    decided = read_pinned(lake, "facts.decisions", pins, earlier, ("arrival",))
+    return sorted({a.date().isoformat() for a in decided.get_column("arrival").to_list()})
 
 
 def _replay_all(lake: Lake, keys: list[str], pins: dict[str, int | None], engine: ContextEngine | None,

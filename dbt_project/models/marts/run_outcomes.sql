@@ -8,9 +8,11 @@ costs as (
     select run_id, sum(cost_usd) as cost_usd from {{ ref('agent_run_costs') }} group by run_id
 ),
 feedback as (
-    -- A run may be rated more than once: its score is the mean, its time to feedback the first rating's.
+    -- A run may be rated more than once: its score is the mean, its time to feedback the first rating's;
+    -- evaluation judges a decision by the latest rating (a late correction wins).
     select run_id, avg(feedback_score) as feedback_score, min(ts) as first_feedback_at,
-           arg_min(feedback_label, ts) as feedback_label, count(*) as feedback_events
+           arg_min(feedback_label, ts) as feedback_label, arg_max(feedback_label, ts) as latest_feedback_label,
+           count(*) as feedback_events
     from {{ ref('stg_feedback') }}
     group by run_id
 )
@@ -35,6 +37,7 @@ select
     coalesce(c.cost_usd, 0) as cost_usd,
     f.feedback_score,
     f.feedback_label,
+    f.latest_feedback_label,
     f.feedback_events,
     epoch_ms(f.first_feedback_at) / 1000.0 - epoch_ms(r.ended_at) / 1000.0 as time_to_feedback_s
 from {{ ref('stg_agent_runs') }} as r
