@@ -27,6 +27,7 @@ from dagster import (
     define_asset_job,
     in_process_executor,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -45,6 +46,7 @@ from platform_defs.resources import LakeResource
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 MARTS_GROUP = "marts"
 MARTS_LANE = "marts"
+MARTS_JOB = "marts"
 SOURCE_TABLES = [t.name for t in (EVENTS, *FACT_TABLES)]
 SNAPSHOTS_READ = "snapshots_read"
 # dbt from the environment AgentLake runs in, whether or not that environment's bin is on the PATH.
@@ -124,10 +126,14 @@ def build_dbt_assets(project: DbtProject) -> AssetsDefinition:
     return agentlake_marts
 
 
-marts_job = define_asset_job(
-    "marts",
-    selection=AssetSelection.groups(MARTS_GROUP),
-    executor_def=in_process_executor,
-    tags=lane_tags(MARTS_LANE),
-    description="dbt build of the marts over the lake's tables at pinned snapshots (launched after facts runs).",
-)
+def build_marts_job(marts: AssetsDefinition) -> UnresolvedAssetJobDefinition:
+    """The marts job: the dbt models and seed, with every check dbt computes (its tests, and its source
+    tests on the AgentLake assets). The ingest and facts jobs leave those source tests out: they run
+    here, in the marts lane, where the DuckDB file has its one writer."""
+    return define_asset_job(
+        MARTS_JOB,
+        selection=AssetSelection.assets(marts) | AssetSelection.checks(*marts.check_keys),
+        executor_def=in_process_executor,
+        tags=lane_tags(MARTS_LANE),
+        description="dbt build of the marts over the lake's tables at pinned snapshots (launched after facts runs).",
+    )

@@ -6,7 +6,7 @@ from dagster import Definitions, definitions
 
 from agentlake.storage.store import ObjectStore
 from assets.context import build_context_assets
-from assets.dbt import build_dbt_assets, dbt_project, dbt_resource, marts_job
+from assets.dbt import build_dbt_assets, build_marts_job, dbt_project, dbt_resource
 from assets.eval import build_eval_assets
 from assets.ingest import build_ingest_assets
 from assets.maintenance import build_maintenance_assets
@@ -29,14 +29,16 @@ def build_definitions() -> Definitions:
     settings = resolve_settings()
     days = arrival_days(first_partition_day(ObjectStore.from_settings(settings)))
     project = dbt_project()
+    marts = build_dbt_assets(project)
+    marts_job = build_marts_job(marts)
     freshness = build_freshness_checks(settings)
     return Definitions(
         assets=[raw_event_log, *build_ingest_assets(days), *build_context_assets(days),
-                *build_maintenance_assets(settings), build_dbt_assets(project), *build_eval_assets(days)],
+                *build_maintenance_assets(settings), marts, *build_eval_assets(days)],
         asset_checks=freshness,
         jobs=[ingest_job, facts_job, maintenance_job, marts_job, evaluation_job],
         schedules=[maintenance_schedule],
-        sensors=[build_log_sensor(settings.ingest_interval_s), build_facts_sensor(), build_marts_sensor(),
+        sensors=[build_log_sensor(settings.ingest_interval_s), build_facts_sensor(), build_marts_sensor(marts_job),
                  build_freshness_sensor(freshness), build_evaluation_sensor(settings.eval_interval_s)],
         resources={"lake": build_lake_resource(settings), "dbt": dbt_resource(project)},
     )
