@@ -30,6 +30,7 @@ from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import FACT_TABLES, TableDef
 from assets.context import CONTEXT_ARTIFACTS_KEY
 from assets.ingest import ALL_ARRIVAL_DAYS, table_key
+from assets.sources import EXT_KEYS
 from assets.table_metadata import table_definition_metadata, table_metadata
 from platform_defs.resources import LakeResource
 
@@ -37,7 +38,7 @@ EVAL_GROUP = "eval"
 EVAL_LANE = "evaluation"
 EVAL_DECISIONS_KEY, EVAL_DAILY_KEY, EVAL_COMPARISONS_KEY = (table_key(t) for t in (EVAL_DECISIONS, EVAL_DAILY,
                                                                                      EVAL_COMPARISONS))
-UPSTREAM = [*(table_key(t) for t in FACT_TABLES), CONTEXT_ARTIFACTS_KEY]
+UPSTREAM = [*(table_key(t) for t in FACT_TABLES), CONTEXT_ARTIFACTS_KEY, *EXT_KEYS]
 
 
 def _spec(tdef: TableDef, key: AssetKey, deps: list[AssetKey], description: str) -> AssetSpec:

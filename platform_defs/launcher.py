@@ -2,7 +2,9 @@
 
 Creates AGENTLAKE_HOME (object store folder, Iceberg SQLite catalog, Dagster instance),
 writes dagster.yaml, starts `dagster dev` (webserver and daemon) on 127.0.0.1, the read-only audit
-pages beside it (platform_defs/audit_page.py) and the demo workload, prints a short banner (the UI's address, where the data lives, the log file, how to
+pages beside it (platform_defs/audit_page.py) and the demo workload, creates the demo helpdesk
+database (when no AGENTLAKE_SOURCES_SQL_URL names another) and moves it one simulated minute on every
+minute, so the sources the ``sources`` schedule loads really change, prints a short banner (the UI's address, where the data lives, the log file, how to
 stop), and stops everything it started on Ctrl-C or SIGTERM. Dagster's own event stream goes to
 ``AGENTLAKE_HOME/logs/dagster.log`` rather than the terminal, where it would bury the banner.
 """
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import IO
 
 from agentlake.config import Settings
+from agentlake.sources import helpdesk
 from agentlake.storage.catalog import describe_catalog, open_catalog
 from agentlake.storage.retry import describe_store
 from platform_defs.environment import instance_yaml, resolve_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HELPDESK_ADVANCE_S = 60.0  # real seconds per simulated minute of the demo helpdesk
 
 
 def _reset_signals() -> None:
@@ -56,6 +60,13 @@ def banner(settings: Settings) -> str:
     ])
 
 
+def demo_helpdesk(settings: Settings) -> Path | None:
+    """The demo helpdesk database, created if missing (None: the sources read another database)."""
+    if settings.sources_sql_url is not None:
+        return None
+    return helpdesk.create(settings.sources_home / "helpdesk.db").path
+
+
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     if proc.poll() is not None:
         return
@@ -75,6 +86,7 @@ def main() -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     open_catalog(settings)  # the SQLite catalog exists from the first start
+    helpdesk_db = demo_helpdesk(settings)
     (settings.dagster_home / "dagster.yaml").write_text(instance_yaml(settings))
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "AGENTLAKE_HOME": str(settings.home)}
     bin_dir = Path(sys.executable).parent
@@ -108,8 +120,12 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    advanced = time.monotonic()
     try:
         while not stopping:
+            if helpdesk_db is not None and time.monotonic() - advanced >= HELPDESK_ADVANCE_S:
+                helpdesk.advance(helpdesk_db, 1)
+                advanced = time.monotonic()
             if any(proc.poll() is not None for proc in procs):
                 print(f"agentlake: a platform process exited; stopping the rest (see {log_dir(settings)})",
                       file=sys.stderr, flush=True)

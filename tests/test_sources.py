@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from agentlake.config import Settings
 from agentlake.context.query import query
@@ -187,3 +188,54 @@ def test_the_demo_helpdesk_is_deterministic_for_a_seed_and_moves_forward(tmp_pat
     assert (one.tickets, one.customers, one.now) == (two.tickets, two.customers, two.now)
     assert _source_rows(one.path, "tickets", "ticket_id") == _source_rows(two.path, "tickets", "ticket_id")
     assert one.tickets > helpdesk.INITIAL_TICKETS and one.step == 12
+
+
+def test_the_ext_assets_materialize_on_a_real_instance_with_their_snapshot_and_a_held_load_fails_their_checks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, materialize
+
+    from assets.sources import EXT_KEYS, build_source_assets
+    from platform_defs.resources import LakeResource
+
+    db = tmp_path / "broken" / "helpdesk.db"
+    db.parent.mkdir()
+    _helpdesk_without_keys(db)
+    monkeypatch.setenv("AGENTLAKE_SOURCES_SQL_URL", f"sqlite:///{db}")
+    settings = Settings.from_env()
+    defs = build_source_assets(settings)
+    resources = {"lake": LakeResource(home=str(settings.home))}
+    tickets, customers = AssetKey(["ext", "tickets"]), AssetKey(["ext", "customers"])
+    with DagsterInstance.ephemeral() as instance:
+        first = materialize(defs, selection=AssetSelection.assets(*EXT_KEYS), resources=resources, instance=instance)
+        assert first.success
+        lake = Lake(settings)
+        published = {e.asset_key: e.materialization.metadata for e in first.get_asset_materialization_events()}
+        assert set(published) == {tickets, customers}
+        table = lake.table("ext.tickets")
+        assert published[tickets]["snapshot_id"].value == str(table.current_snapshot().snapshot_id)  # type: ignore[union-attr]
+        assert published[tickets]["cursor"].value == table.properties[CURSOR_PROPERTY]
+        assert published[tickets]["dlt_load_id"].value == table.current_snapshot().summary.additional_properties[  # type: ignore[union-attr]
+            "agentlake.dlt.load-id"]
+        checks = {(c.asset_key, c.check_name): c.passed for c in first.get_asset_check_evaluations()}
+        assert (tickets, "ticket_id_unique") in checks and all(checks.values()), checks
+        before = table.current_snapshot().snapshot_id  # type: ignore[union-attr]
+        with sqlite3.connect(db) as con:
+            for subject in ("first copy", "second copy"):
+                con.execute("INSERT INTO tickets VALUES ('t999999', 'c00001', ?, 'open', 'high', "
+                            "'2026-01-05 10:00:00.000000', '2026-01-05 10:00:00.000000', NULL, 0)", (subject,))
+        con.close()
+        second = materialize(defs, selection=AssetSelection.assets(*EXT_KEYS), resources=resources,
+                             instance=instance)
+        assert second.success
+        reported = {e.asset_key: e.materialization.metadata for e in second.get_asset_materialization_events()}
+        assert reported[tickets]["held"].value is True and reported[tickets]["published"].value is False
+        assert reported[tickets]["snapshot_id"].value == str(before)
+        checks = {(c.asset_key, c.check_name): c for c in second.get_asset_check_evaluations()}
+        assert not checks[(tickets, "ticket_id_unique")].passed
+        assert not checks[(tickets, "row_count_matches_merge")].passed
+        assert checks[(tickets, "ticket_id_not_null")].passed and checks[(customers, "customer_id_unique")].passed
+        assert "held_load_id" in checks[(tickets, "ticket_id_unique")].metadata
+        table.refresh()
+        assert table.current_snapshot().snapshot_id == before  # type: ignore[union-attr]
+        latest = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(tickets, "ticket_id_unique"))
+        assert latest is not None and latest.event is not None

@@ -556,3 +556,37 @@ def describe(lake: Lake) -> list[dict[str, Any]]:
 def held_loads(table: Table) -> dict[str, dict[str, Any]]:
     """The loads of an ``ext`` table held by its suite: load id -> branch, snapshot, failed rules."""
     return held(table.properties, HELD_DAY)
+
+
+def gate_results(lake: Lake, source: Source) -> list[tuple[ExternalTable, Rule, dict[str, Any] | None]]:
+    """Each rule of each of a source's tables, with the held load it failed (None: the rule holds).
+
+    A published load clears the held records, so a record still there is a later load the rule held.
+    """
+    out = []
+    for spec in source.tables:
+        table = load_ext_table(lake.catalog, spec)
+        loads = held_loads(table) if table is not None else {}
+        for rule in source_rules(spec, lake.settings.sources_max_load_rows):
+            failing = next(({"load_id": load_id, **record} for load_id, record in sorted(loads.items())
+                            if rule.name in record.get("failed", [])), None)
+            out.append((spec, rule, failing))
+    return out
+
+
+def declared_dlt_source(source: Source) -> Any:
+    """The source as dlt declares it, with no connection made: its resources with key, cursor and merge hints.
+
+    What an orchestrator lists (one asset per resource); a load builds the real dlt source
+    (:func:`extract_sql`) from the configured URL only when it runs.
+    """
+    import dlt
+
+    def declared(spec: ExternalTable) -> Any:
+        def rows() -> Any:
+            yield from ()
+
+        return dlt.resource(rows, name=spec.resource, primary_key=spec.primary_key, write_disposition="merge",
+                            incremental=dlt.sources.incremental(spec.cursor))
+
+    return dlt.source(name=source.name)(lambda: [declared(spec) for spec in source.tables])()
