@@ -33,9 +33,9 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from agentlake.config import Settings
 from agentlake.sources.external import (
-    SOURCES,
     Source,
     TableLoad,
+    configured,
     declared_dlt_source,
     gate_results,
     load,
@@ -93,11 +93,12 @@ def _materialization(lake: Lake, result: TableLoad) -> MaterializeResult:
 
 
 def build_source_assets(settings: Settings) -> list[AssetsDefinition | AssetChecksDefinition]:
-    """Per configured source: its external asset, its dlt assets and its gate checks."""
+    """Per configured source: its external asset, its dlt assets and its gate checks (the REST source only
+    when its URL is set)."""
     import dlt
 
     out: list[AssetsDefinition | AssetChecksDefinition] = []
-    for source in SOURCES.values():
+    for source in configured(settings):
         # Only declared: the pipeline is never run here; a load runs its own in a scratch folder.
         pipeline = dlt.pipeline(pipeline_name=f"agentlake_{source.name}",
                                 pipelines_dir=str(settings.sources_home / "pipelines"),

@@ -19,7 +19,7 @@ from assets.context import CONTEXT_ARTIFACTS_KEY
 from assets.eval import EVAL_LANE, eval_comparisons, evaluate_day_assets
 from assets.ingest import build_facts, ingest_log
 from assets.maintenance import MAINTENANCE_CRON, MAINTENANCE_LANE, OTHER_MAINTENANCE, RAW_MAINTENANCE
-from assets.sources import EXT_KEYS, SOURCES_CRON, SOURCES_LANE
+from assets.sources import SOURCES_CRON, SOURCES_GROUP, SOURCES_LANE
 from platform_defs.lanes import lane_tags
 
 ingest_job = define_asset_job(
@@ -67,7 +67,7 @@ maintenance_schedule = ScheduleDefinition(
 
 sources_job = define_asset_job(
     "sources",
-    selection=AssetSelection.assets(*EXT_KEYS),  # with their gate checks
+    selection=AssetSelection.groups(SOURCES_GROUP).materializable(),  # the configured ext tables, with their checks
     executor_def=in_process_executor,
     tags=lane_tags(SOURCES_LANE),
     description="Load the external sources with dlt and publish each ext table through its gate in one commit, "

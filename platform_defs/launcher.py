@@ -3,8 +3,9 @@
 Creates AGENTLAKE_HOME (object store folder, Iceberg SQLite catalog, Dagster instance),
 writes dagster.yaml, starts `dagster dev` (webserver and daemon) on 127.0.0.1, the read-only audit
 pages beside it (platform_defs/audit_page.py) and the demo workload, creates the demo helpdesk
-database (when no AGENTLAKE_SOURCES_SQL_URL names another) and moves it one simulated minute on every
-minute, so the sources the ``sources`` schedule loads really change, prints a short banner (the UI's address, where the data lives, the log file, how to
+database (when no AGENTLAKE_SOURCES_SQL_URL names another), serves its read-only REST API on
+127.0.0.1 (``AGENTLAKE_SOURCES_API_PORT``, unless AGENTLAKE_SOURCES_API_URL names another API) and
+moves it one simulated minute on every minute, so the sources the ``sources`` schedule loads really change, prints a short banner (the UI's address, where the data lives, the log file, how to
 stop), and stops everything it started on Ctrl-C or SIGTERM. Dagster's own event stream goes to
 ``AGENTLAKE_HOME/logs/dagster.log`` rather than the terminal, where it would bury the banner.
 """
@@ -87,8 +88,12 @@ def main() -> int:
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     open_catalog(settings)  # the SQLite catalog exists from the first start
     helpdesk_db = demo_helpdesk(settings)
+    api = helpdesk.serve(helpdesk_db, port=settings.sources_api_port) if helpdesk_db is not None and (
+        settings.sources_api_url is None) else None
     (settings.dagster_home / "dagster.yaml").write_text(instance_yaml(settings))
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "AGENTLAKE_HOME": str(settings.home)}
+    if api is not None:  # the helpdesk_api source reads the API served here
+        env["AGENTLAKE_SOURCES_API_URL"] = f"http://127.0.0.1:{settings.sources_api_port}"
     bin_dir = Path(sys.executable).parent
     log_dir(settings).mkdir(parents=True, exist_ok=True)
     # Appended, not truncated: the log of an earlier start is still there to read after a restart.
@@ -136,6 +141,9 @@ def main() -> int:
             _stop(proc)
         for log in logs:
             log.close()
+        if api is not None:
+            api.shutdown()
+            api.server_close()
     return 0
 
 
