@@ -56,6 +56,8 @@ def banner(settings: Settings) -> str:
         f"  data      {settings.home}  (AGENTLAKE_HOME)",
         f"  store     {describe_store(settings)}",
         f"  catalog   {describe_catalog(settings.resolved_catalog_uri)}",
+        *([f"  helpdesk  http://127.0.0.1:{settings.sources_api_port}/api/v1/comments  (demo REST API, read-only)"]
+          if settings.sources_sql_url is None and settings.sources_api_url is None else []),
         f"  logs      {logs / 'dagster.log'}, {logs / 'audit.log'}" + (f", {logs / 'demo.log'}" if settings.demo_rate > 0 else ""),
         "  stop      Ctrl-C",
     ])
@@ -88,8 +90,13 @@ def main() -> int:
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     open_catalog(settings)  # the SQLite catalog exists from the first start
     helpdesk_db = demo_helpdesk(settings)
-    api = helpdesk.serve(helpdesk_db, port=settings.sources_api_port) if helpdesk_db is not None and (
-        settings.sources_api_url is None) else None
+    try:
+        api = helpdesk.serve(helpdesk_db, port=settings.sources_api_port) if helpdesk_db is not None and (
+            settings.sources_api_url is None) else None
+    except OSError as exc:
+        print(f"agentlake: the demo helpdesk API cannot listen on 127.0.0.1:{settings.sources_api_port} "
+              f"({exc.strerror}); set AGENTLAKE_SOURCES_API_PORT to a free port", file=sys.stderr)
+        return 1
     (settings.dagster_home / "dagster.yaml").write_text(instance_yaml(settings))
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home), "AGENTLAKE_HOME": str(settings.home)}
     if api is not None:  # the helpdesk_api source reads the API served here

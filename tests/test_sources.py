@@ -143,6 +143,19 @@ def _helpdesk_without_keys(path: Path) -> None:
     con.close()
 
 
+TICKET_TWICE = ("INSERT INTO tickets VALUES ('t999999', 'c00001', ?, 'open', 'high', '2026-01-05 10:00:00.000000', "
+                "'2026-01-05 10:00:00.000000', NULL, 0)")
+COMMENT_TWICE = "INSERT INTO ticket_comments VALUES ('m9999999', 't000001', 'agent', ?, '2026-01-05 10:00:00.000000', 0)"
+
+
+def _insert_twice(db: Path, sql: str) -> None:
+    """The row ``sql`` inserts, twice (its text column 'first copy', then 'second copy'): one key held twice."""
+    with sqlite3.connect(db) as con:
+        for copy in ("first copy", "second copy"):
+            con.execute(sql, (copy,))
+    con.close()
+
+
 def test_a_load_with_duplicate_keys_is_held_publishes_nothing_and_says_why(tmp_path: Path) -> None:
     db = tmp_path / "broken" / "helpdesk.db"
     db.parent.mkdir()
@@ -153,11 +166,7 @@ def test_a_load_with_duplicate_keys_is_held_publishes_nothing_and_says_why(tmp_p
     tickets = lake.table("ext.tickets")
     published = tickets.current_snapshot().snapshot_id  # type: ignore[union-attr]
     cursor = tickets.properties[CURSOR_PROPERTY]
-    with sqlite3.connect(db) as con:
-        for subject in ("first copy", "second copy"):
-            con.execute("INSERT INTO tickets VALUES ('t999999', 'c00001', ?, 'open', 'high', "
-                        "'2026-01-05 10:00:00.000000', '2026-01-05 10:00:00.000000', NULL, 0)", (subject,))
-    con.close()
+    _insert_twice(db, TICKET_TWICE)
     results = {x.table: x for x in load(lake)}
     held = results["ext.tickets"]
     assert held.held and held.published_snapshot_id is None
@@ -232,11 +241,7 @@ def test_the_ext_assets_materialize_on_a_real_instance_with_their_snapshot_and_a
         checks = {(c.asset_key, c.check_name): c.passed for c in first.get_asset_check_evaluations()}
         assert (tickets, "ticket_id_unique") in checks and all(checks.values()), checks
         before = table.current_snapshot().snapshot_id  # type: ignore[union-attr]
-        with sqlite3.connect(db) as con:
-            for subject in ("first copy", "second copy"):
-                con.execute("INSERT INTO tickets VALUES ('t999999', 'c00001', ?, 'open', 'high', "
-                            "'2026-01-05 10:00:00.000000', '2026-01-05 10:00:00.000000', NULL, 0)", (subject,))
-        con.close()
+        _insert_twice(db, TICKET_TWICE)
         second = materialize(defs, selection=AssetSelection.groups(SOURCES_GROUP).materializable(), resources=resources,
                              instance=instance)
         assert second.success
@@ -306,11 +311,7 @@ def test_a_rest_api_load_with_duplicate_comment_ids_is_held_and_publishes_nothin
     (first,) = load(lake, ["helpdesk_api"])
     comments = lake.table("ext.ticket_comments")
     published = comments.current_snapshot().snapshot_id  # type: ignore[union-attr]
-    with sqlite3.connect(db) as con:
-        for body in ("first copy", "second copy"):
-            con.execute("INSERT INTO ticket_comments VALUES ('m9999999', 't000001', 'agent', ?, "
-                        "'2026-01-05 10:00:00.000000', 0)", (body,))
-    con.close()
+    _insert_twice(db, COMMENT_TWICE)
     (held,) = load(lake, ["helpdesk_api"])
     assert held.held and "comment_id_unique" in held.failed and held.published_snapshot_id is None
     comments.refresh()
@@ -323,3 +324,14 @@ def test_a_rest_source_that_is_not_configured_is_left_out_of_a_load_and_named_wh
     assert [s.name for s in sources(None, Settings.from_env())] == ["helpdesk"]
     with pytest.raises(ConfigError, match="AGENTLAKE_SOURCES_API_URL"):
         sources(["helpdesk_api"], Settings.from_env())
+
+
+def test_make_run_creates_the_demo_helpdesk_when_missing_and_leaves_a_configured_database_alone(
+        tmp_path: Path) -> None:
+    from platform_defs.launcher import demo_helpdesk
+
+    settings = Settings(home=tmp_path / "home")
+    made = demo_helpdesk(settings)
+    assert made == settings.sources_home / "helpdesk.db" and helpdesk.state(made).tickets == helpdesk.INITIAL_TICKETS
+    assert demo_helpdesk(Settings(home=tmp_path / "other", sources_sql_url="sqlite:////elsewhere.db")) is None
+    assert not (tmp_path / "other").exists()
