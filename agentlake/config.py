@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         None, validation_alias="AGENTLAKE_SOURCES_SQL_URL",
         description="SQLAlchemy URL of the helpdesk database the `helpdesk` source loads (unset: the demo "
                     "helpdesk under AGENTLAKE_HOME/sources); a secret, since a URL carries its password")
+    sources_api_url: SecretStr | None = Field(
+        None, validation_alias="AGENTLAKE_SOURCES_API_URL",
+        description="base URL of the helpdesk REST API the `helpdesk_api` source loads (`make run` serves the "
+                    "demo's and sets it; unset: the source is not configured); a secret, since a URL may carry a token")
+    sources_api_port: int = Field(3002, validation_alias="AGENTLAKE_SOURCES_API_PORT", ge=1, le=65535,
+                                  description="port `make run` serves the demo helpdesk REST API on (127.0.0.1)")
     sources_max_load_rows: int = Field(
         5_000_000, validation_alias="AGENTLAKE_SOURCES_MAX_LOAD_ROWS", ge=1,
         description="sources gate: a load of one table with more rows than this is held")

@@ -30,6 +30,7 @@ from agentlake.maintenance.clustering import cluster_day
 from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import EVENTS, FACT_TABLES, RETRIEVALS, TABLES_BY_NAME
 from assets.ingest import ALL_ARRIVAL_DAYS, table_key
+from assets.sources import EXT_KEYS
 from assets.table_metadata import table_definition_metadata, table_metadata
 from platform_defs.audit_page import audit_url
 from platform_defs.resources import LakeResource
@@ -136,7 +137,7 @@ def build_context_assets(days: DailyPartitionsDefinition) -> tuple[AssetsDefinit
         partitions_def=days,
         group_name="context",
         kinds={"iceberg", "s3"},
-        deps=[table_key(t) for t in PINNABLE],
+        deps=[*(table_key(t) for t in PINNABLE), *EXT_KEYS],
         check_specs=[AssetCheckSpec(name, asset=CONTEXT_ARTIFACTS_KEY, description=doc)
                      for name, (_attr, doc) in _CHECKS.items()],
         metadata=table_definition_metadata(CONTEXT_ARTIFACTS),

@@ -30,6 +30,7 @@ from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import FACT_TABLES, TableDef
 from assets.context import CONTEXT_ARTIFACTS_KEY
 from assets.ingest import ALL_ARRIVAL_DAYS, table_key
+from assets.sources import EXT_KEYS
 from assets.table_metadata import table_definition_metadata, table_metadata
 from platform_defs.resources import LakeResource
 
@@ -41,7 +42,7 @@ EVAL_DECISIONS_KEY, EVAL_DAILY_KEY, EVAL_COMPARISONS_KEY = (table_key(t) for t i
 # evaluation reads the facts at its own pins (the marts file holds only its latest build, so reading it would
 # not replay); tests hold the mart's per-decision figures equal to the evaluation's at the same snapshots.
 EVAL_MART_KEY = AssetKey(["marts", "eval_decisions_base"])
-UPSTREAM = [*(table_key(t) for t in FACT_TABLES), CONTEXT_ARTIFACTS_KEY, EVAL_MART_KEY]
+UPSTREAM = [*(table_key(t) for t in FACT_TABLES), CONTEXT_ARTIFACTS_KEY, EVAL_MART_KEY, *EXT_KEYS]
 # On an evaluation run: the earlier days whose decisions got feedback that arrived on the day it evaluated.
 LATE_FEEDBACK_TAG = "agentlake/late-feedback-days"
 

@@ -11,8 +11,17 @@ from assets.eval import build_eval_assets
 from assets.ingest import build_ingest_assets
 from assets.maintenance import build_maintenance_assets
 from assets.raw_log import raw_event_log
+from assets.sources import build_source_assets
 from platform_defs.environment import build_lake_resource, resolve_settings
-from platform_defs.jobs import evaluation_job, facts_job, ingest_job, maintenance_job, maintenance_schedule
+from platform_defs.jobs import (
+    evaluation_job,
+    facts_job,
+    ingest_job,
+    maintenance_job,
+    maintenance_schedule,
+    sources_job,
+    sources_schedule,
+)
 from platform_defs.partitions import arrival_days, first_partition_day
 from sensors.eval_sensor import build_evaluation_sensor
 from sensors.freshness import build_freshness_checks, build_freshness_sensor
@@ -34,10 +43,11 @@ def build_definitions() -> Definitions:
     freshness = build_freshness_checks(settings)
     return Definitions(
         assets=[raw_event_log, *build_ingest_assets(days), *build_context_assets(days),
-                *build_maintenance_assets(settings), marts, *build_eval_assets(days)],
+                *build_maintenance_assets(settings), marts, *build_eval_assets(days),
+                *build_source_assets(settings)],
         asset_checks=freshness,
-        jobs=[ingest_job, facts_job, maintenance_job, marts_job, evaluation_job],
-        schedules=[maintenance_schedule],
+        jobs=[ingest_job, facts_job, maintenance_job, marts_job, evaluation_job, sources_job],
+        schedules=[maintenance_schedule, sources_schedule],
         sensors=[build_log_sensor(settings.ingest_interval_s), build_facts_sensor(), build_marts_sensor(marts_job),
                  build_freshness_sensor(freshness), build_evaluation_sensor(settings.eval_interval_s)],
         resources={"lake": build_lake_resource(settings), "dbt": dbt_resource(project)},

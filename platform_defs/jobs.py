@@ -20,6 +20,7 @@ from assets.context import CONTEXT_ARTIFACTS_KEY
 from assets.eval import EVAL_LANE, eval_comparisons, evaluate_day_assets
 from assets.ingest import build_facts, ingest_log
 from assets.maintenance import MAINTENANCE_CRON, MAINTENANCE_LANE, OTHER_MAINTENANCE, RAW_MAINTENANCE
+from assets.sources import SOURCES_CRON, SOURCES_GROUP, SOURCES_LANE
 from platform_defs.lanes import lane_tags
 
 
@@ -73,4 +74,23 @@ maintenance_schedule = ScheduleDefinition(
     default_status=DefaultScheduleStatus.RUNNING,
     tags=lane_tags(MAINTENANCE_LANE),
     description="Runs table maintenance every 10 minutes, apart from ingestion, in the maintenance lane.",
+)
+
+sources_job = define_asset_job(
+    "sources",
+    selection=AssetSelection.groups(SOURCES_GROUP).materializable(),  # the configured ext tables, with their checks
+    executor_def=in_process_executor,
+    tags=lane_tags(SOURCES_LANE),
+    description="Load the external sources with dlt and publish each ext table through its gate in one commit, "
+    "in the sources lane.",
+)
+
+sources_schedule = ScheduleDefinition(
+    name="sources_schedule",
+    job=sources_job,
+    cron_schedule=SOURCES_CRON,
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    tags=lane_tags(SOURCES_LANE),
+    description="Loads the external sources every 5 minutes, in the sources lane.",
 )

@@ -42,6 +42,7 @@ LANES = (
     # The dbt marts: their DuckDB file takes one writer, so one run at a time.
     Lane("marts", LANE_TAG, "marts", 1, 20, runs="dbt builds of the marts from marts_after_facts_sensor"),
     Lane("evaluation", LANE_TAG, "evaluation", 1, 20, runs="evaluation assets (tag agentlake/lane=evaluation)"),
+    Lane("sources", LANE_TAG, "sources", 1, 25, runs="loads of the external sources (sources_schedule)"),
     Lane("maintenance", LANE_TAG, "maintenance", 1, 10, runs="the maintenance job (schedule or by hand)"),
     Lane("backfill", BACKFILL_TAG, None, 2, 0, nice=10, runs="backfills of any asset (UI or `agentlake backfill`)"),
 )

@@ -27,6 +27,7 @@ def running_platform(home: Path, *, demo_rate: float = 2.0, timeout: float = 120
         "AGENTLAKE_HOME": str(home),
         "AGENTLAKE_UI_PORT": str(port),
         "AGENTLAKE_AUDIT_PORT": os.environ.get("AGENTLAKE_AUDIT_PORT") or str(free_port()),
+        "AGENTLAKE_SOURCES_API_PORT": os.environ.get("AGENTLAKE_SOURCES_API_PORT") or str(free_port()),
         "AGENTLAKE_DEMO_RATE": str(demo_rate),
     }
     log = open(home.parent / "platform.log", "wb")  # noqa: SIM115 - closed below

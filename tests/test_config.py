@@ -128,7 +128,7 @@ def test_every_variable_is_in_the_generated_table_once() -> None:
     secret_rows = {line.split("|")[1].strip() for line in table.splitlines() if line.endswith("| yes |")}
     assert secret_rows == {"`AGENTLAKE_CATALOG_URI`", "`AWS_ACCESS_KEY_ID`", "`AWS_SECRET_ACCESS_KEY`",
                            "`AWS_SESSION_TOKEN`", "`AGENTLAKE_SIGNING_KEY`", "`AGENTLAKE_SIGNING_KEYS_PREVIOUS`",
-                           "`AGENTLAKE_SOURCES_SQL_URL`", "`AGENTLAKE_AGENT_LLM_API_KEY`"}
+                           "`AGENTLAKE_SOURCES_SQL_URL`", "`AGENTLAKE_SOURCES_API_URL`", "`AGENTLAKE_AGENT_LLM_API_KEY`"}
 
 
 def test_the_configuration_docs_match_the_declaration() -> None:

@@ -12,16 +12,21 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
-from agentlake.config import Settings
+from agentlake.config import S3Settings, Settings
 from agentlake.context.query import query
+from agentlake.errors import ConfigError
 from agentlake.sources import helpdesk
-from agentlake.sources.external import CURSOR_PROPERTY, held_loads, load
+from agentlake.sources.external import API_PAGE_SIZE, CURSOR_PROPERTY, held_loads, load, sources
 from agentlake.tables.external import EXT_TABLES
 from agentlake.tables.lake import Lake
+from tests.conftest import S3_KEY, S3_SECRET
 
 CANARY = "canary-src-pw-41c9"
 
@@ -44,8 +49,15 @@ def _ext_rows(rows: pa.Table, key: str) -> set[tuple[str, str]]:
             for k, u in zip(rows.column(key).to_pylist(), rows.column("updated_at").to_pylist(), strict=True)}
 
 
+@pytest.mark.parametrize("store", ["local", "s3"])
 def test_from_a_fresh_home_sources_load_publishes_the_demo_helpdesk_into_ext_and_a_query_returns_its_rows(
-        tmp_path: Path) -> None:
+        tmp_path: Path, store: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if store == "s3":  # the same load against the S3-compatible server on loopback
+        s3: S3Settings = request.getfixturevalue("s3_settings")
+        for name, value in {"AGENTLAKE_STORE": "s3", "AGENTLAKE_S3_BUCKET": s3.bucket,
+                            "AGENTLAKE_S3_PREFIX": s3.prefix, "AGENTLAKE_S3_ENDPOINT": str(s3.endpoint),
+                            "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}.items():
+            monkeypatch.setenv(name, value)
     made = _cli("sources", "demo", "--json")
     assert made.returncode == 0, made.stderr
     db = Path(json.loads(made.stdout)["path"])
@@ -56,8 +68,9 @@ def test_from_a_fresh_home_sources_load_publishes_the_demo_helpdesk_into_ext_and
     assert all(x["published_snapshot_id"] and not x["held"] for x in loads.values())
     lake = Lake(Settings.from_env())
     tickets = lake.table("ext.tickets")
+    assert tickets.location().startswith("s3://" if store == "s3" else "file:")
     assert _ext_rows(tickets.scan().to_arrow(), "ticket_id") == _source_rows(db, "tickets", "ticket_id")
-    for spec in EXT_TABLES:  # the columns queries and requests are checked against are those published
+    for spec in (t for t in EXT_TABLES if t.name in loads):  # the columns requests are checked against are published
         published = lake.table(spec.name).schema().as_arrow()
         assert [(f.name, pa.large_string() if f.type == pa.string() else f.type) for f in spec.arrow_schema()] == [
             (f.name, f.type) for f in published], spec.name
@@ -125,8 +138,21 @@ def _helpdesk_without_keys(path: Path) -> None:
     with sqlite3.connect(path) as con:
         con.executescript(helpdesk.SCHEMA.replace(" PRIMARY KEY", ""))
         con.execute("ATTACH DATABASE ? AS seed", (str(seed),))
-        for table in ("tickets", "customers"):
+        for table in ("tickets", "customers", "ticket_comments"):
             con.execute(f"INSERT INTO {table} SELECT * FROM seed.{table}")  # noqa: S608
+    con.close()
+
+
+TICKET_TWICE = ("INSERT INTO tickets VALUES ('t999999', 'c00001', ?, 'open', 'high', '2026-01-05 10:00:00.000000', "
+                "'2026-01-05 10:00:00.000000', NULL, 0)")
+COMMENT_TWICE = "INSERT INTO ticket_comments VALUES ('m9999999', 't000001', 'agent', ?, '2026-01-05 10:00:00.000000', 0)"
+
+
+def _insert_twice(db: Path, sql: str) -> None:
+    """The row ``sql`` inserts, twice (its text column 'first copy', then 'second copy'): one key held twice."""
+    with sqlite3.connect(db) as con:
+        for copy in ("first copy", "second copy"):
+            con.execute(sql, (copy,))
     con.close()
 
 
@@ -140,11 +166,7 @@ def test_a_load_with_duplicate_keys_is_held_publishes_nothing_and_says_why(tmp_p
     tickets = lake.table("ext.tickets")
     published = tickets.current_snapshot().snapshot_id  # type: ignore[union-attr]
     cursor = tickets.properties[CURSOR_PROPERTY]
-    with sqlite3.connect(db) as con:
-        for subject in ("first copy", "second copy"):
-            con.execute("INSERT INTO tickets VALUES ('t999999', 'c00001', ?, 'open', 'high', "
-                        "'2026-01-05 10:00:00.000000', '2026-01-05 10:00:00.000000', NULL, 0)", (subject,))
-    con.close()
+    _insert_twice(db, TICKET_TWICE)
     results = {x.table: x for x in load(lake)}
     held = results["ext.tickets"]
     assert held.held and held.published_snapshot_id is None
@@ -187,3 +209,129 @@ def test_the_demo_helpdesk_is_deterministic_for_a_seed_and_moves_forward(tmp_pat
     assert (one.tickets, one.customers, one.now) == (two.tickets, two.customers, two.now)
     assert _source_rows(one.path, "tickets", "ticket_id") == _source_rows(two.path, "tickets", "ticket_id")
     assert one.tickets > helpdesk.INITIAL_TICKETS and one.step == 12
+
+
+def test_the_ext_assets_materialize_on_a_real_instance_with_their_snapshot_and_a_held_load_fails_their_checks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve_api: Callable[[Path], None]) -> None:
+    from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, materialize
+
+    from assets.sources import SOURCES_GROUP, build_source_assets
+    from platform_defs.resources import LakeResource
+
+    db = tmp_path / "broken" / "helpdesk.db"
+    db.parent.mkdir()
+    _helpdesk_without_keys(db)
+    monkeypatch.setenv("AGENTLAKE_SOURCES_SQL_URL", f"sqlite:///{db}")
+    serve_api(db)
+    settings = Settings.from_env()
+    defs = build_source_assets(settings)
+    resources = {"lake": LakeResource(home=str(settings.home))}
+    tickets, customers, comments = (AssetKey(["ext", t]) for t in ("tickets", "customers", "ticket_comments"))
+    with DagsterInstance.ephemeral() as instance:
+        first = materialize(defs, selection=AssetSelection.groups(SOURCES_GROUP).materializable(), resources=resources, instance=instance)
+        assert first.success
+        lake = Lake(settings)
+        published = {e.asset_key: e.materialization.metadata for e in first.get_asset_materialization_events()}
+        assert set(published) == {tickets, customers, comments}
+        table = lake.table("ext.tickets")
+        assert published[tickets]["snapshot_id"].value == str(table.current_snapshot().snapshot_id)  # type: ignore[union-attr]
+        assert published[tickets]["cursor"].value == table.properties[CURSOR_PROPERTY]
+        assert published[tickets]["dlt_load_id"].value == table.current_snapshot().summary.additional_properties[  # type: ignore[union-attr]
+            "agentlake.dlt.load-id"]
+        checks = {(c.asset_key, c.check_name): c.passed for c in first.get_asset_check_evaluations()}
+        assert (tickets, "ticket_id_unique") in checks and all(checks.values()), checks
+        before = table.current_snapshot().snapshot_id  # type: ignore[union-attr]
+        _insert_twice(db, TICKET_TWICE)
+        second = materialize(defs, selection=AssetSelection.groups(SOURCES_GROUP).materializable(), resources=resources,
+                             instance=instance)
+        assert second.success
+        reported = {e.asset_key: e.materialization.metadata for e in second.get_asset_materialization_events()}
+        assert reported[tickets]["held"].value is True and reported[tickets]["published"].value is False
+        assert reported[tickets]["snapshot_id"].value == str(before)
+        checks = {(c.asset_key, c.check_name): c for c in second.get_asset_check_evaluations()}
+        assert not checks[(tickets, "ticket_id_unique")].passed
+        assert not checks[(tickets, "row_count_matches_merge")].passed
+        assert checks[(tickets, "ticket_id_not_null")].passed and checks[(customers, "customer_id_unique")].passed
+        assert checks[(comments, "comment_id_unique")].passed
+        assert "held_load_id" in checks[(tickets, "ticket_id_unique")].metadata
+        table.refresh()
+        assert table.current_snapshot().snapshot_id == before  # type: ignore[union-attr]
+        latest = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(tickets, "ticket_id_unique"))
+        assert latest is not None and latest.event is not None
+
+
+@pytest.fixture
+def serve_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """Serves the helpdesk REST API over a database on loopback and points the ``helpdesk_api`` source at it."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def serve(db: Path) -> None:
+        servers.append(helpdesk.serve(db))
+        monkeypatch.setenv("AGENTLAKE_SOURCES_API_URL", f"http://127.0.0.1:{servers[-1].server_address[1]}")
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_rest_api_source_loads_ticket_comments_page_by_page_and_a_change_is_one_snapshot(
+        tmp_path: Path, serve_api: Callable[[Path], None]) -> None:
+    settings = Settings.from_env()
+    db = helpdesk.create(settings.sources_home / "helpdesk.db", seed=5).path
+    helpdesk.advance(db, 200)  # more comments than one page (API_PAGE_SIZE) holds
+    serve_api(db)
+    lake = Lake(Settings.from_env())
+    (first,) = load(lake, ["helpdesk_api"])
+    assert first.table == "ext.ticket_comments" and first.published_snapshot_id and not first.held
+    comments = lake.table("ext.ticket_comments")
+    assert first.rows_loaded > API_PAGE_SIZE
+    assert _ext_rows(comments.scan().to_arrow(), "comment_id") == _source_rows(db, "ticket_comments", "comment_id")
+    before = {s.snapshot_id for s in comments.metadata.snapshots}
+    helpdesk.advance(db, 20)
+    (second,) = load(lake, ["helpdesk_api"])
+    assert second.published_snapshot_id and second.cursor_before == first.cursor_after
+    assert second.rows_loaded < first.rows_loaded, "the updated_since cursor: only what changed is fetched"
+    comments.refresh()
+    assert len([s for s in comments.metadata.snapshots if s.snapshot_id not in before]) == 1
+    assert _ext_rows(comments.scan().to_arrow(), "comment_id") == _source_rows(db, "ticket_comments", "comment_id")
+    (again,) = load(lake, ["helpdesk_api"])
+    assert again.unchanged and again.published_snapshot_id is None
+    summary = comments.current_snapshot().summary.additional_properties  # type: ignore[union-attr]
+    assert summary["agentlake.dlt.load-id"] == second.load_id and summary["agentlake.source"] == "helpdesk_api"
+
+
+def test_a_rest_api_load_with_duplicate_comment_ids_is_held_and_publishes_nothing(
+        tmp_path: Path, serve_api: Callable[[Path], None]) -> None:
+    db = tmp_path / "broken" / "helpdesk.db"
+    db.parent.mkdir()
+    _helpdesk_without_keys(db)
+    serve_api(db)
+    lake = Lake(Settings.from_env())
+    (first,) = load(lake, ["helpdesk_api"])
+    comments = lake.table("ext.ticket_comments")
+    published = comments.current_snapshot().snapshot_id  # type: ignore[union-attr]
+    _insert_twice(db, COMMENT_TWICE)
+    (held,) = load(lake, ["helpdesk_api"])
+    assert held.held and "comment_id_unique" in held.failed and held.published_snapshot_id is None
+    comments.refresh()
+    assert comments.current_snapshot().snapshot_id == published  # type: ignore[union-attr]
+    assert "m9999999" not in comments.scan().to_arrow().column("comment_id").to_pylist()
+    assert held.cursor_after == first.cursor_after
+
+
+def test_a_rest_source_that_is_not_configured_is_left_out_of_a_load_and_named_when_asked_for() -> None:
+    assert [s.name for s in sources(None, Settings.from_env())] == ["helpdesk"]
+    with pytest.raises(ConfigError, match="AGENTLAKE_SOURCES_API_URL"):
+        sources(["helpdesk_api"], Settings.from_env())
+
+
+def test_make_run_creates_the_demo_helpdesk_when_missing_and_leaves_a_configured_database_alone(
+        tmp_path: Path) -> None:
+    from platform_defs.launcher import demo_helpdesk
+
+    settings = Settings(home=tmp_path / "home")
+    made = demo_helpdesk(settings)
+    assert made == settings.sources_home / "helpdesk.db" and helpdesk.state(made).tickets == helpdesk.INITIAL_TICKETS
+    assert demo_helpdesk(Settings(home=tmp_path / "other", sources_sql_url="sqlite:////elsewhere.db")) is None
+    assert not (tmp_path / "other").exists()

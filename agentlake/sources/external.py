@@ -54,8 +54,9 @@ from agentlake.gate.batch import GateOutcome
 from agentlake.gate.publish import MainMoved, discard, held, hold, publish
 from agentlake.gate.suites import BATCH, BATCH_FRAME, SEVERITY, AuditResult, Rule, Suite, validate
 from agentlake.gate.validations import keep_validation
+from agentlake.sources.helpdesk import API_PATH, DEMO_START
 from agentlake.storage.store import ObjectStore
-from agentlake.tables.external import CUSTOMERS, NAMESPACE, TICKETS, ExternalTable
+from agentlake.tables.external import CUSTOMERS, NAMESPACE, TICKET_COMMENTS, TICKETS, ExternalTable
 from agentlake.tables.schemas import TABLE_PROPERTIES
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ LOAD_ID_PROPERTY = "agentlake.source.load-id"
 SOURCE_PROPERTY = "agentlake.source"
 DLT_COLUMNS = ("_dlt_id",)  # dlt's own row ids: not kept (its _dlt_load_id is, as lineage)
 MAX_PUBLISH_ATTEMPTS = 5
+API_PAGE_SIZE = 200
 
 
 class SourceError(AgentLakeError):
@@ -88,28 +90,41 @@ class Source:
     """A configured external source: how it is extracted and which tables it publishes."""
 
     name: str
-    kind: str  # "sql": dlt's sql_database over a SQLAlchemy URL
+    kind: str  # "sql": dlt's sql_database over a SQLAlchemy URL; "rest": dlt's rest_api over an HTTP API
     tables: tuple[ExternalTable, ...]
     description: str = ""
 
 
 HELPDESK = Source("helpdesk", "sql", (TICKETS, CUSTOMERS),
                   "tickets and customers of the helpdesk database (AGENTLAKE_SOURCES_SQL_URL)")
-SOURCES: dict[str, Source] = {s.name: s for s in (HELPDESK,)}
+HELPDESK_API = Source("helpdesk_api", "rest", (TICKET_COMMENTS,),
+                      "ticket comments from the helpdesk REST API (AGENTLAKE_SOURCES_API_URL)")
+SOURCES: dict[str, Source] = {s.name: s for s in (HELPDESK, HELPDESK_API)}
 
 
-def sources(names: list[str] | None = None) -> list[Source]:
-    """The configured sources, or those named.
+def configured(settings: Settings) -> list[Source]:
+    """The sources this deployment can load: the REST API source only when its URL is set."""
+    return [s for s in SOURCES.values() if s.kind != "rest" or settings.sources_api_url is not None]
+
+
+def sources(names: list[str] | None = None, settings: Settings | None = None) -> list[Source]:
+    """The configured sources (every declared one without ``settings``), or those named.
 
     Raises:
-        UnknownSource: a name that is not configured.
+        UnknownSource: a name that is not declared.
+        ConfigError: a named source that this deployment does not configure.
     """
+    available = configured(settings) if settings is not None else list(SOURCES.values())
     if not names:
-        return list(SOURCES.values())
+        return available
     unknown = [n for n in names if n not in SOURCES]
     if unknown:
         raise UnknownSource(f"no source named {unknown[0]!r}; the sources are {', '.join(SOURCES)} "
                             "(see `agentlake sources ls`)")
+    missing = [n for n in names if SOURCES[n] not in available]
+    if missing:
+        raise ConfigError(f"source {missing[0]}: it is not configured; set AGENTLAKE_SOURCES_API_URL to the "
+                          "helpdesk API's base URL (`make run` serves the demo's)")
     return [SOURCES[n] for n in names]
 
 
@@ -185,6 +200,48 @@ def extract_sql(url: str, source: Source, cursors: dict[str, datetime | None], s
         raise SourceLoadFailed(f"source {source.name}: dlt could not extract it: {type(exc).__name__}: "
                                f"{_scrub(str(exc))}; check that the database is reachable and "
                                "AGENTLAKE_SOURCES_SQL_URL is right, then load again") from None
+
+
+def extract_rest(base_url: str, source: Source, cursors: dict[str, datetime | None], scratch: Path) -> Extract:
+    """Run dlt's ``rest_api`` source over the helpdesk API at ``base_url`` into Parquet under ``scratch``.
+
+    Pages are numbered from 1 (dlt stops at the first empty one); ``updated_since`` is the incremental cursor.
+
+    Raises:
+        SourceLoadFailed: dlt could not read the API (the message never carries the URL).
+    """
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
+    dlt.config["runtime.dlthub_telemetry"] = False
+    resources: list[Any] = []
+    for spec in source.tables:
+        start = cursors.get(spec.name)
+        resources.append({
+            "name": spec.resource, "primary_key": spec.primary_key,
+            "columns": {spec.cursor: {"data_type": "timestamp"}},
+            "endpoint": {
+                "path": API_PATH.lstrip("/"), "data_selector": "data",
+                "params": {"per_page": API_PAGE_SIZE, "updated_since": {
+                    "type": "incremental", "cursor_path": spec.cursor,
+                    "initial_value": start.astimezone(UTC).isoformat() if start is not None else DEMO_START.isoformat()}},
+            },
+        })
+    try:
+        src = rest_api_source({
+            "client": {"base_url": base_url.rstrip("/") + "/",
+                       # The API answers an empty page past the last: dlt stops there.
+                       "paginator": {"type": "page_number", "base_page": 1, "page_param": "page",
+                                     "total_path": None}},
+            "resource_defaults": {"write_disposition": "append"}, "resources": resources}, name=source.name)
+        return _run(dlt, src, source, scratch)
+    except Exception as exc:  # as extract_sql: one line, no URL
+        if isinstance(exc, AgentLakeError):
+            raise
+        exc = getattr(exc, "exception", None) or exc
+        raise SourceLoadFailed(f"source {source.name}: dlt could not extract it: {type(exc).__name__}: "
+                               f"{_scrub(str(exc))}; check that the helpdesk API is up and "
+                               "AGENTLAKE_SOURCES_API_URL is right, then load again") from None
 
 
 def _run(dlt: Any, src: Any, source: Source, scratch: Path) -> Extract:
@@ -507,6 +564,18 @@ def source_url(settings: Settings, source: Source) -> str:
     return settings.resolved_sources_sql_url
 
 
+def api_url(settings: Settings, source: Source) -> str:
+    """The base URL a REST source is read from (unwrapped here, for dlt only).
+
+    Raises:
+        ConfigError: the source's URL is not set.
+    """
+    if settings.sources_api_url is None:
+        raise ConfigError(f"source {source.name}: AGENTLAKE_SOURCES_API_URL is not set; set it to the helpdesk "
+                          "API's base URL (`make run` serves the demo's)")
+    return settings.sources_api_url.get_secret_value()
+
+
 def load(
     lake: Lake, names: list[str] | None = None, *, run_id: str | None = None,
     check: Callable[[str], None] | None = None,
@@ -521,10 +590,13 @@ def load(
     out: list[TableLoad] = []
     scratch_root = lake.settings.sources_home / "loads"
     scratch_root.mkdir(parents=True, exist_ok=True)
-    for source in sources(names):
+    for source in sources(names, lake.settings):
         cursors = {spec.name: published_cursor(load_ext_table(lake.catalog, spec)) for spec in source.tables}
         with tempfile.TemporaryDirectory(dir=scratch_root, prefix=f"{source.name}-") as scratch:
-            extract = extract_sql(source_url(lake.settings, source), source, cursors, Path(scratch))
+            if source.kind == "rest":
+                extract = extract_rest(api_url(lake.settings, source), source, cursors, Path(scratch))
+            else:
+                extract = extract_sql(source_url(lake.settings, source), source, cursors, Path(scratch))
         for spec in source.tables:
             out.append(publish_load(lake.catalog, spec, extract.rows[spec.resource], source=source.name,
                                     load_id=extract.load_id, run_id=run_id,
@@ -535,7 +607,7 @@ def load(
 def describe(lake: Lake) -> list[dict[str, Any]]:
     """Each configured source's tables: last load, rows, snapshot, cursor, held loads (``sources ls``)."""
     out = []
-    for source in SOURCES.values():
+    for source in configured(lake.settings):
         for spec in source.tables:
             table = load_ext_table(lake.catalog, spec)
             snapshot = table.current_snapshot() if table is not None else None
@@ -556,3 +628,37 @@ def describe(lake: Lake) -> list[dict[str, Any]]:
 def held_loads(table: Table) -> dict[str, dict[str, Any]]:
     """The loads of an ``ext`` table held by its suite: load id -> branch, snapshot, failed rules."""
     return held(table.properties, HELD_DAY)
+
+
+def gate_results(lake: Lake, source: Source) -> list[tuple[ExternalTable, Rule, dict[str, Any] | None]]:
+    """Each rule of each of a source's tables, with the held load it failed (None: the rule holds).
+
+    A published load clears the held records, so a record still there is a later load the rule held.
+    """
+    out = []
+    for spec in source.tables:
+        table = load_ext_table(lake.catalog, spec)
+        loads = held_loads(table) if table is not None else {}
+        for rule in source_rules(spec, lake.settings.sources_max_load_rows):
+            failing = next(({"load_id": load_id, **record} for load_id, record in sorted(loads.items())
+                            if rule.name in record.get("failed", [])), None)
+            out.append((spec, rule, failing))
+    return out
+
+
+def declared_dlt_source(source: Source) -> Any:
+    """The source as dlt declares it, with no connection made: its resources with key, cursor and merge hints.
+
+    What an orchestrator lists (one asset per resource); a load builds the real dlt source
+    (:func:`extract_sql`) from the configured URL only when it runs.
+    """
+    import dlt
+
+    def declared(spec: ExternalTable) -> Any:
+        def rows() -> Any:
+            yield from ()
+
+        return dlt.resource(rows, name=spec.resource, primary_key=spec.primary_key, write_disposition="merge",
+                            incremental=dlt.sources.incremental(spec.cursor))
+
+    return dlt.source(name=source.name)(lambda: [declared(spec) for spec in source.tables])()

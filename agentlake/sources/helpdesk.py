@@ -5,17 +5,26 @@ MINUTES`` moves its clock on: tickets are opened, updated and closed, customers 
 then a ticket is deleted. A delete is reported the way many helpdesks do, as a soft delete
 (``is_deleted = 1`` with a new ``updated_at``), so an incremental load on ``updated_at`` sees it.
 
+``serve`` answers a small read-only HTTP API over the same database on loopback, as a helpdesk's REST
+API would: ``GET /api/v1/comments?updated_since=ISO&page=N&per_page=M`` returns
+``{"data": [...], "page": N, "next_page": N+1 | null}``, the ticket comments changed at or after
+``updated_since``, oldest first (the ``rest_api`` source loads them into ``ext.ticket_comments``).
+
 Deterministic for a seed: the database keeps its clock and step count, and each step draws from a
 generator seeded with (seed, step), so two databases advanced the same way hold the same rows.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 DEMO_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 STEP = timedelta(minutes=1)
@@ -26,6 +35,8 @@ SUBJECTS = ("cannot log in", "refund request", "API returns 500", "invoice is wr
             "export fails", "agent gave a wrong answer", "upgrade plan", "delete my data", "SSO setup")
 INITIAL_CUSTOMERS = 20
 INITIAL_TICKETS = 40
+API_PATH = "/api/v1/comments"
+MAX_PER_PAGE = 500
 
 SCHEMA = """
 CREATE TABLE customers (
@@ -173,3 +184,60 @@ def _step(con: sqlite3.Connection, rng: random.Random, now: datetime) -> None:
                                  "ORDER BY ticket_id")
         if ticket is not None:  # reported as a soft delete: a load on updated_at sees it
             con.execute("UPDATE tickets SET is_deleted = 1, updated_at = ? WHERE ticket_id = ?", (_ts(now), ticket))
+
+
+def comments_page(path: Path, updated_since: datetime | None, page: int, per_page: int) -> dict[str, object]:
+    """One page of the ticket comments changed at or after ``updated_since`` (oldest first), as the API serves it."""
+    since = _ts(updated_since) if updated_since is not None else ""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        rows = con.execute(
+            "SELECT comment_id, ticket_id, author, body, updated_at, is_deleted FROM ticket_comments "
+            "WHERE updated_at >= ? ORDER BY updated_at, comment_id LIMIT ? OFFSET ?",
+            (since, per_page + 1, (page - 1) * per_page)).fetchall()
+    con.close()
+    data = [{"comment_id": c, "ticket_id": t, "author": a, "body": b,
+             "updated_at": datetime.fromisoformat(u).replace(tzinfo=UTC).isoformat(), "is_deleted": d}
+            for c, t, a, b, u, d in rows[:per_page]]
+    return {"data": data, "page": page, "next_page": page + 1 if len(rows) > per_page else None}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    database: Path
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        url = urlsplit(self.path)
+        if url.path != API_PATH:
+            return self._answer(404, {"error": f"no such endpoint {url.path}; the API serves {API_PATH}"})
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            since = datetime.fromisoformat(query["updated_since"]) if query.get("updated_since") else None
+            page, per_page = int(query.get("page", "1")), int(query.get("per_page", "100"))
+            if since is not None and since.tzinfo is None:
+                since = since.replace(tzinfo=UTC)
+            if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+                raise ValueError("page >= 1 and 1 <= per_page <= 500")
+        except ValueError as exc:
+            return self._answer(400, {"error": f"bad query: {exc}"})
+        self._answer(200, comments_page(self.database, since, page, per_page))
+
+    def _answer(self, status: int, body: dict[str, object]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        pass  # one line per request would bury the platform's own log
+
+
+def serve(path: Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """Serve the read-only helpdesk API over the database at ``path`` from a background thread.
+
+    Returns the server (``server_address`` has the port; ``shutdown()`` stops it).
+    """
+    handler = type("HelpdeskApi", (_Handler,), {"database": path})
+    server = ThreadingHTTPServer((host, port), handler)
+    threading.Thread(target=server.serve_forever, name="helpdesk-api", daemon=True).start()
+    return server

@@ -72,7 +72,16 @@ CUSTOMERS = ExternalTable("customers", "customer_id", (
     ("is_deleted", "int", True, "always 0 in ext: a row the source deletes is removed"),
 ), source="helpdesk")
 
-EXT_TABLES: tuple[ExternalTable, ...] = (TICKETS, CUSTOMERS)
+TICKET_COMMENTS = ExternalTable("ticket_comments", "comment_id", (
+    ("comment_id", "string", True, "the helpdesk's comment id"),
+    ("ticket_id", "string", True, "the ticket it is on (ext.tickets)"),
+    ("author", "string", True, "customer or agent"),
+    ("body", "string", True, ""),
+    ("updated_at", "timestamp", True, "the cursor: when the source last changed the comment"),
+    ("is_deleted", "int", True, "always 0 in ext: a row the source deletes is removed"),
+), source="helpdesk_api")
+
+EXT_TABLES: tuple[ExternalTable, ...] = (TICKETS, CUSTOMERS, TICKET_COMMENTS)
 EXT_TABLES_BY_NAME: dict[str, ExternalTable] = {t.name: t for t in EXT_TABLES}
 # Every table a query or a context request may read: the lake's own and the ext tables.
 QUERYABLE: Mapping[str, TableDef | ExternalTable] = {**TABLES_BY_NAME, **EXT_TABLES_BY_NAME}
