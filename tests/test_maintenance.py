@@ -421,7 +421,7 @@ def test_maintenance_has_its_own_lane_with_one_run_at_a_time(tmp_path: Path) -> 
     (home / "dagster.yaml").write_text(instance_yaml(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path)})))
     instance = DagsterInstance.from_config(str(home))
     try:
-        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": INGEST_LANE_TAG, "value": MAINTENANCE_LANE, "limit": 1} in limits
     finally:
         instance.dispose()
