@@ -13,6 +13,9 @@ Three ways of writing the same events, each timed on the same pre-generated dict
   run before any clock starts, so they match whatever wire form the SDK writes), then only
   compressed (zstd level 3) and written with the same ``ObjectStore.put_once``:
   compress + write, no SDK logic, no serialisation.
+* dict ceiling: the ceiling of ``append(dict)``: the same dicts serialised with ``orjson.dumps``,
+  joined into the same segments, compressed (zstd level 3) and written with the same
+  ``put_once``, on the same one core: serialise + compress + write, no SDK logic.
 * peer: what a naive producer does: ``json.dumps`` per event, ``"\\n".join``, ``gzip.compress``
   (Python's default, level 9) per segment, written with the same ``put_once``.
 
@@ -365,6 +368,39 @@ def run_ceiling(segments: list[bytes], root: Path) -> Timing:
     return elapsed, {"segments": len(segments), "stored": stored}
 
 
+def orjson_wire(event: dict[str, Any]) -> bytes:
+    """The SDK's wire form with orjson alone: ``attributes`` and ``payload`` as JSON text (sorted keys).
+
+    No field checks, no unknown-field folding: the least work that yields the SDK's bytes for these
+    events (checked against the SDK's own segments before any clock starts)."""
+    wire = dict(event)
+    for name in ("attributes", "payload"):
+        value = wire.get(name)
+        if type(value) is dict:
+            wire[name] = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return orjson.dumps(wire)
+
+
+def run_ceiling_dicts(events: list[dict[str, Any]], ranges: list[tuple[int, int]], root: Path) -> Timing:
+    """The ceiling of ``append(dict)``: orjson per event, the SDK's segment cuts, zstd-3, ``put_once``."""
+    store = ObjectStore.local(root)
+    clock = Clock()
+    compressor = zstandard.ZstdCompressor(level=CEILING_ZSTD_LEVEL)
+    stored = 0
+    for i, (start, end) in enumerate(ranges):
+        # Appended to one buffer as it goes: a list of orjson results would keep each one's grown
+        # buffer (kilobytes per line) until the segment is joined.
+        raw = bytearray()
+        for event in events[start:end]:
+            raw += orjson_wire(event)
+            raw += b"\n"
+        data = compressor.compress(raw)
+        store.put_once(f"ceiling-dicts/{i:06d}.ndjson.zst", data)
+        stored += len(data)
+    elapsed = clock.stop()
+    return elapsed, {"segments": len(ranges), "stored": stored}
+
+
 def run_peer(events: list[dict[str, Any]], ranges: list[tuple[int, int]], root: Path) -> Timing:
     store = ObjectStore.local(root)
     clock = Clock()
@@ -427,6 +463,8 @@ def main() -> int:
     ndjson_bytes = sum(len(s) for s in segments)
     serialiser_name, serialiser = sdk_serialiser(events, segments)
     lines = [line for segment in segments for line in segment.split(b"\n")[:-1]]
+    if any(orjson_wire(event) != line for event, line in zip(events, lines, strict=True)):
+        raise SystemExit("the dict ceiling's orjson does not write the SDK's bytes: the bench is invalid")
     prep_s = time.perf_counter() - t_prep
     print(
         f"log_write bench ({mode}): {n_events:,} events, {ndjson_bytes / MB:.1f} MB NDJSON as the SDK writes it "
@@ -446,6 +484,7 @@ def main() -> int:
 
     paths: dict[str, Callable[[Path], Timing]] = {
         "ceiling": lambda root: run_ceiling(segments, root),
+        "ceiling_dicts": lambda root: run_ceiling_dicts(events, ranges, root),
         "sdk": lambda root: run_sdk(events, root),
         "sdk_lines": lambda root: run_sdk_lines(lines, root),
         "peer": lambda root: run_peer(events, ranges, root),
@@ -462,7 +501,8 @@ def main() -> int:
             times[name].append(wall)
             cpu_times[name].append(cpu)
         print(
-            f"  rep {rep + 1}/{reps}: ceiling {times['ceiling'][-1]:.3f} s, sdk {times['sdk'][-1]:.3f} s, "
+            f"  rep {rep + 1}/{reps}: ceiling {times['ceiling'][-1]:.3f} s, "
+            f"dict ceiling {times['ceiling_dicts'][-1]:.3f} s, sdk {times['sdk'][-1]:.3f} s, "
             f"sdk lines {times['sdk_lines'][-1]:.3f} s, "
             f"peer {times['peer'][-1]:.3f} s, serialiser alone {times['serialise'][-1]:.3f} s",
             flush=True,
@@ -478,10 +518,13 @@ def main() -> int:
     mbps = {name: ndjson_bytes / MB / med[name] for name in med}
     sdk_vs_ceiling = mbps["sdk"] / mbps["ceiling"]
     sdk_lines_vs_ceiling = mbps["sdk_lines"] / mbps["ceiling"]
+    # Each path against the ceiling of its own work: lines against compress + write of those lines,
+    # dicts against serialise + compress + write of those dicts.
+    lines_vs_ceiling = sdk_lines_vs_ceiling
+    dicts_vs_ceiling = mbps["sdk"] / mbps["ceiling_dicts"]
     sdk_vs_peer = mbps["sdk"] / mbps["peer"]
-    # The goal holds the SDK's own logic (buffer, sequence, seal, checksum, key, write-once put) to the
-    # ceiling on the same bytes; serialising caller-built dicts is reported beside it.
-    met = sdk_lines_vs_ceiling >= GOAL_SDK_VS_CEILING
+    met_lines = lines_vs_ceiling >= GOAL_SDK_VS_CEILING
+    met_dicts = dicts_vs_ceiling >= GOAL_SDK_VS_CEILING
     still_pinned = all_threads_pinned(CPU)
     # Where the SDK's time goes, from the medians: serialising, compress+write (= ceiling), the rest.
     other_s = med["sdk"] - med["ceiling"] - med["serialise"]
@@ -489,7 +532,8 @@ def main() -> int:
     rows = [
         ("SDK, NDJSON lines (append_line)", "sdk_lines", facts["sdk_lines"]["stored"]),
         ("SDK, dicts (append: + serialise)", "sdk", facts["sdk"]["stored"]),
-        ("ceiling (zstd-3 + put_once)", "ceiling", facts["ceiling"]["stored"]),
+        ("ceiling, lines (zstd-3 + put_once)", "ceiling", facts["ceiling"]["stored"]),
+        ("ceiling, dicts (orjson+zstd-3+put)", "ceiling_dicts", facts["ceiling_dicts"]["stored"]),
         (f"peer (json.dumps + gzip-{PEER_GZIP_LEVEL})", "peer", facts["peer"]["stored"]),
     ]
     print()
@@ -514,12 +558,14 @@ def main() -> int:
         f"+ the rest {other_s:.3f} s ({other_s / med['sdk']:.0%}, {other_s / n_events * 1e6:.2f} us/event)"
     )
     print(
-        f"sdk_lines_vs_ceiling = {sdk_lines_vs_ceiling:.3f}  goal >= {GOAL_SDK_VS_CEILING}  -> "
-        f"{'MET' if met else 'NOT MET'}"
+        f"lines_vs_ceiling = {lines_vs_ceiling:.3f}  goal >= {GOAL_SDK_VS_CEILING}  -> "
+        f"{'MET' if met_lines else 'NOT MET'}  (append_line against compress + write)"
     )
     print(
-        f"sdk_vs_ceiling (dicts, serialising included) = {sdk_vs_ceiling:.3f}  (no goal: see the split above)"
+        f"dicts_vs_ceiling = {dicts_vs_ceiling:.3f}  goal >= {GOAL_SDK_VS_CEILING}  -> "
+        f"{'MET' if met_dicts else 'NOT MET'}  (append(dict) against orjson + compress + write)"
     )
+    print(f"sdk_vs_ceiling (dicts against the lines ceiling) = {sdk_vs_ceiling:.3f}  (no goal: see the split above)")
     print(
         f"sdk_vs_peer    = {sdk_vs_peer:.2f}  (context only: the SDK is {sdk_vs_peer:.1f}x a naive json+gzip producer)"
     )
@@ -553,6 +599,9 @@ def main() -> int:
         "ceiling_events_per_s": round(eps["ceiling"]),
         "ceiling_mb_per_s": r3(mbps["ceiling"]),
         "ceiling_s": r3(med["ceiling"]),
+        "ceiling_dicts_events_per_s": round(eps["ceiling_dicts"]),
+        "ceiling_dicts_mb_per_s": r3(mbps["ceiling_dicts"]),
+        "ceiling_dicts_s": r3(med["ceiling_dicts"]),
         "peer_events_per_s": round(eps["peer"]),
         "peer_mb_per_s": r3(mbps["peer"]),
         "peer_s": r3(med["peer"]),
@@ -565,7 +614,7 @@ def main() -> int:
         "runs_s": {name: [r3(v) for v in values] for name, values in times.items()},
         "runs_cpu_s": {name: [r3(v) for v in values] for name, values in cpu_times.items()},
         "max_stolen_share": r3(stolen),
-        "met": {"sdk_lines_vs_ceiling": met},
+        "met": {"lines_vs_ceiling": met_lines, "dicts_vs_ceiling": met_dicts},
     }
     print(
         json.dumps(
@@ -573,12 +622,14 @@ def main() -> int:
                 "bench": "log_write",
                 "figures": figures,
                 "ratios": {
-                    "sdk_lines_vs_ceiling": r3(sdk_lines_vs_ceiling),
+                    "lines_vs_ceiling": r3(lines_vs_ceiling),
+                    "dicts_vs_ceiling": r3(dicts_vs_ceiling),
                     "sdk_vs_ceiling": r3(sdk_vs_ceiling),
                     "sdk_vs_peer": r3(sdk_vs_peer),
                     "sdk_vs_ceiling_cpu": r3(sdk_vs_ceiling_cpu),
                 },
-                "goals": {"sdk_lines_vs_ceiling": f">= {GOAL_SDK_VS_CEILING}"},
+                "goals": {"lines_vs_ceiling": f">= {GOAL_SDK_VS_CEILING}",
+                          "dicts_vs_ceiling": f">= {GOAL_SDK_VS_CEILING}"},
             }
         )
     )

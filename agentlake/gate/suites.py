@@ -8,11 +8,14 @@ name in ``meta["rule"]``. The severity is the rule's level:
 - **batch** (``severity="critical"``): a batch that breaks it publishes nothing; its staged data
   stays on its branch.
 
-A suite runs through a ``ValidationDefinition`` and a ``Checkpoint`` on an ephemeral context with a
+A suite runs through a ``ValidationDefinition`` on an ephemeral context with a
 pandas data source (Great Expectations has no polars source, so the rows are converted to pandas at
 the edge, with only the columns the suite reads plus a few derived ones: the lead of ``ts`` over
 the segment's arrival, document score bounds, whether ``main`` already holds an ``event_id``). The
-context, the suites and their checkpoints are made once per process; what changes per batch (the
+context, the suites and their validation definitions are made once per process, and each batch
+runs its definition directly (a ``Checkpoint`` around it would add a second freshness check of
+the whole suite and a result wrapper to every batch, a fixed cost that dominates small batches,
+and has no actions to run here); what changes per batch (the
 expected row count) is an expectation parameter (``{"$PARAMETER": ...}``). ``import
 great_expectations`` takes seconds: it happens only when a suite is first built, never when this
 module is imported. The outcome of one run is a single ``ExpectationSuiteValidationResult`` for the
@@ -37,8 +40,11 @@ from agentlake.config import Settings, setting_default
 from agentlake.log.events import EVENT_TYPES
 
 if TYPE_CHECKING:
-    from great_expectations.checkpoint import Checkpoint
-    from great_expectations.core import ExpectationSuite, ExpectationSuiteValidationResult
+    from great_expectations.core import (
+        ExpectationSuite,
+        ExpectationSuiteValidationResult,
+        ValidationDefinition,
+    )
     from great_expectations.expectations import Expectation
 
 ROW = "row"
@@ -379,8 +385,8 @@ def schema_breaking_changes(before: Any, after: Any) -> list[str]:
 
 _CONTEXT_LOCK = threading.Lock()
 _RESULT_FORMAT = {"result_format": "COMPLETE", "partial_unexpected_count": SAMPLE_VALUES}
-# (id of the suite, frame, column or None, rule names) -> (the suite, kept alive so its id is not reused; checkpoint)
-_CHECKPOINTS: dict[tuple[int, str, str | None, tuple[str, ...]], tuple[ExpectationSuite, Checkpoint]] = {}
+# (id of the suite, frame, column or None, rule names) -> (the suite, kept alive so its id is not reused; definition)
+_DEFINITIONS: dict[tuple[int, str, str | None, tuple[str, ...]], tuple[ExpectationSuite, ValidationDefinition]] = {}
 _NAMES = itertools.count()
 
 
@@ -412,11 +418,11 @@ def warm_up() -> threading.Thread:
     return thread
 
 
-def _checkpoint(suite: Suite, frame: str, column: str | None, rules: list[Rule]) -> Checkpoint:
-    """The checkpoint that validates ``rules`` of ``suite`` on one frame (made once per process)."""
+def _definition(suite: Suite, frame: str, column: str | None, rules: list[Rule]) -> ValidationDefinition:
+    """The validation definition that validates ``rules`` of ``suite`` on one frame (made once per process)."""
     key = (id(suite.expectations), frame, column, tuple(r.name for r in rules))
     with _CONTEXT_LOCK:
-        if key not in _CHECKPOINTS:
+        if key not in _DEFINITIONS:
             import great_expectations as gx
 
             context, definition = _context()
@@ -424,11 +430,9 @@ def _checkpoint(suite: Suite, frame: str, column: str | None, rules: list[Rule])
             part = f"{suite.name}.{frame}" + (f".{column}" if column else "") + f".{next(_NAMES)}"
             sub = context.suites.add(gx.ExpectationSuite(name=part, expectations=[
                 e.copy(deep=True) for e in suite.expectations.expectations if (e.meta or {})["rule"] in wanted]))
-            validation = context.validation_definitions.add(gx.ValidationDefinition(
-                name=part, data=definition, suite=sub))
-            _CHECKPOINTS[key] = (suite.expectations, context.checkpoints.add(gx.Checkpoint(
-                name=part, validation_definitions=[validation], result_format=_RESULT_FORMAT)))
-        return _CHECKPOINTS[key][1]
+            _DEFINITIONS[key] = (suite.expectations, context.validation_definitions.add(gx.ValidationDefinition(
+                name=part, data=definition, suite=sub)))
+        return _DEFINITIONS[key][1]
 
 
 def validate(
@@ -457,13 +461,13 @@ def validate(
         # the whole frame for each expectation, so a narrow frame keeps the cost near the column's
         # size). Small ones: one validation of the whole frame (each validation has a fixed cost).
         if table.height < PER_COLUMN_ROWS:
-            items += _run(_checkpoint(suite, frame, None, applicable), suite, table.to_pandas(), result)
+            items += _run(_definition(suite, frame, None, applicable), suite, table.to_pandas(), result)
             continue
         groups: dict[str, list[Rule]] = {}
         for rule in applicable:
             groups.setdefault(rule.column or table.columns[0], []).append(rule)
         for column, group in groups.items():
-            items += _run(_checkpoint(suite, frame, column, group), suite, table.select(column).to_pandas(), result)
+            items += _run(_definition(suite, frame, column, group), suite, table.select(column).to_pandas(), result)
     order = {r.name: i for i, r in enumerate(rules)}
     result.results.sort(key=lambda r: order[r.rule])
     items.sort(key=lambda item: order[item.expectation_config.meta["rule"]])
@@ -474,16 +478,19 @@ def validate(
     return result
 
 
-def _run(checkpoint: Checkpoint, suite: Suite, frame: Any, result: AuditResult) -> list[Any]:
-    """Run ``checkpoint`` on ``frame``; add its outcomes (and the rows that broke row rules) to ``result``."""
+def _run(definition: ValidationDefinition, suite: Suite, frame: Any, result: AuditResult) -> list[Any]:
+    """Run ``definition`` on ``frame``; add its outcomes (and the rows that broke row rules) to ``result``."""
     context, _ = _context()
     # One run at a time per process: the runs share the context's one dataframe batch definition, and
     # two at once (two threads auditing) can each be handed the other's frame.
     with _CONTEXT_LOCK:
-        run = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=dict(suite.parameters))
-        (key, outcome), = run.run_results.items()
+        outcome = definition.run(batch_parameters={"dataframe": frame}, expectation_parameters=dict(suite.parameters),
+                                 result_format=_RESULT_FORMAT)
         # The ephemeral context keeps every result in memory: this process keeps only its own copy.
-        context.validation_results_store.remove_key(key)
+        # Under the lock the store holds this run's result alone.
+        store = context.validation_results_store
+        for key in store.list_keys():
+            store.remove_key(key)
     by_name = {r.name: r for r in suite.rules}
     for item in outcome.results:
         config = item.expectation_config
