@@ -52,9 +52,9 @@ def test_the_readme_postgres_catalog_uri_runs_the_whole_loop_and_two_ingests_at_
     cli = Session(tmp_path, uri, postgres.password)
 
     emitted, ingested, queried, built, replayed, *more = cli.run(
-        ("demo", "--runs", "6", "--seed", "11"), ("ingest",), ("query", "SELECT count(*) AS n FROM raw.events"),
+        ("demo", "--runs", "6", "--seed", "11", "--no-context"), ("ingest",), ("query", "SELECT count(*) AS n FROM raw.events"),
         ("context", "build", "--run-id", "r-pg", "--sql", "SELECT event_id, type FROM raw.events ORDER BY event_id LIMIT 7"),
-        ("replay", "r-pg"), *[("demo", "--runs", "4", "--seed", str(seed)) for seed in (12, 13, 14)])
+        ("replay", "r-pg"), *[("demo", "--runs", "4", "--seed", str(seed), "--no-context") for seed in (12, 13, 14)])
     assert ingested["rows"] == emitted["events"] and ingested["quarantined"] == 0
     assert queried["rows"] == [{"n": emitted["events"]}]
     assert built["record_count"] == 7
