@@ -82,7 +82,8 @@ def test_a_backfill_run_process_runs_niced_and_an_ingest_run_does_not(
         runs = {}
         for name, tags in (("backfill", {BACKFILL_TAG: "b1", **lane("backfill").tags()}),
                            ("ingest", lane("ingest").tags())):
-            run = instance.create_run_for_job(job_def=record_niceness_job, job_code_origin=origin, tags=tags)
+            run = instance.create_run_for_job(job_def=record_niceness_job, job_code_origin=origin,
+                                              tags={"out_dir": str(tmp_path), **tags})
             instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
             runs[name] = run.run_id
         deadline = time.monotonic() + 90

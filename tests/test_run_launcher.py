@@ -45,7 +45,8 @@ def test_runs_execute_in_their_own_warm_processes_and_can_be_terminated(
         origin = reconstructable(record_pid_job).get_python_origin()
 
         def launch(**tags: str) -> str:
-            run = instance.create_run_for_job(job_def=record_pid_job, job_code_origin=origin, tags=tags)
+            run = instance.create_run_for_job(job_def=record_pid_job, job_code_origin=origin,
+                                              tags={"out_dir": str(tmp_path), **tags})
             instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
             return run.run_id
 
