@@ -91,11 +91,17 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
         counted = re.search(r"Row count\s+([\d,]+)", page.locator("body").inner_text())
         assert counted and int(counted.group(1).replace(",", "")) > 0, "raw/events shows no row count"
         # The reconciliation check of raw/events passed: read its state on the checks tab.
-        page.goto(f"{url}/assets/raw/events?view=checks", wait_until="domcontentloaded")
-        page.get_by_text("reconciliation", exact=True).locator("visible=true").first.wait_for(timeout=60_000)
-        page.get_by_text("Succeeded", exact=True).locator("visible=true").first.wait_for(timeout=60_000)
-        text = page.locator("body").inner_text()
-        after = text[text.index("reconciliation"):][:300]
+        # A sensor's ingest run may be evaluating it right now ("In Progress"): read again until its
+        # latest evaluation has ended, then require that it succeeded.
+        for _ in range(30):
+            page.goto(f"{url}/assets/raw/events?view=checks", wait_until="domcontentloaded")
+            page.get_by_text("reconciliation", exact=True).locator("visible=true").first.wait_for(timeout=60_000)
+            page.get_by_text("Succeeded", exact=True).locator("visible=true").first.wait_for(timeout=60_000)
+            text = page.locator("body").inner_text()
+            after = text[text.index("reconciliation"):][:300]
+            if "In Progress" not in after.splitlines()[:3]:  # the check's name, twice, then its state
+                break
+            page.wait_for_timeout(5_000)
         assert "Succeeded" in after and "Failed" not in after, after
         page.screenshot(path=str(tmp_path / "raw-events-checks.png"))
         # Nobody acting: the evaluation sensor evaluates the day; eval/daily's latest materialization shows its
