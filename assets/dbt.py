@@ -47,6 +47,10 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 MARTS_GROUP = "marts"
 MARTS_LANE = "marts"
 MARTS_JOB = "marts"
+# The one writer of the marts' DuckDB file: every step that runs dbt holds this pool's single slot,
+# whichever run it is in (the marts job, a backfill or a UI launch whose checks include dbt's source
+# tests), so two dbt processes never contend for the file's lock.
+MARTS_POOL = "marts_duckdb"
 SOURCE_TABLES = [t.name for t in (EVENTS, *FACT_TABLES)]
 SNAPSHOTS_READ = "snapshots_read"
 # dbt from the environment AgentLake runs in, whether or not that environment's bin is on the PATH.
@@ -113,6 +117,7 @@ def build_dbt_assets(project: DbtProject) -> AssetsDefinition:
         dagster_dbt_translator=TRANSLATOR,
         name="agentlake_marts",
         op_tags={INGEST_LANE_TAG: MARTS_LANE},
+        pool=MARTS_POOL,
     )
     def agentlake_marts(context: AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource) -> Iterator[Any]:
         pins = pins_to_read(Lake(lake.settings()))
