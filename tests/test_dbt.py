@@ -142,3 +142,17 @@ def test_a_failing_dbt_test_shows_as_a_failed_asset_check(home: Path, marts_run:
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]  # type: ignore[attr-defined]
     assert [(c.asset_key, c.check_name) for c in failed] == [
         (AssetKey(["facts", "feedback"]), "source_unique_facts_feedback_event_id")]
+
+
+def test_every_dbt_step_holds_the_single_slot_of_the_marts_pool(tmp_path: Path) -> None:
+    """Any run whose plan includes dbt (the marts job, or a backfill of raw/events, whose checks include
+    dbt's source tests) waits for the marts' DuckDB file instead of failing on its lock."""
+    import yaml
+
+    from assets.dbt import MARTS_POOL
+    from platform_defs.environment import instance_yaml
+
+    marts = build_dbt_assets(dbt_project())
+    assert marts.op.pool == MARTS_POOL
+    pools = yaml.safe_load(instance_yaml(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path)})))["concurrency"]["pools"]
+    assert pools.get(MARTS_POOL, pools["default_limit"]) == 1
