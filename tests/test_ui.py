@@ -135,15 +135,28 @@ def _cli(home: Path, audit_port: str, *argv: str) -> str:
     return done.stdout
 
 
-def _latest_audited_run(url: str) -> str | None:
-    """The run of the first audit page that the latest materialization of ``context_artifacts`` links."""
+def _audited_runs(url: str) -> list[str]:
+    """The runs whose audit pages the latest materialization of ``context_artifacts`` links, in its order."""
     query = """query { assetNodeOrError(assetKey: {path: ["context_artifacts"]}) { ... on AssetNode {
       assetMaterializations(limit: 1) { metadataEntries { label ... on UrlMetadataEntry { url } } } } } }"""
     node = _graphql(url, query, {})["assetNodeOrError"]
-    for event in node.get("assetMaterializations") or []:
-        for entry in event["metadataEntries"]:
-            if entry["label"].startswith("audit ") and entry.get("url"):
-                return str(entry["url"]).rsplit("/audit/", 1)[1]
+    return [str(entry["url"]).rsplit("/audit/", 1)[1] for event in node.get("assetMaterializations") or []
+            for entry in event["metadataEntries"] if entry["label"].startswith("audit ") and entry.get("url")]
+
+
+def _walkable(home: Path, audit_port: str, run_ids: list[str]) -> tuple[str, Any] | None:
+    """The first of these runs whose decision is ingested and whose context's records trace to the log
+    (an artifact is indexed as soon as it is written; its run's decision lands a moment later), with its trail."""
+    agentlake = [sys.executable, "-m", "agentlake.cli"]
+    listed = ", ".join(f"'{r}'" for r in run_ids if re.fullmatch(r"[\w-]+", r))
+    if not listed:
+        return None
+    sql = f"SELECT DISTINCT run_id FROM raw.events WHERE type = 'decision' AND run_id IN ({listed})"
+    decided = {row["run_id"] for row in orjson.loads(_cli(home, audit_port, *agentlake, "query", "--json", sql))["rows"]}
+    for run_id in (r for r in run_ids if r in decided):
+        trail = orjson.loads(_cli(home, audit_port, *agentlake, "audit", "--json", run_id))
+        if trail["decision"] and trail["segments"]:
+            return run_id, trail
     return None
 
 
@@ -157,17 +170,15 @@ def test_an_auditor_walks_from_the_asset_catalog_to_a_decision_s_snapshots_check
     shots = (test_output or tmp_path) / "audit-walk"
     shots.mkdir(parents=True, exist_ok=True)
     print(f"screenshots of the audit walk: {shots}")
-    agentlake = [sys.executable, "-m", "agentlake.cli"]
     # Nobody acting: the demo fleet's reading agents assemble their context through the lake, and the
-    # evaluation sensor's runs index the day's artifacts. Wait until the newest decision linked there read
-    # records that go back to the log (its past decisions): a fresh platform's first contexts are empty.
-    deadline, run_id = time.monotonic() + 300, None
-    while time.monotonic() < deadline:
-        run_id = _latest_audited_run(url)
-        if run_id and orjson.loads(_cli(home, audit_port, *agentlake, "audit", "--json", run_id))["segments"]:
-            break
-        time.sleep(5)
-    assert run_id, "context_artifacts was not indexed with a decision's audit link within 5 minutes"
+    # evaluation sensor's runs index the day's artifacts. Wait until a decision linked there is ingested and
+    # read records that go back to the log (its past decisions): a fresh platform's first contexts are empty.
+    deadline, found = time.monotonic() + 300, None
+    while found is None and time.monotonic() < deadline:
+        found = _walkable(home, audit_port, _audited_runs(url))
+        if found is None:
+            time.sleep(5)
+    assert found, "context_artifacts did not link an ingested decision that read the log within 5 minutes"
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_ARGS)
@@ -181,12 +192,16 @@ def test_an_auditor_walks_from_the_asset_catalog_to_a_decision_s_snapshots_check
         page.get_by_text("Events", exact=True).locator("visible=true").first.wait_for(timeout=60_000)
         page.screenshot(path=str(shots / "1-context-artifacts.png"))
         page.get_by_text("Events", exact=True).locator("visible=true").first.click()  # 2: its materializations
-        # The newest materialization, as the page shows it now: the sensors index a live fleet, so the
-        # decision audited is the one this page links first (its trail is read after the click).
-        link = page.locator('a[href*="/audit/"]').locator("visible=true").first
-        link.wait_for(timeout=60_000)
+        # The newest materialization, as the page shows it now (the sensors index a live fleet): the decision
+        # audited is the first it links whose run is ingested and read the log.
+        links = page.locator('a[href*="/audit/"]').locator("visible=true")
+        links.first.wait_for(timeout=60_000)
         page.screenshot(path=str(shots / "2-latest-materialization.png"), full_page=True)
-        run_id = str(link.get_attribute("href")).rsplit("/audit/", 1)[1]
+        hrefs = [str(h) for h in links.evaluate_all("(els) => els.map((e) => e.getAttribute('href'))")]
+        found = _walkable(home, audit_port, [h.rsplit("/audit/", 1)[1] for h in hrefs])
+        assert found, f"none of the decisions linked is ingested with a context that read the log: {hrefs}"
+        run_id, trail = found
+        link = page.locator(f'a[href$="/audit/{run_id}"]').locator("visible=true").first
         try:
             with page.context.expect_page(timeout=10_000) as opened:
                 link.click()  # 3: the decision's audit page
@@ -196,7 +211,6 @@ def test_an_auditor_walks_from_the_asset_catalog_to_a_decision_s_snapshots_check
         walk.get_by_text("Pinned snapshots").wait_for(timeout=120_000)
         walk.screenshot(path=str(shots / "3-audit-page.png"), full_page=True)
         text = walk.locator("body").inner_text()
-        trail = orjson.loads(_cli(home, audit_port, *agentlake, "audit", "--json", run_id))
         assert trail["decision"] and trail["artifact"]["key"] in text and "reproducible" in text
         assert trail["pins"], "the audited artifact pins no table"
         for pin in trail["pins"]:
