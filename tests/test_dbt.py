@@ -19,6 +19,7 @@ from agentlake.sources.demo import FleetConfig, emit_runs
 from agentlake.tables.lake import Lake
 from assets.dbt import (
     DBT_PROJECT_DIR,
+    MARTS_POOL,
     SNAPSHOTS_READ,
     SOURCE_TABLES,
     build_dbt_assets,
@@ -149,7 +150,6 @@ def test_every_dbt_step_holds_the_single_slot_of_the_marts_pool(tmp_path: Path) 
     dbt's source tests) waits for the marts' DuckDB file instead of failing on its lock."""
     import yaml
 
-    from assets.dbt import MARTS_POOL
     from platform_defs.environment import instance_yaml
 
     marts = build_dbt_assets(dbt_project())
