@@ -420,13 +420,17 @@ def cmd_replay(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_sources_demo(ctx: Context, args: argparse.Namespace) -> int:
     from agentlake.sources import helpdesk
+    from agentlake.sources.demo import write_demo_documents
 
     path = ctx.settings.sources_home / "helpdesk.db"
     state = helpdesk.create(path, seed=args.seed)
     if args.advance:
         state = helpdesk.advance(path, args.advance)
-    _out(args, state.as_dict(), f"demo helpdesk {state.path}: {state.tickets} tickets, {state.customers} customers "
-         f"at {state.now.isoformat()} (step {state.step})")
+    folder = ctx.settings.documents_dir
+    written = write_demo_documents(folder)
+    _out(args, {**state.as_dict(), "documents_dir": str(folder), "documents_written": written},
+         f"demo helpdesk {state.path}: {state.tickets} tickets, {state.customers} customers "
+         f"at {state.now.isoformat()} (step {state.step}); demo documents in {folder} ({written} written)")
     return 0
 
 
@@ -454,6 +458,7 @@ def cmd_sources_load(ctx: Context, args: argparse.Namespace) -> int:
                 else f"published snapshot {x.published_snapshot_id}")
         lines.append(f"{x.table}: {x.rows_loaded} rows loaded (load {x.load_id}), {what}; {x.rows} rows, "
                      f"cursor {x.cursor_after}")
+        lines += [f"  skipped {s['path']}: {s['reason']}" for s in x.skipped]
     _out(args, {"loads": [x.as_dict() for x in loads]}, "\n".join(lines))
     return 1 if any(x.held for x in loads) else 0
 

@@ -146,6 +146,10 @@ class Settings(BaseSettings):
         None, validation_alias="AGENTLAKE_SOURCES_API_URL",
         description="base URL of the helpdesk REST API the `helpdesk_api` source loads (`make run` serves the "
                     "demo's and sets it; unset: the source is not configured); a secret, since a URL may carry a token")
+    sources_documents_dir: Path | None = Field(
+        None, validation_alias="AGENTLAKE_SOURCES_DOCUMENTS_DIR",
+        description="folder of markdown and text documents the `documents` source loads into ext.documents "
+                    "(unset: AGENTLAKE_HOME/sources/documents, where `make run` writes the demo corpus)")
     sources_api_port: int = Field(3002, validation_alias="AGENTLAKE_SOURCES_API_PORT", ge=1, le=65535,
                                   description="port `make run` serves the demo helpdesk REST API on (127.0.0.1)")
     sources_max_load_rows: int = Field(
@@ -232,6 +236,11 @@ class Settings(BaseSettings):
     def sources_home(self) -> Path:
         """Folder of the demo source databases and of each load's scratch space."""
         return self.home / "sources"
+
+    @property
+    def documents_dir(self) -> Path:
+        """The folder the ``documents`` source loads."""
+        return self.sources_documents_dir or self.sources_home / "documents"
 
     @property
     def resolved_sources_sql_url(self) -> str:

@@ -33,6 +33,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from agentlake.config import Settings
 from agentlake.sources.external import (
+    SOURCES,
     Source,
     TableLoad,
     configured,
@@ -42,13 +43,14 @@ from agentlake.sources.external import (
     load_ext_table,
     source_rules,
 )
-from agentlake.tables.external import EXT_TABLES, EXT_TABLES_BY_NAME, ExternalTable
+from agentlake.tables.external import DOCUMENT_FILES, EXT_TABLES, ExternalTable
 from agentlake.tables.lake import Lake
 from platform_defs.resources import LakeResource
 
 SOURCES_GROUP = "sources"
 SOURCES_LANE = "sources"
 SOURCES_CRON = "*/5 * * * *"
+SPECS_BY_NAME = {spec.name: spec for source in SOURCES.values() for spec in source.tables}
 
 
 def ext_key(spec: ExternalTable) -> AssetKey:
@@ -59,7 +61,7 @@ def source_key(source: Source) -> AssetKey:
     return AssetKey(["source", source.name])
 
 
-EXT_KEYS = [ext_key(spec) for spec in EXT_TABLES]
+EXT_KEYS = [ext_key(spec) for spec in (*EXT_TABLES, DOCUMENT_FILES)]
 
 
 class ExtTranslator(DagsterDltTranslator):
@@ -81,7 +83,7 @@ class ExtTranslator(DagsterDltTranslator):
 
 def _materialization(lake: Lake, result: TableLoad) -> MaterializeResult:
     """What the load did to a table: the snapshot ``main`` is at (new only if it published), load id, cursor."""
-    table = load_ext_table(lake.catalog, EXT_TABLES_BY_NAME[result.table])
+    table = load_ext_table(lake.catalog, SPECS_BY_NAME[result.table])
     snapshot = table.current_snapshot() if table is not None else None
     return MaterializeResult(asset_key=AssetKey(result.table.split(".")), metadata={
         "snapshot_id": str(snapshot.snapshot_id if snapshot is not None else ""),
@@ -89,6 +91,7 @@ def _materialization(lake: Lake, result: TableLoad) -> MaterializeResult:
         "failed": MetadataValue.json(result.failed), "dlt_load_id": result.load_id,
         "cursor": result.cursor_after or "", "cursor_before": result.cursor_before or "",
         "rows_loaded": result.rows_loaded, "dagster/row_count": result.rows or 0,
+        **({"files_skipped": MetadataValue.json(result.skipped)} if result.skipped else {}),
     })
 
 

@@ -22,6 +22,7 @@ from typing import IO
 
 from agentlake.config import Settings
 from agentlake.sources import helpdesk
+from agentlake.sources.demo import write_demo_documents
 from agentlake.storage.catalog import describe_catalog, open_catalog
 from agentlake.storage.retry import describe_store
 from platform_defs.environment import instance_yaml, resolve_settings
@@ -64,7 +65,10 @@ def banner(settings: Settings) -> str:
 
 
 def demo_helpdesk(settings: Settings) -> Path | None:
-    """The demo helpdesk database, created if missing (None: the sources read another database)."""
+    """The demo helpdesk database, created if missing (None: the sources read another database), and the demo
+    documents in the documents folder, when it is the default one."""
+    if settings.sources_documents_dir is None:
+        write_demo_documents(settings.documents_dir)
     if settings.sources_sql_url is not None:
         return None
     return helpdesk.create(settings.sources_home / "helpdesk.db").path

@@ -228,3 +228,48 @@ def test_the_audit_page_is_read_only_escaped_and_checks_the_run_id(tmp_path: Pat
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_federated_decision_s_audit_names_the_source_loads_of_its_ext_pins_and_the_verdict_of_its_live_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentlake.sources import helpdesk
+    from agentlake.sources.agents import READING_KINDS
+    from tests.helpdesk_rows import publish_helpdesk, set_ticket
+
+    monkeypatch.setenv("AGENTLAKE_HOME", str(tmp_path / "home"))
+    assert main(["demo", "--runs", "4", "--seed", "3"]) == 0
+    assert main(["ingest"]) == 0
+    capsys.readouterr()
+    lake = Lake(Settings.from_env())
+    db = helpdesk.create(lake.settings.sources_home / "helpdesk.db", seed=2).path
+    publish_helpdesk(lake, db, "load-a")
+    # A run of a kind that reads no context of its own: the artifact built here is the run's only one.
+    run_id = sorted({r["run_id"] for r in lake.table("raw.events").scan(selected_fields=("run_id", "agent_id"))
+                     .to_arrow().to_pylist() if r["agent_id"] not in READING_KINDS})[0]
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(orjson.dumps({"sources": [
+        {"name": "history", "table": "raw.events", "columns": ["event_id", "type"], "where": [["run_id", "=", run_id]]},
+        {"name": "ticket", "table": "ext.tickets", "where": [["ticket_id", "=", "t000003"]]},
+        {"name": "ticket_now", "live": "helpdesk", "table": "tickets", "columns": ["status"],
+         "where": [["ticket_id", "=", "t000003"]]},
+    ]}))
+    assert main(["context", "build", "--run-id", run_id, "--agent-id", "support-triage", "--spec", str(spec)]) == 0
+    assert main(["ingest"]) == 0
+    capsys.readouterr()
+    assert main(["audit", run_id, "--json"]) == 0
+    trail = orjson.loads(capsys.readouterr().out)
+    pins = {p["table"]: p for p in trail["pins"]}
+    load = pins["ext.tickets"]["source_load"]
+    assert load["dlt.load-id"] == "load-a-tickets" and load["source"] == "helpdesk", pins["ext.tickets"]
+    assert load["source.cursor-after"] == lake.table("ext.tickets").properties["agentlake.source.cursor"]
+    assert not [p for p in trail["problems"] if "carry neither" in p], "an ext or live part has no log lines to name"
+    assert trail["segments"] and all(s["checksum_ok"] for s in trail["segments"])
+    (live,) = trail["replay"]["live"]
+    assert (live["part"], live["status"]) == ("ticket_now", REPRODUCIBLE) and len(live["fingerprint"]) == 64
+
+    set_ticket(db, "t000003", status="closed")  # the helpdesk moved on: the pinned parts still reproduce
+    assert main(["audit", run_id]) == 0
+    out = capsys.readouterr().out
+    assert "replay: reproducible" in out and "live part ticket_now (helpdesk.tickets" in out and "source changed" in out
+    assert "source changed" in render_html(audit(lake, run_id))

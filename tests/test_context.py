@@ -36,8 +36,8 @@ from agentlake.pipeline.facts import rebuild_facts
 from agentlake.pipeline.flow import ingest_pending_then_facts
 from agentlake.pipeline.stage import IngestOptions
 from agentlake.sources import helpdesk
-from agentlake.sources.external import HELPDESK, publish_load
 from agentlake.tables.lake import Lake
+from tests.helpdesk_rows import publish_helpdesk, set_ticket
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
@@ -562,31 +562,6 @@ def test_with_a_signing_key_a_record_agentlake_did_not_sign_is_acted_on_by_nobod
 # --- federated context: ext tables and live sources -------------------------------------------------------
 
 
-def _publish_helpdesk(lake: Lake, db: Path, run_id: str) -> None:
-    """The demo helpdesk's rows published into ext.* through the sources' gate (the dlt extract left out: it
-    takes seconds per load, and tests/test_sources.py covers it)."""
-    for spec in HELPDESK.tables:
-        with sqlite3.connect(db) as con:
-            cursor = con.execute(f"SELECT * FROM {spec.resource}")  # noqa: S608
-            names = [d[0] for d in cursor.description]
-            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        con.close()
-        arrow = pa.Table.from_pylist(rows).cast(pa.schema(
-            [pa.field(f.name, pa.timestamp("us") if f.name.endswith("_at") else f.type) for f in
-             pa.Table.from_pylist(rows).schema])) if rows else pa.table({})
-        publish_load(lake.catalog, spec, arrow, source="helpdesk", load_id=f"{run_id}-{spec.resource}",
-                     run_id=run_id, max_load_rows=lake.settings.sources_max_load_rows, store=lake.store)
-
-
-def _set_ticket(db: Path, ticket_id: str, **fields: str) -> None:
-    with sqlite3.connect(db) as con:
-        (now,) = con.execute("SELECT now FROM demo_clock").fetchone()
-        assignments = ", ".join(f"{k} = ?" for k in fields)
-        con.execute(f"UPDATE tickets SET {assignments}, updated_at = ? WHERE ticket_id = ?",  # noqa: S608
-                    (*fields.values(), now, ticket_id))
-    con.close()
-
-
 def _support_run(run_id: str, customer: str, start: datetime) -> list[dict[str, Any]]:
     return [{**e, "agent_id": "support", "tenant": customer} for e in _run_events(run_id, start)]
 
@@ -597,7 +572,7 @@ def test_a_federated_artifact_over_ext_tables_replays_reproducible_after_the_sou
     assert query(lake, "SELECT count(*) AS n FROM ext.tickets").column("n").to_pylist() == [0], \
         "an ext table never loaded reads as empty"
     db = helpdesk.create(lake.settings.sources_home / "helpdesk.db", seed=5).path
-    _publish_helpdesk(lake, db, "load-1")
+    publish_helpdesk(lake, db, "load-1")
     ticket = query(lake, "SELECT ticket_id, customer_id FROM ext.tickets WHERE status = 'open' "
                          "ORDER BY ticket_id LIMIT 1").to_pylist()[0]
     customer = ticket["customer_id"]
@@ -624,8 +599,8 @@ def test_a_federated_artifact_over_ext_tables_replays_reproducible_after_the_sou
 
     # The source moves on: the demo advances, the ticket is solved and escalated, and a new load publishes it.
     helpdesk.advance(db, 5)
-    _set_ticket(db, ticket["ticket_id"], status="solved", priority="urgent")
-    _publish_helpdesk(lake, db, "load-2")
+    set_ticket(db, ticket["ticket_id"], status="solved", priority="urgent")
+    publish_helpdesk(lake, db, "load-2")
     assert lake.table("ext.tickets").current_snapshot().snapshot_id != pins["ext.tickets"]  # type: ignore[union-attr]
 
     (pinned,) = replay(lake, result.artifact.key)
@@ -647,7 +622,7 @@ def test_a_live_part_reports_source_changed_with_its_differences_and_no_unconfig
         tmp_path: Path) -> None:
     lake = _lake(tmp_path)
     db = helpdesk.create(lake.settings.sources_home / "helpdesk.db", seed=5).path
-    _publish_helpdesk(lake, db, "load-1")
+    publish_helpdesk(lake, db, "load-1")
     request = ContextRequest.from_spec({"sources": [
         {"name": "ticket", "table": "ext.tickets", "where": [["ticket_id", "=", "t000001"]]},
         {"name": "status_now", "live": "helpdesk", "table": "tickets", "columns": ["status", "priority"],
@@ -662,7 +637,7 @@ def test_a_live_part_reports_source_changed_with_its_differences_and_no_unconfig
     (same,) = replay(lake, result.artifact.key)
     assert same.status == REPRODUCIBLE and [p.status for p in same.live] == [REPRODUCIBLE], same.text()
 
-    _set_ticket(db, "t000002", status="pending")
+    set_ticket(db, "t000002", status="pending")
     (changed,) = replay(lake, result.artifact.key)
     assert changed.status == REPRODUCIBLE, "the pinned part is unchanged: " + changed.text()
     (part,) = changed.live

@@ -261,6 +261,77 @@ def test_a_policy_is_a_function_of_the_context_and_the_two_versions_differ() -> 
     assert decide("research", "0.9.4", {}).label == "insufficient_evidence"  # an empty context is a context
 
 
+@pytest.mark.unit
+def test_an_urgent_open_ticket_tips_the_newer_support_policy_to_escalate_and_the_live_status_wins_over_the_loaded(
+) -> None:
+    from agentlake.sources.agents import decide
+
+    urgent = {"ticket_id": "t000007", "status": "open", "priority": "urgent"}
+    context = {"documents": _docs("resolved", 2) + _docs("escalate", 1), "tickets": [urgent]}
+    assert decide("support-triage", "2.4.0", context).label == "escalate"
+    assert decide("support-triage", "2.3.1", context).label == "resolved", "the stable policy ignores tickets"
+    assert decide("support-triage", "2.4.0", {**context, "tickets": [{**urgent, "priority": "low"}]}).label \
+        == "resolved"
+    # Read live, the helpdesk says the ticket was solved since it was loaded: the live status decides.
+    solved_now = {**context, "tickets_now": []}
+    assert decide("support-triage", "2.4.0", solved_now).label == "resolved"
+    assert decide("support-triage", "2.4.0", {**context, "tickets": [], "tickets_now": [urgent]}).label == "escalate"
+
+
+@pytest.mark.unit
+def test_every_tenant_of_the_demo_fleet_is_a_customer_of_the_demo_helpdesk() -> None:
+    from agentlake.sources import helpdesk
+    from agentlake.sources.agents import customer_of
+    from agentlake.sources.demo import TENANTS
+
+    customers = {customer_of(t) for t in TENANTS}
+    assert all(c.startswith("c") and int(c[1:]) < helpdesk.INITIAL_CUSTOMERS for c in customers)
+    assert len(customers) > 1 and customer_of("acme") == customer_of("acme")
+
+
+@pytest.mark.integration
+def test_a_support_run_pins_its_customer_and_tickets_and_reads_their_status_live(tmp_path: Path) -> None:
+    from agentlake.context.assembly import load_artifact
+    from agentlake.context.replay import REPRODUCIBLE, SOURCE_CHANGED, replay
+    from agentlake.sources import helpdesk
+    from agentlake.sources.agents import TICKETS, LakeAgents, customer_of, decide, records_of
+    from tests.helpdesk_rows import publish_helpdesk, set_ticket
+
+    lake = _fleet_lake(tmp_path)
+    with LogWriter(lake.store, "demo", background_flush=False) as writer:
+        agents = LakeAgents(lake, log=writer)
+        before = agents.choose(run_id="s-0", agent_id="support-triage", version="2.4.0", tenant="acme", doc_ids=[])
+        assert "context_artifact" in before.attributes, before.attributes  # no helpdesk yet: still an artifact
+        assert "tickets_now" not in load_artifact(lake.store, before.attributes["context_artifact"]).records
+
+        db = helpdesk.create(lake.settings.sources_home / "helpdesk.db", seed=3).path
+        customer = customer_of("acme")
+        set_ticket(db, "t000000", customer_id=customer, status="open", priority="urgent")
+        publish_helpdesk(lake, db, "load-1")
+        choice = agents.choose(run_id="s-1", agent_id="support-triage", version="2.4.0", tenant="acme",
+                               doc_ids=["kb-articles/000000"])
+        agents.close()
+    artifact = load_artifact(lake.store, choice.attributes["context_artifact"])
+    pins = artifact.manifest["pins"]
+    for table in ("ext.customers", "ext.tickets"):
+        assert pins[table] == lake.table(table).current_snapshot().snapshot_id  # type: ignore[union-attr]
+    assert artifact.records["customer"].column("customer_id").to_pylist() == [customer]
+    tickets = artifact.records["tickets"].to_pylist()
+    assert 1 <= len(tickets) <= TICKETS and "t000000" in [t["ticket_id"] for t in tickets]
+    now = artifact.records["tickets_now"].to_pylist()
+    assert now and all(t["status"] in ("open", "pending") for t in now)
+    assert "live" in artifact.manifest["parts"]["tickets_now"] and "tickets_now" not in pins
+    assert decide("support-triage", "2.4.0", records_of(artifact.records)).label == choice.label
+
+    (same,) = replay(lake, choice.attributes["context_artifact"])
+    assert same.status == REPRODUCIBLE and [p.status for p in same.live] == [REPRODUCIBLE], same.text()
+    set_ticket(db, "t000000", status="solved")  # the helpdesk moves on after the decision
+    (later,) = replay(lake, choice.attributes["context_artifact"])
+    assert later.status == REPRODUCIBLE, "the pinned parts still reproduce: " + later.text()
+    (live,) = later.live
+    assert live.status == SOURCE_CHANGED and live.diff is not None and "t000000" in live.diff.removed_keys
+
+
 @pytest.mark.integration
 def test_reading_agents_name_their_artifact_in_every_decision_from_a_fresh_home_on(tmp_path: Path) -> None:
     from agentlake.context.assembly import load_artifact

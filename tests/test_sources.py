@@ -23,6 +23,7 @@ from agentlake.config import S3Settings, Settings
 from agentlake.context.query import query
 from agentlake.errors import ConfigError
 from agentlake.sources import helpdesk
+from agentlake.sources.demo import write_demo_documents
 from agentlake.sources.external import API_PAGE_SIZE, CURSOR_PROPERTY, held_loads, load, sources
 from agentlake.tables.external import EXT_TABLES
 from agentlake.tables.lake import Lake
@@ -64,8 +65,9 @@ def test_from_a_fresh_home_sources_load_publishes_the_demo_helpdesk_into_ext_and
     loaded = _cli("sources", "load", "--json")
     assert loaded.returncode == 0, loaded.stderr
     loads = {x["table"]: x for x in json.loads(loaded.stdout)["loads"]}
-    assert set(loads) == {"ext.tickets", "ext.customers"}
+    assert set(loads) == {"ext.tickets", "ext.customers", "ext.documents"}
     assert all(x["published_snapshot_id"] and not x["held"] for x in loads.values())
+    assert loads["ext.documents"]["rows"] == json.loads(made.stdout)["documents_written"] > 0
     lake = Lake(Settings.from_env())
     tickets = lake.table("ext.tickets")
     assert tickets.location().startswith("s3://" if store == "s3" else "file:")
@@ -91,7 +93,7 @@ def test_a_changed_source_is_published_in_one_snapshot_per_table_and_a_concurren
     settings = Settings(home=tmp_path / "home")
     db = helpdesk.create(settings.sources_home / "helpdesk.db", seed=3).path
     lake = Lake(settings)
-    load(lake)
+    load(lake, ["helpdesk"])
     before = _source_rows(db, "tickets", "ticket_id")
     helpdesk.advance(db, 30)  # tickets opened, updated, closed and deleted; plans changed
     after = _source_rows(db, "tickets", "ticket_id")
@@ -113,7 +115,7 @@ def test_a_changed_source_is_published_in_one_snapshot_per_table_and_a_concurren
     thread = threading.Thread(target=read)
     thread.start()
     try:
-        results = {x.table: x for x in load(lake)}
+        results = {x.table: x for x in load(lake, ["helpdesk"])}
     finally:
         stop.set()
         thread.join()
@@ -128,7 +130,7 @@ def test_a_changed_source_is_published_in_one_snapshot_per_table_and_a_concurren
     assert seen, "the reader read the table"
     for snapshot_id, rows in seen.items():
         assert rows in (before, after), f"snapshot {snapshot_id} held a partial load"
-    again = {x.table: x for x in load(lake)}
+    again = {x.table: x for x in load(lake, ["helpdesk"])}
     assert again["ext.tickets"].unchanged and again["ext.tickets"].published_snapshot_id is None
 
 
@@ -162,12 +164,12 @@ def test_a_load_with_duplicate_keys_is_held_publishes_nothing_and_says_why(tmp_p
     _helpdesk_without_keys(db)
     settings = Settings(home=tmp_path / "home", sources_sql_url=f"sqlite:///{db}")
     lake = Lake(settings)
-    load(lake)
+    load(lake, ["helpdesk"])
     tickets = lake.table("ext.tickets")
     published = tickets.current_snapshot().snapshot_id  # type: ignore[union-attr]
     cursor = tickets.properties[CURSOR_PROPERTY]
     _insert_twice(db, TICKET_TWICE)
-    results = {x.table: x for x in load(lake)}
+    results = {x.table: x for x in load(lake, ["helpdesk"])}
     held = results["ext.tickets"]
     assert held.held and held.published_snapshot_id is None
     assert "ticket_id_unique" in held.failed and "row_count_matches_merge" in held.failed
@@ -185,7 +187,7 @@ def test_a_load_with_duplicate_keys_is_held_publishes_nothing_and_says_why(tmp_p
     with sqlite3.connect(db) as con:  # the source fixed: the next load publishes, the held record is gone
         con.execute("DELETE FROM tickets WHERE subject = 'second copy'")
     con.close()
-    fixed = {x.table: x for x in load(lake)}["ext.tickets"]
+    fixed = {x.table: x for x in load(lake, ["helpdesk"])}["ext.tickets"]
     assert fixed.published_snapshot_id and not fixed.held
     tickets.refresh()
     assert tickets.scan().to_arrow().column("ticket_id").to_pylist().count("t999999") == 1
@@ -224,15 +226,19 @@ def test_the_ext_assets_materialize_on_a_real_instance_with_their_snapshot_and_a
     monkeypatch.setenv("AGENTLAKE_SOURCES_SQL_URL", f"sqlite:///{db}")
     serve_api(db)
     settings = Settings.from_env()
+    write_demo_documents(settings.documents_dir)
     defs = build_source_assets(settings)
     resources = {"lake": LakeResource(home=str(settings.home))}
-    tickets, customers, comments = (AssetKey(["ext", t]) for t in ("tickets", "customers", "ticket_comments"))
+    tickets, customers, comments, documents = (AssetKey(["ext", t]) for t in (
+        "tickets", "customers", "ticket_comments", "documents"))
     with DagsterInstance.ephemeral() as instance:
         first = materialize(defs, selection=AssetSelection.groups(SOURCES_GROUP).materializable(), resources=resources, instance=instance)
         assert first.success
         lake = Lake(settings)
         published = {e.asset_key: e.materialization.metadata for e in first.get_asset_materialization_events()}
-        assert set(published) == {tickets, customers, comments}
+        assert set(published) == {tickets, customers, comments, documents}
+        assert published[documents]["snapshot_id"].value == str(
+            lake.table("ext.documents").current_snapshot().snapshot_id)  # type: ignore[union-attr]
         table = lake.table("ext.tickets")
         assert published[tickets]["snapshot_id"].value == str(table.current_snapshot().snapshot_id)  # type: ignore[union-attr]
         assert published[tickets]["cursor"].value == table.properties[CURSOR_PROPERTY]
@@ -253,6 +259,7 @@ def test_the_ext_assets_materialize_on_a_real_instance_with_their_snapshot_and_a
         assert not checks[(tickets, "row_count_matches_merge")].passed
         assert checks[(tickets, "ticket_id_not_null")].passed and checks[(customers, "customer_id_unique")].passed
         assert checks[(comments, "comment_id_unique")].passed
+        assert checks[(documents, "doc_id_unique")].passed and checks[(documents, "content_hash_matches_body")].passed
         assert "held_load_id" in checks[(tickets, "ticket_id_unique")].metadata
         table.refresh()
         assert table.current_snapshot().snapshot_id == before  # type: ignore[union-attr]
@@ -321,7 +328,7 @@ def test_a_rest_api_load_with_duplicate_comment_ids_is_held_and_publishes_nothin
 
 
 def test_a_rest_source_that_is_not_configured_is_left_out_of_a_load_and_named_when_asked_for() -> None:
-    assert [s.name for s in sources(None, Settings.from_env())] == ["helpdesk"]
+    assert [s.name for s in sources(None, Settings.from_env())] == ["helpdesk", "documents"]
     with pytest.raises(ConfigError, match="AGENTLAKE_SOURCES_API_URL"):
         sources(["helpdesk_api"], Settings.from_env())
 
@@ -333,5 +340,71 @@ def test_make_run_creates_the_demo_helpdesk_when_missing_and_leaves_a_configured
     settings = Settings(home=tmp_path / "home")
     made = demo_helpdesk(settings)
     assert made == settings.sources_home / "helpdesk.db" and helpdesk.state(made).tickets == helpdesk.INITIAL_TICKETS
-    assert demo_helpdesk(Settings(home=tmp_path / "other", sources_sql_url="sqlite:////elsewhere.db")) is None
-    assert not (tmp_path / "other").exists()
+    assert (settings.documents_dir / "kb-articles" / "000000.md").is_file(), "the demo documents are written too"
+    assert demo_helpdesk(Settings(home=tmp_path / "other", sources_sql_url="sqlite:////elsewhere.db",
+                                  sources_documents_dir=tmp_path / "docs")) is None
+    assert not (tmp_path / "other").exists() and not (tmp_path / "docs").exists()
+
+
+def test_the_documents_source_loads_a_folder_with_dlt_through_the_gate_a_changed_file_is_a_new_version_and_no_file_is_lost(
+        tmp_path: Path) -> None:
+    from agentlake.sources.demo import corpus_sources
+    from agentlake.sources.documents import MAX_DOCUMENT_BYTES, corpus, load_documents, rows_of
+    from agentlake.sources.external import LOAD_ID_PROPERTY
+
+    settings = Settings(home=tmp_path / "home")
+    lake = Lake(settings)
+    folder = settings.documents_dir
+    assert {x.table: x for x in load(lake, ["documents"])}["ext.documents"].unchanged, "no folder yet: nothing loaded"
+    written = write_demo_documents(folder)
+    (first,) = load(lake, ["documents"])
+    assert first.published_snapshot_id and first.rows == written == len(corpus(corpus_sources()))
+    table = lake.table("ext.documents")
+    summary = table.current_snapshot().summary.additional_properties  # type: ignore[union-attr]
+    assert summary["agentlake.dlt.load-id"] == first.load_id == table.properties[LOAD_ID_PROPERTY]
+    # The folder's rows are the corpus' rows: the agents' own seeding of the corpus finds nothing to add.
+    assert load_documents(lake, rows_of(corpus(corpus_sources()))).added == 0
+    (again,) = load(lake, ["documents"])
+    assert again.unchanged and lake.table("ext.documents").current_snapshot().snapshot_id == first.published_snapshot_id  # type: ignore[union-attr]
+
+    # One changed file and one new, among hostile ones: the good two publish in one snapshot, the rest are named.
+    changed = folder / "kb-articles" / "000001.md"
+    changed.write_text(changed.read_text() + "\nrevision: 2\n")
+    (folder / "notes").mkdir()
+    (folder / "notes" / "escalations.txt").write_text("When to escalate\n\ntopic: escalate\n")
+    (folder / "kb-articles" / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (folder / "huge.md").write_bytes(b"x" * (MAX_DOCUMENT_BYTES + 1))
+    (folder / "report.pdf").write_bytes(b"%PDF-1.7")
+    outside = tmp_path / "secret.md"
+    outside.write_text("not for agents")
+    (folder / "leak.md").symlink_to(outside)
+    (second,) = load(lake, ["documents"])
+    assert second.published_snapshot_id and not second.held
+    assert {s["path"]: s["reason"] for s in second.skipped} == {
+        "huge.md": f"{MAX_DOCUMENT_BYTES + 1} bytes, more than the {MAX_DOCUMENT_BYTES} a document may hold",
+        "kb-articles/latin1.txt": "not UTF-8 text (byte 3)",
+        "leak.md": "a link that leads out of the documents folder",
+        "report.pdf": "not a document (.pdf; the documents are .md, .markdown, .txt)"}
+    table.refresh()
+    snapshot = table.current_snapshot()
+    assert snapshot.parent_snapshot_id == first.published_snapshot_id, "one commit for the whole load"  # type: ignore[union-attr]
+    assert second.rows == written + 2
+    versions = query(lake, "SELECT body FROM ext.documents WHERE doc_id = 'kb-articles/000001' ORDER BY updated_at")
+    assert len(versions) == 2 and versions.column("body").to_pylist()[-1].endswith("revision: 2\n")
+    notes = query(lake, "SELECT title, body FROM ext.documents WHERE doc_id = 'notes/escalations'").to_pylist()
+    assert notes == [{"title": "When to escalate", "body": "When to escalate\n\ntopic: escalate\n"}]
+    assert not query(lake, "SELECT doc_id FROM ext.documents WHERE body LIKE '%not for agents%'").num_rows
+
+    # Two files that are one document (the same id): the load is held, nothing publishes, and the table says why.
+    (folder / "kb-articles" / "000002.txt").write_text("another body for the same id\n")
+    (held,) = load(lake, ["documents"])
+    assert held.held and held.published_snapshot_id is None and "doc_id_unique" in held.failed
+    table.refresh()
+    assert table.current_snapshot().snapshot_id == snapshot.snapshot_id  # type: ignore[union-attr]
+    (record,) = held_loads(table).values()
+    assert record["failed"] == ["doc_id_unique"]
+    listed = _cli("sources", "ls", env={"AGENTLAKE_HOME": str(settings.home)})
+    assert "doc_id_unique" in listed.stdout, listed.stdout
+    (folder / "kb-articles" / "000002.txt").unlink()  # fixed: the next load clears the held record
+    (fixed,) = load(lake, ["documents"])
+    assert not fixed.held and not held_loads(lake.table("ext.documents"))

@@ -61,6 +61,13 @@ def test_ui_shows_the_log_the_sensor_runs_and_the_ingested_tables(
         page.get_by_text("raw_event_log").first.wait_for(timeout=60_000)
         page.get_by_text("quarantine").first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "asset-graph.png"))
+        # An external source's lineage: ext/tickets is loaded by dlt from the helpdesk and read by the context.
+        page.goto(f"{url}/assets/ext/tickets?view=lineage&lineageScope=neighbors", wait_until="domcontentloaded")
+        for name in ("helpdesk", "tickets", "context_artifacts"):
+            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "ext-tickets-lineage.png"))
+        page.goto(f"{url}/assets/ext/tickets", wait_until="domcontentloaded")
+        page.get_by_text("dlt", exact=True).first.wait_for(timeout=60_000)
         # The asset's page tells a new user what the log is.
         page.goto(f"{url}/assets/raw_event_log", wait_until="domcontentloaded")
         page.get_by_text("write-once", exact=False).first.wait_for(timeout=60_000)
@@ -285,7 +292,15 @@ def _assert_agents_read_their_context(home: Path) -> None:
     rows = query(lake, "SELECT agent_id, run_id, attributes FROM facts.decisions").to_pylist()
     reading = [r for r in rows if r["agent_id"] in READING_KINDS]
     assert reading, "no decision of a reading agent was ingested"
+    support = []
     for row in reading:
         key = orjson.loads(row["attributes"]).get("context_artifact")
         assert key, f"decision of run {row['run_id']} names no context artifact"
-        assert load_artifact(lake.store, key).manifest["run_id"] == row["run_id"]
+        artifact = load_artifact(lake.store, key)
+        assert artifact.manifest["run_id"] == row["run_id"]
+        if row["agent_id"] == "support-triage":
+            support.append(artifact)
+    # `make run` keeps a demo helpdesk: support runs read their customer's open tickets from it live.
+    assert support, "no support-triage decision was ingested"
+    assert all("live" in a.manifest["parts"].get("tickets_now", {}) for a in support), \
+        "a support run of make run's fleet did not read the helpdesk live"

@@ -13,7 +13,8 @@ For one run, :func:`audit` gathers in one read-only pass:
    a snapshot that no gate validated (facts are committed once their raw rows passed) says so;
 4. the log segments the artifact's records came from, with the line offsets, each read back from
    the log so that its checksum is verified, and each named line checked to hold the record's event;
-5. the source load behind a snapshot, when its summary records one (``agentlake.load.*``).
+5. the source load behind a snapshot, when its summary records one (``agentlake.source``,
+   ``agentlake.dlt.load-id``, ``agentlake.source.*``).
 
 Nothing is written and nothing is taken on its word: a tampered artifact or segment is reported as
 tampered, naming the file, and the walk goes on with the rest.
@@ -54,7 +55,10 @@ from agentlake.tables.lake import Lake
 from agentlake.tables.schemas import EVENTS, TABLES_BY_NAME
 
 DAGSTER_RUN_PROPERTY = "agentlake.dagster_run_id"
-LOAD_PREFIX = "agentlake.load."  # what a source table's commit says about the load that produced it
+# What a source table's commit says about the load that produced it (agentlake.sources.external writes them):
+# the source, the dlt load id, and the source state (``agentlake.source.cursor-before`` and the like).
+LOAD_KEYS = ("agentlake.source", "agentlake.dlt.load-id")
+LOAD_PREFIX = "agentlake.source."
 EVENT_COLUMNS = ("event_id", "type", "ts", "agent_id", "decision_label", "attributes", "segment_key", "line_offset")
 MAX_EVENTS = 500
 
@@ -141,6 +145,8 @@ class AuditTrail:
         if self.replay:
             out.append(f"replay: {self.replay['status']}")
             out += [f"  {p}" for p in self.replay.get("problems", [])]
+            out += [f"  live part {x['part']} ({x['source']}.{x['table']}, query {x['fingerprint'][:16]}…): "
+                    f"{x['status']}" for x in self.replay.get("live", [])]
         for pin in self.pins:
             out.append(f"pin {pin.table}@{pin.snapshot_id}: committed {pin.committed_at} by Dagster run "
                        f"{pin.dagster_run_id or '(none: not committed by Dagster)'}")
@@ -214,7 +220,13 @@ def audit(lake: Lake, run_id: str, *, engine: ContextEngine | None = None) -> Au
             engine.close()
     trail.replay = {"status": report.status, "expected_hash": report.expected_hash,
                     "actual_hash": report.actual_hash, "log_verified": report.log_verified,
-                    "problems": report.problems}
+                    "problems": report.problems,
+                    # Parts read live from a source: no snapshot to pin; whether the source still returns them.
+                    "live": [{"part": x.part, "source": x.source, "table": x.table, "fingerprint": x.fingerprint,
+                              "status": x.status, "problem": x.problem,
+                              "changed_keys": x.diff.changed_keys if x.diff else [],
+                              "removed_keys": x.diff.removed_keys if x.diff else [],
+                              "added_keys": x.diff.added_keys if x.diff else []} for x in report.live]}
     tables = _tables(lake, list(artifact.pins))
     trail.pins = [_pin(lake, tables.get(name), name, snapshot_id) for name, snapshot_id in sorted(artifact.pins.items())]
     trail.segments = verify_segments(lake, _record_lines(artifact.records, manifest, tables, artifact.pins, trail))
@@ -285,7 +297,8 @@ def _pin(lake: Lake, table: Table | None, name: str, snapshot_id: int | None) ->
     pin.ingest_run_id = props.get("agentlake.run-id")
     pin.operation = snapshot.summary.operation.value if snapshot.summary else None
     pin.partition = props.get("agentlake.partition")
-    load = {k.removeprefix(LOAD_PREFIX): v for k, v in props.items() if k.startswith(LOAD_PREFIX)}
+    load = {k.removeprefix("agentlake."): v for k, v in sorted(props.items())
+            if k in LOAD_KEYS or k.startswith(LOAD_PREFIX)}
     pin.source_load = load or None
     pin.checks = _checks(lake, table, name, snapshot, props)
     if not any(c["kind"] == "validation" for c in pin.checks):
@@ -348,8 +361,12 @@ def _record_lines(records: dict[str, pa.Table | None], manifest: dict[str, Any],
     found: dict[str, dict[int, str | None]] = {}
     request = manifest.get("request", {})
     sources = {s.get("name") or s.get("table"): s.get("table") for s in request.get("sources", [])}
+    # A part read from an external source (an ext table, or the source itself, live) has no log lines: its
+    # lineage is the source load that published its snapshot (the pin), or the query its artifact keeps.
+    external = {s.get("name") or s.get("table") for s in request.get("sources", [])
+                if s.get("live") is not None or str(s.get("table") or "").startswith("ext.")}
     for part, rows in records.items():
-        if rows is None or rows.num_rows == 0:
+        if rows is None or rows.num_rows == 0 or part in external:
             continue
         names = [sources[part]] if part in sources else [t for t in tables if "segment_key" in _columns(t)]
         if {"segment_key", "line_offset"} <= set(rows.column_names):
@@ -548,6 +565,9 @@ def render_html(trail: AuditTrail, *, dagster_url: str = "") -> str:
         parts.append(f"<h2>Replay: <span class='{'bad' if bad else 'ok'}' id='replay-status'>"
                      f"{e(str(trail.replay['status']))}</span></h2>")
         parts += [f"<p class='bad'>{e(p)}</p>" for p in trail.replay.get("problems", [])]
+        parts += [f"<p>live part {e(x['part'])} ({e(x['source'])}.{e(x['table'])}, query "
+                  f"{e(x['fingerprint'][:16])}…): <span class='live-status'>{e(x['status'])}</span></p>"
+                  for x in trail.replay.get("live", [])]
     parts.append("<h2>Pinned snapshots</h2><table><tr><th>table</th><th>snapshot</th><th>committed</th>"
                  "<th>Dagster run</th><th>checks</th></tr>")
     for pin in trail.pins:

@@ -2,8 +2,13 @@
 
 A run of a reading kind (support triage, research) asks for its context as one structured request
 (:func:`context_request`): the tenant's recent runs of its kind, their past decisions and the
-feedback they got, and the documents the run retrieved, read from ``ext.documents``. Assembly
-pins the snapshots and writes the context artifact; the run's ``decision`` event names it
+feedback they got, and the documents the run retrieved, read from ``ext.documents``. A support
+triage run also reads its customer from the helpdesk, federated: the customer (``ext.customers``)
+and their latest tickets (``ext.tickets``) as loaded through the gate, and, when the helpdesk
+database can be read live, the customer's open tickets as the helpdesk holds them *now*
+(``tickets_now``, a live part: its exact records and query are kept in the artifact, and replay
+says ``source changed`` when the helpdesk moved on). Assembly pins the snapshots and writes the
+context artifact; the run's ``decision`` event names it
 (``attributes.context_artifact``), so a decision links to exactly what it read.
 
 A **policy** is a pure function of the context's records (:func:`decide`): the same records give
@@ -21,6 +26,7 @@ when assembly itself fails does a run decide without an artifact; its decision e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -33,13 +39,17 @@ from pydantic import SecretStr
 
 from agentlake.config import Settings
 from agentlake.context.assembly import ContextEngine, ContextError, ContextRequest, assemble
+from agentlake.errors import AgentLakeError
 from agentlake.log.writer import LogWriter
 from agentlake.sources.demo import Choice, corpus_sources
 from agentlake.sources.documents import DocumentsLoad, corpus, load_documents, rows_of
+from agentlake.sources.helpdesk import INITIAL_CUSTOMERS
+from agentlake.tables.external import live_database
 from agentlake.tables.lake import Lake
 
 Records = Mapping[str, Sequence[Mapping[str, Any]]]
 HISTORY = 20  # how many of the tenant's recent runs, decisions and feedback a context holds
+TICKETS = 5  # how many of the customer's latest tickets a support context holds
 READING_KINDS = ("support-triage", "research")
 # Per kind: the label a run decides when its context says nothing, and the versions of each policy.
 _FALLBACK = {"support-triage": "needs_info", "research": "insufficient_evidence"}
@@ -83,10 +93,29 @@ def policy_of(agent_id: str, version: str) -> str:
         raise UnknownAgentVersion(f"no policy for agent {agent_id}@{version}; the versions are {known}") from None
 
 
-def context_request(agent_id: str, tenant: str, doc_ids: Sequence[str]) -> ContextRequest:
-    """The context a run of ``agent_id`` for ``tenant`` reads, with the documents it retrieved."""
+def customer_of(tenant: str) -> str:
+    """The helpdesk customer a tenant of the demo fleet is: a stable hash onto the demo's first customers."""
+    n = int.from_bytes(hashlib.sha256(tenant.encode()).digest()[:8], "big") % INITIAL_CUSTOMERS
+    return f"c{n:05d}"
+
+
+def helpdesk_is_live(settings: Settings) -> bool:
+    """Whether the helpdesk can be read live (its configured database is a SQLite file that exists)."""
+    try:
+        live_database(settings, "helpdesk")
+    except AgentLakeError:
+        return False
+    return True
+
+
+def context_request(agent_id: str, tenant: str, doc_ids: Sequence[str], *, live: bool = False) -> ContextRequest:
+    """The context a run of ``agent_id`` for ``tenant`` reads, with the documents it retrieved.
+
+    A support triage run also reads its customer and their latest tickets from ``ext``, and with
+    ``live`` the customer's open tickets from the helpdesk itself.
+    """
     mine = [["agent_id", "=", agent_id], ["tenant", "=", tenant]]
-    return ContextRequest.from_spec({"sources": [
+    parts: list[dict[str, Any]] = [
         {"name": "recent_runs", "table": "facts.agent_runs", "where": mine,
          "columns": ["run_id", "agent_version", "status", "error_count", "ended_at"],
          "order_by": ["ended_at desc"], "limit": HISTORY},
@@ -97,7 +126,28 @@ def context_request(agent_id: str, tenant: str, doc_ids: Sequence[str]) -> Conte
          "limit": HISTORY},
         {"name": "documents", "table": "ext.documents", "where": [["doc_id", "in", sorted(set(doc_ids))]],
          "columns": ["doc_id", "title", "body", "content_hash"]},
-    ]})
+    ]
+    if agent_id == "support-triage":
+        customer = [["customer_id", "=", customer_of(tenant)]]
+        ticket_columns = ["ticket_id", "subject", "status", "priority", "updated_at"]
+        parts += [
+            {"name": "customer", "table": "ext.customers", "where": customer,
+             "columns": ["customer_id", "name", "plan", "updated_at"]},
+            {"name": "tickets", "table": "ext.tickets", "where": customer, "columns": ticket_columns,
+             "order_by": ["updated_at desc", "ticket_id"], "limit": TICKETS},
+        ]
+        if live:
+            parts.append({"name": "tickets_now", "live": "helpdesk", "table": "tickets", "columns": ticket_columns,
+                          "where": [*customer, ["status", "in", ["open", "pending"]], ["is_deleted", "=", 0]],
+                          "order_by": ["updated_at desc", "ticket_id"], "limit": TICKETS})
+    return ContextRequest.from_spec({"sources": parts})
+
+
+def open_urgent(records: Records) -> bool:
+    """Whether the customer has an urgent ticket open: as the helpdesk holds it now when the context read it
+    live, else as last loaded into ``ext.tickets``."""
+    tickets = records.get("tickets_now") if "tickets_now" in records else records.get("tickets", ())
+    return any(t.get("priority") == "urgent" and t.get("status") in ("open", "pending") for t in tickets or ())
 
 
 def topic(body: str) -> str | None:
@@ -113,7 +163,8 @@ def decide(agent_id: str, version: str, records: Records) -> Decision:
 
     ``majority-of-documents``: the topic most of the retrieved documents are about. ``feedback-weighted``:
     each topic's votes plus how well that label did with this tenant (its past decisions' feedback),
-    and, for support triage, an escalation when the tenant's recent runs keep failing.
+    and, for support triage, an escalation when the tenant's recent runs keep failing and another when
+    the customer has an urgent ticket open (:func:`open_urgent`).
 
     Raises:
         UnknownAgentVersion: the fleet runs no such version.
@@ -143,6 +194,8 @@ def decide(agent_id: str, version: str, records: Records) -> Decision:
         failing = sum(1 for r in runs if r.get("status") == "error" or (r.get("error_count") or 0) > 0)
         if agent_id == "support-triage" and len(runs) >= 5 and failing / len(runs) >= 0.3:
             scores["escalate"] += 2.0
+        if agent_id == "support-triage" and open_urgent(records):
+            scores["escalate"] += 1.0
     # Ties go to the kind's first label in the stable policy, to the last in the newer one (it leans to caution).
     order = -1 if policy == MAJORITY else 1
     best = max(labels, key=lambda label: (scores[label], order * labels.index(label)))
@@ -213,7 +266,7 @@ class LakeAgents:
 
     def choose(self, *, run_id: str, agent_id: str, version: str, tenant: str, doc_ids: list[str]) -> Choice:
         """Assemble the run's context, keep it as an artifact, and decide from its records."""
-        request = context_request(agent_id, tenant, doc_ids)
+        request = context_request(agent_id, tenant, doc_ids, live=helpdesk_is_live(self.lake.settings))
         attributes: dict[str, Any] = {}
         try:
             result = assemble(self.lake, request, run_id=run_id, agent_id=agent_id, engine=self.engine, log=self.log)

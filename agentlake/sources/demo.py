@@ -28,12 +28,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
 from agentlake.log.events import encode_event
-from agentlake.sources.documents import DOCS_PER_SOURCE, doc_id, topic_of
+from agentlake.sources.documents import DOCS_PER_SOURCE, corpus, doc_id, topic_of, write_corpus
 
 
 @dataclass(frozen=True)
@@ -354,6 +355,12 @@ def _llm_call(
 def corpus_sources(kinds: tuple[AgentKind, ...] = AGENT_KINDS) -> dict[str, tuple[str, ...]]:
     """Each retrieval source of the fleet and the decision labels of the kind reading it (the corpus' topics)."""
     return {source: tuple(label for label, _ in kind.decisions) for kind in kinds for source in kind.sources}
+
+
+def write_demo_documents(folder: Path) -> int:
+    """Write the demo corpus into ``folder`` as markdown files (those not there yet): what the ``documents`` source
+    loads. Returns how many files were written."""
+    return write_corpus(folder, corpus(corpus_sources()))
 
 
 def _document(rng: random.Random, source: str, labels: tuple[str, ...], need: str) -> str:

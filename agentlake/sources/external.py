@@ -54,9 +54,17 @@ from agentlake.gate.batch import GateOutcome
 from agentlake.gate.publish import MainMoved, discard, held, hold, publish
 from agentlake.gate.suites import BATCH, BATCH_FRAME, SEVERITY, AuditResult, Rule, Suite, validate
 from agentlake.gate.validations import keep_validation
+from agentlake.sources.documents import HELD_DAY, DocumentsHeld, document_row, document_rules, load_documents
 from agentlake.sources.helpdesk import API_PATH, DEMO_START
 from agentlake.storage.store import ObjectStore
-from agentlake.tables.external import CUSTOMERS, NAMESPACE, TICKET_COMMENTS, TICKETS, ExternalTable
+from agentlake.tables.external import (
+    CUSTOMERS,
+    DOCUMENT_FILES,
+    NAMESPACE,
+    TICKET_COMMENTS,
+    TICKETS,
+    ExternalTable,
+)
 from agentlake.tables.schemas import TABLE_PROPERTIES
 
 if TYPE_CHECKING:
@@ -64,7 +72,6 @@ if TYPE_CHECKING:
 
     from agentlake.tables.lake import Lake
 
-HELD_DAY = "sources"  # held loads are recorded under agentlake.held.sources
 CURSOR_PROPERTY = "agentlake.source.cursor"
 LOAD_ID_PROPERTY = "agentlake.source.load-id"
 SOURCE_PROPERTY = "agentlake.source"
@@ -99,7 +106,9 @@ HELPDESK = Source("helpdesk", "sql", (TICKETS, CUSTOMERS),
                   "tickets and customers of the helpdesk database (AGENTLAKE_SOURCES_SQL_URL)")
 HELPDESK_API = Source("helpdesk_api", "rest", (TICKET_COMMENTS,),
                       "ticket comments from the helpdesk REST API (AGENTLAKE_SOURCES_API_URL)")
-SOURCES: dict[str, Source] = {s.name: s for s in (HELPDESK, HELPDESK_API)}
+DOCUMENTS_SOURCE = Source("documents", "files", (DOCUMENT_FILES,),
+                          "markdown and text documents of a folder (AGENTLAKE_SOURCES_DOCUMENTS_DIR)")
+SOURCES: dict[str, Source] = {s.name: s for s in (HELPDESK, HELPDESK_API, DOCUMENTS_SOURCE)}
 
 
 def configured(settings: Settings) -> list[Source]:
@@ -134,6 +143,7 @@ class Extract:
 
     load_id: str
     rows: dict[str, pa.Table]
+    skipped: list[dict[str, str]] = field(default_factory=list)  # files that are not documents, with why
 
 
 @dataclass
@@ -151,6 +161,7 @@ class TableLoad:
     unchanged: bool = False
     rows: int | None = None  # rows of the table after the publish
     gate: GateOutcome | None = field(default=None, repr=False)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # a files source: files left out, with why
 
     @property
     def failed(self) -> list[str]:
@@ -158,7 +169,8 @@ class TableLoad:
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("source", "table", "load_id", "rows_loaded", "cursor_before",
-                                              "cursor_after", "published_snapshot_id", "held", "unchanged", "rows")}
+                                              "cursor_after", "published_snapshot_id", "held", "unchanged", "rows",
+                                              "skipped")}
         out["failed"] = self.failed
         if self.gate is not None:
             out["gate"] = self.gate.as_dict()
@@ -244,6 +256,56 @@ def extract_rest(base_url: str, source: Source, cursors: dict[str, datetime | No
                                "AGENTLAKE_SOURCES_API_URL is right, then load again") from None
 
 
+def extract_files(folder: Path, source: Source, scratch: Path) -> Extract:
+    """Run dlt's ``filesystem`` source over ``folder`` (every file under it), each file read into a document row.
+
+    A file that is not a document (another suffix, too large, not UTF-8, or a link that leads out of
+    the folder) is left out and listed in ``skipped`` with its reason; nothing is dropped unsaid.
+    Every file is read each load (a folder of documents is small, and a copied file may carry an
+    old modification time); the publish keeps only the versions ``ext.documents`` lacks.
+
+    Raises:
+        SourceLoadFailed: the folder cannot be read.
+    """
+    import dlt
+    from dlt.sources.filesystem import filesystem
+
+    dlt.config["runtime.dlthub_telemetry"] = False
+    if not folder.is_dir():
+        raise SourceLoadFailed(f"source {source.name}: the documents folder {folder} does not exist; create it "
+                               "(`agentlake sources demo` writes the demo corpus there) or set "
+                               "AGENTLAKE_SOURCES_DOCUMENTS_DIR")
+    root = folder.resolve()
+    skipped: list[dict[str, str]] = []
+    (spec,) = source.tables
+
+    @dlt.transformer(name=spec.resource, primary_key=spec.primary_key)
+    def documents(items: list[Any]) -> Any:
+        for item in items:
+            relative = str(item["relative_path"])
+            real = (root / relative).resolve()
+            if not real.is_relative_to(root):
+                skipped.append({"path": relative, "reason": "a link that leads out of the documents folder"})
+                continue
+            row = document_row(relative, real.read_bytes() if real.is_file() else b"", item["modification_date"])
+            if isinstance(row, str):
+                skipped.append({"path": relative, "reason": row})
+            else:
+                yield row
+
+    try:
+        listing = filesystem(bucket_url=root.as_uri(), file_glob="**/*")
+        extract = _run(dlt, listing | documents, source, scratch)
+    except Exception as exc:  # as extract_sql: one line
+        if isinstance(exc, AgentLakeError):
+            raise
+        exc = getattr(exc, "exception", None) or exc
+        raise SourceLoadFailed(f"source {source.name}: dlt could not read the documents folder: "
+                               f"{type(exc).__name__}: {_scrub(str(exc))}; check the folder, then load again") from None
+    extract.skipped = sorted(skipped, key=lambda s: s["path"])
+    return extract
+
+
 def _run(dlt: Any, src: Any, source: Source, scratch: Path) -> Extract:
     pipeline = dlt.pipeline(pipeline_name=f"agentlake_{source.name}", pipelines_dir=str(scratch / "pipelines"),
                             destination=dlt.destinations.filesystem(bucket_url=str(scratch / "stage")),
@@ -324,6 +386,8 @@ def _conform(rows: pa.Table, table: Table) -> pa.Table:
 
 def source_rules(spec: ExternalTable, max_load_rows: int) -> tuple[Rule, ...]:
     """The rules of an ``ext`` table's suite (names, levels and meanings)."""
+    if spec is DOCUMENT_FILES:  # versions of documents, with a suite of their own
+        return document_rules()
     return tuple(Rule(name, BATCH, expectation, column, description, frame)
                  for name, expectation, column, description, frame in _rule_list(spec, max_load_rows))
 
@@ -593,6 +657,16 @@ def load(
     for source in sources(names, lake.settings):
         cursors = {spec.name: published_cursor(load_ext_table(lake.catalog, spec)) for spec in source.tables}
         with tempfile.TemporaryDirectory(dir=scratch_root, prefix=f"{source.name}-") as scratch:
+            if source.kind == "files":
+                folder = lake.settings.documents_dir
+                if lake.settings.sources_documents_dir is None and not folder.exists():
+                    # The default folder not made yet (`make run` and `sources demo` make it): nothing to load.
+                    extract = Extract(f"empty-{uuid.uuid4().hex[:12]}", {source.tables[0].resource: pa.table({})},
+                                      [{"path": str(folder), "reason": "the documents folder does not exist yet"}])
+                else:
+                    extract = extract_files(folder, source, Path(scratch))
+                out.append(publish_documents(lake, extract, source=source.name, run_id=run_id))
+                continue
             if source.kind == "rest":
                 extract = extract_rest(api_url(lake.settings, source), source, cursors, Path(scratch))
             else:
@@ -602,6 +676,40 @@ def load(
                                     load_id=extract.load_id, run_id=run_id,
                                     max_load_rows=lake.settings.sources_max_load_rows, store=lake.store, check=check))
     return out
+
+
+def publish_documents(lake: Lake, extract: Extract, *, source: str, run_id: str) -> TableLoad:
+    """Publish a files load into ``ext.documents`` through its suite: the versions it lacks, in one commit."""
+    (spec,) = SOURCES[source].tables
+    rows = extract.rows[spec.resource]
+    before = published_cursor(load_ext_table(lake.catalog, spec))
+    outcome = TableLoad(source, spec.name, extract.load_id, rows.num_rows, _iso(before), _iso(before),
+                        skipped=extract.skipped)
+    if rows.num_rows:
+        rows = _normalise(rows, spec).select([name for name, *_ in spec.columns])
+        rows = rows.cast(pa.schema([pa.field(f.name, f.type, nullable=True) for f in DOCUMENT_FILES.arrow_schema()]))
+        newest = pc.max(rows.column(spec.cursor)).as_py()
+        outcome.cursor_after = _iso(max(newest, before) if before is not None else newest)
+    state = {SOURCE_PROPERTY: source, "agentlake.dlt.load-id": extract.load_id, "agentlake.run-id": run_id,
+             "agentlake.source.cursor-before": outcome.cursor_before or "",
+             "agentlake.source.cursor-after": outcome.cursor_after or "",
+             "agentlake.source.files-skipped": str(len(extract.skipped))}
+    properties = {CURSOR_PROPERTY: outcome.cursor_after or "", LOAD_ID_PROPERTY: extract.load_id,
+                  SOURCE_PROPERTY: source}
+    try:
+        result = load_documents(lake, rows, run_id=run_id, load_id=extract.load_id, table_properties=properties,
+                                snapshot_state=state) if rows.num_rows else None
+    except DocumentsHeld as exc:
+        outcome.gate, outcome.held, outcome.cursor_after = exc.outcome.gate, True, outcome.cursor_before
+        outcome.rows = _row_count(lake.catalog.load_table(spec.name))
+        return outcome
+    if result is None or result.added == 0:
+        outcome.unchanged = True
+    else:
+        outcome.gate, outcome.published_snapshot_id = result.gate, result.snapshot_id
+    table = load_ext_table(lake.catalog, spec)
+    outcome.rows = _row_count(table) if table is not None else 0
+    return outcome
 
 
 def describe(lake: Lake) -> list[dict[str, Any]]:

@@ -81,6 +81,11 @@ TICKET_COMMENTS = ExternalTable("ticket_comments", "comment_id", (
     ("is_deleted", "int", True, "always 0 in ext: a row the source deletes is removed"),
 ), source="helpdesk_api")
 
+# ext.documents as the documents source publishes it: one row per version of a document (its key and
+# content hash), so the table itself is declared with the lake's own (agentlake.tables.schemas.DOCUMENTS).
+DOCUMENT_FILES = ExternalTable("documents", "doc_id", tuple(TABLES_BY_NAME["ext.documents"].columns),
+                               deleted=None, source="documents")
+
 EXT_TABLES: tuple[ExternalTable, ...] = (TICKETS, CUSTOMERS, TICKET_COMMENTS)
 EXT_TABLES_BY_NAME: dict[str, ExternalTable] = {t.name: t for t in EXT_TABLES}
 # Every table a query or a context request may read: the lake's own and the ext tables.
