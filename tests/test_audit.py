@@ -251,6 +251,7 @@ def test_a_federated_decision_s_audit_names_the_source_loads_of_its_ext_pins_and
     spec.write_bytes(orjson.dumps({"sources": [
         {"name": "history", "table": "raw.events", "columns": ["event_id", "type"], "where": [["run_id", "=", run_id]]},
         {"name": "ticket", "table": "ext.tickets", "where": [["ticket_id", "=", "t000003"]]},
+        {"name": "comments", "table": "ext.ticket_comments", "where": [["ticket_id", "=", "t000003"]]},
         {"name": "ticket_now", "live": "helpdesk", "table": "tickets", "columns": ["status"],
          "where": [["ticket_id", "=", "t000003"]]},
     ]}))
@@ -264,6 +265,9 @@ def test_a_federated_decision_s_audit_names_the_source_loads_of_its_ext_pins_and
     assert load["dlt.load-id"] == "load-a-tickets" and load["source"] == "helpdesk", pins["ext.tickets"]
     assert load["source.cursor-after"] == lake.table("ext.tickets").properties["agentlake.source.cursor"]
     assert not [p for p in trail["problems"] if "carry neither" in p], "an ext or live part has no log lines to name"
+    # A source never loaded: pinned as no snapshot, which the walk explains rather than calls a fault.
+    assert pins["ext.ticket_comments"]["snapshot_id"] is None and not pins["ext.ticket_comments"]["problems"]
+    assert "had no snapshot when the artifact read it" in pins["ext.ticket_comments"]["checks_note"]
     assert trail["segments"] and all(s["checksum_ok"] for s in trail["segments"])
     (live,) = trail["replay"]["live"]
     assert (live["part"], live["status"]) == ("ticket_now", REPRODUCIBLE) and len(live["fingerprint"]) == 64

@@ -284,8 +284,13 @@ def _tables(lake: Lake, names: list[str]) -> dict[str, Table]:
 
 def _pin(lake: Lake, table: Table | None, name: str, snapshot_id: int | None) -> PinAudit:
     pin = PinAudit(name, snapshot_id)
-    if table is None or snapshot_id is None:
-        pin.problems.append(f"{name} has no table or no snapshot pinned: nothing to trace")
+    if snapshot_id is None:
+        # Not a fault: the table was empty (or an ext table not loaded yet) when the artifact read it.
+        pin.checks_note = (f"{name} had no snapshot when the artifact read it (an empty table, or a source not "
+                           "loaded yet): its part read no rows, and there is nothing to check or trace")
+        return pin
+    if table is None:
+        pin.problems.append(f"{name} has no table: snapshot {snapshot_id} cannot be traced")
         return pin
     snapshot = _snapshot(lake, table, name, snapshot_id)
     if snapshot is None:
