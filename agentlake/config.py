@@ -96,9 +96,9 @@ class Settings(BaseSettings):
                                            "backfill` (unset: http://127.0.0.1:AGENTLAKE_UI_PORT)")
     demo_rate: float = Field(1.0, validation_alias="AGENTLAKE_DEMO_RATE", ge=0,
                              description="agent runs per second the demo fleet of `make run` emits (0 turns it off)")
-    ingest_interval_s: int = Field(60, validation_alias="AGENTLAKE_INGEST_INTERVAL_S", ge=0,
+    ingest_interval_s: int = Field(5, validation_alias="AGENTLAKE_INGEST_INTERVAL_S", ge=0,
                                    description="seconds between ingest sensor ticks: at most one commit per table "
-                                               "per tick")
+                                               "per tick (Dagster's sensor daemon evaluates at most every 5 s)")
     dedup_window_days: int = Field(1, validation_alias="AGENTLAKE_DEDUP_WINDOW_DAYS", ge=0,
                                    description="arrival days before and after a segment's own searched for "
                                                "repeated event_ids")

@@ -9,7 +9,7 @@ import yaml
 from dagster import EnvVar
 
 from agentlake.config import Settings
-from platform_defs.lanes import lane, tag_concurrency_limits
+from platform_defs.lanes import lane, lane_nice, tag_concurrency_limits
 from platform_defs.resources import LakeResource
 
 
@@ -76,6 +76,9 @@ RUN_PRELOAD = (
     "great_expectations",
     "duckdb",
     "dagster_dbt",
+    # What the source assets import (half of what loading the definitions takes otherwise).
+    "dlt",
+    "dagster_dlt",
 )
 
 
@@ -108,7 +111,8 @@ def instance_yaml(settings: Settings) -> str:
         "run_launcher": {
             "module": "platform_defs.run_launcher",
             "class": "WarmRunLauncher",
-            "config": {"preload": list(RUN_PRELOAD), "backfill_nice": lane("backfill").nice},
+            "config": {"preload": list(RUN_PRELOAD), "backfill_nice": lane("backfill").nice,
+                       "lane_nice": lane_nice()},
         },
         "run_retries": {"enabled": True, "max_retries": 3},
         "telemetry": {"enabled": False},

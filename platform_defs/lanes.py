@@ -40,10 +40,13 @@ LANES = (
     Lane("facts", LANE_TAG, "facts", 1, 30, runs="facts runs from facts_after_ingest_sensor"),
     Lane("freshness", LANE_TAG, "freshness", 1, 30, runs="freshness checks from freshness_checks_sensor"),
     # The dbt marts: their DuckDB file takes one writer, so one run at a time.
-    Lane("marts", LANE_TAG, "marts", 1, 20, runs="dbt builds of the marts from marts_after_facts_sensor"),
-    Lane("evaluation", LANE_TAG, "evaluation", 1, 20, runs="evaluation assets (tag agentlake/lane=evaluation)"),
-    Lane("sources", LANE_TAG, "sources", 1, 25, runs="loads of the external sources (sources_schedule)"),
-    Lane("maintenance", LANE_TAG, "maintenance", 1, 10, runs="the maintenance job (schedule or by hand)"),
+    # The lanes below the facts' run niced too: a dbt build or a compaction takes a core for tens
+    # of seconds, and on two cores that is time an ingest run waits for.
+    Lane("marts", LANE_TAG, "marts", 1, 20, nice=5, runs="dbt builds of the marts from marts_after_facts_sensor"),
+    Lane("evaluation", LANE_TAG, "evaluation", 1, 20, nice=5,
+         runs="evaluation assets (tag agentlake/lane=evaluation)"),
+    Lane("sources", LANE_TAG, "sources", 1, 25, nice=5, runs="loads of the external sources (sources_schedule)"),
+    Lane("maintenance", LANE_TAG, "maintenance", 1, 10, nice=5, runs="the maintenance job (schedule or by hand)"),
     Lane("backfill", BACKFILL_TAG, None, 2, 0, nice=10, runs="backfills of any asset (UI or `agentlake backfill`)"),
 )
 _BY_NAME = {lane.name: lane for lane in LANES}
@@ -65,6 +68,14 @@ def tag_concurrency_limits() -> list[dict[str, object]]:
             for ln in LANES]
 
 
-def backfill_nice(tags: Mapping[str, str]) -> int:
-    """The niceness to add to a run with these tags: the backfill lane's for a backfill's run, else 0."""
-    return lane("backfill").nice if BACKFILL_TAG in tags else 0
+def lane_nice() -> dict[str, int]:
+    """The niceness each lane adds to its runs, by its ``agentlake/lane`` value (backfills: see ``run_nice``)."""
+    return {ln.value: ln.nice for ln in LANES if ln.tag == LANE_TAG and ln.value is not None and ln.nice}
+
+
+def run_nice(tags: Mapping[str, str], backfill: int, lanes: Mapping[str, int]) -> int:
+    """The niceness to add to a run with these tags: ``backfill`` for a backfill's run (whatever lane its
+    asset's jobs name), else its lane's in ``lanes``, else 0."""
+    if BACKFILL_TAG in tags:
+        return backfill
+    return lanes.get(tags.get(LANE_TAG, ""), 0)

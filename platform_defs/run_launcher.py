@@ -12,7 +12,8 @@ Termination sends the run's process SIGINT (Dagster's interrupt handling marks i
 
 A backfill's run (tag ``dagster/backfill``) runs at a lower OS priority: its process's niceness
 is raised by ``backfill_nice`` (the backfill lane's, see ``platform_defs.lanes``), so on a busy
-machine the CPU goes to ingest runs first. The run process sets it on itself before anything
+machine the CPU goes to ingest runs first. So do the runs of the background lanes (marts,
+evaluation, sources, maintenance), by their lane's ``lane_nice``. The run process sets it on itself before anything
 else, and the launcher sets the same value on it from outside (an absolute value: setting it twice
 changes nothing) and records what the OS reports in the run's tag ``agentlake/nice``.
 """
@@ -26,12 +27,12 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
-from dagster import Array, Field
+from dagster import Array, Field, Map
 from dagster._core.launcher.base import LaunchRunContext, RunLauncher
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
-from platform_defs.lanes import BACKFILL_TAG
+from platform_defs.lanes import run_nice
 
 PID_TAG = "agentlake/run_worker_pid"
 NICE_TAG = "agentlake/nice"
@@ -57,9 +58,10 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     """Launches each run in its own process, forked from a server with the definitions imported."""
 
     def __init__(self, inst_data: ConfigurableClassData | None = None, preload: Sequence[str] = (),
-                 backfill_nice: int = 0) -> None:
+                 backfill_nice: int = 0, lane_nice: Mapping[str, int] | None = None) -> None:
         self._inst_data = inst_data
         self._backfill_nice = backfill_nice
+        self._lane_nice = dict(lane_nice or {})
         self._preload = [*BASE_PRELOAD, *preload]
         self._mp: ForkServerContext | None = None
         self._processes: dict[str, Any] = {}
@@ -74,12 +76,16 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         return {"preload": Field(Array(str), is_required=False, default_value=[],
                                  description="Modules the forkserver imports before forking runs."),
                 "backfill_nice": Field(int, is_required=False, default_value=0,
-                                       description="Added to the OS niceness of a backfill's run processes.")}
+                                       description="Added to the OS niceness of a backfill's run processes."),
+                "lane_nice": Field(Map(str, int), is_required=False, default_value={},
+                                   description="Added to the OS niceness of the run processes of a lane, "
+                                               "by the value of its agentlake/lane tag.")}
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> WarmRunLauncher:
         return cls(inst_data=inst_data, preload=config_value.get("preload") or [],
-                   backfill_nice=int(config_value.get("backfill_nice") or 0))
+                   backfill_nice=int(config_value.get("backfill_nice") or 0),
+                   lane_nice=config_value.get("lane_nice") or {})
 
     def _context(self) -> ForkServerContext:
         if self._mp is None:
@@ -95,8 +101,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id,
                               instance_ref=self._instance.get_ref())
         niceness = None
-        if BACKFILL_TAG in run.tags and self._backfill_nice:
-            niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._backfill_nice)
+        if added := run_nice(run.tags, self._backfill_nice, self._lane_nice):
+            niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + added)
         process = self._context().Process(target=_run_worker, args=(serialize_value(args), niceness),
                                           name=f"dagster-run-{run.run_id}")
         process.start()

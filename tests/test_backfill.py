@@ -44,6 +44,8 @@ def test_the_shipped_instance_declares_every_lane_with_its_limit_and_ingest_goes
         # A cancelled run's pool slots are freed by the daemon, not kept for ever.
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
         assert isinstance(instance.run_launcher, WarmRunLauncher) and instance.run_launcher._backfill_nice == 10
+        # The background lanes run niced too; ingest and facts never are.
+        assert instance.run_launcher._lane_nice == {"marts": 5, "evaluation": 5, "sources": 5, "maintenance": 5}
     finally:
         instance.dispose()
     order = ["ingest", "facts", "evaluation", "maintenance", "backfill"]
@@ -68,7 +70,7 @@ def test_sensor_and_job_runs_carry_their_lane_and_its_priority() -> None:
 
 
 @pytest.mark.integration
-def test_a_backfill_run_process_runs_niced_and_an_ingest_run_does_not(
+def test_backfill_and_background_run_processes_run_niced_and_an_ingest_run_does_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENTLAKE_LAUNCHER_TEST_DIR", str(tmp_path))
@@ -81,7 +83,9 @@ def test_a_backfill_run_process_runs_niced_and_an_ingest_run_does_not(
         origin = reconstructable(record_niceness_job).get_python_origin()
         runs = {}
         for name, tags in (("backfill", {BACKFILL_TAG: "b1", **lane("backfill").tags()}),
-                           ("ingest", lane("ingest").tags())):
+                           ("ingest", lane("ingest").tags()), ("marts", lane("marts").tags()),
+                           # A backfill of an asset whose jobs name a lane still runs at the backfill's niceness.
+                           ("backfill-facts", {BACKFILL_TAG: "b2", **lane("facts").tags()})):
             run = instance.create_run_for_job(job_def=record_niceness_job, job_code_origin=origin,
                                               tags={"out_dir": str(tmp_path), **tags})
             instance.launch_run(run.run_id, workspace=None)  # type: ignore[arg-type]
@@ -92,7 +96,8 @@ def test_a_backfill_run_process_runs_niced_and_an_ingest_run_does_not(
             time.sleep(0.2)
         own = os.getpriority(os.PRIO_PROCESS, 0)
         niceness = {name: int((tmp_path / f"{run_id}.nice").read_text()) for name, run_id in runs.items()}
-        assert niceness == {"backfill": min(19, own + 10), "ingest": own}
+        assert niceness == {"backfill": min(19, own + 10), "ingest": own, "marts": min(19, own + 5),
+                            "backfill-facts": min(19, own + 10)}
         for run_id in runs.values():
             deadline = time.monotonic() + 60
             while (run := instance.get_run_by_id(run_id)) is not None and not run.is_finished:

@@ -26,7 +26,7 @@ def test_an_empty_environment_gives_the_declared_defaults(tmp_path: Path) -> Non
     settings = Settings.from_env({"AGENTLAKE_HOME": str(tmp_path)})
     assert settings.home == tmp_path and settings.store == "local" and settings.s3 is None
     assert settings.catalog_uri is None and settings.resolved_catalog_uri == f"sqlite:///{tmp_path / 'catalog.db'}"
-    assert (settings.ui_port, settings.ingest_interval_s, settings.dedup_window_days) == (3000, 60, 1)
+    assert (settings.ui_port, settings.ingest_interval_s, settings.dedup_window_days) == (3000, 5, 1)
     assert (settings.quality_max_quarantine_share, settings.snapshots_keep_last) == (0.5, 10)
     assert settings.quality_fleet_epoch == "2024-01-01T00:00:00+00:00"
     assert Settings.from_env({}).home == Path(".agentlake").resolve()
@@ -55,8 +55,8 @@ def test_direct_construction_reads_no_environment(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("AGENTLAKE_STORE", "s3")
     settings = Settings(home=tmp_path)
     assert settings.ui_port == 3000 and settings.store == "local"
-    changed = settings.model_copy(update={"ingest_interval_s": 5})
-    assert changed.ingest_interval_s == 5 and settings.ingest_interval_s == 60
+    changed = settings.model_copy(update={"ingest_interval_s": 30})
+    assert changed.ingest_interval_s == 30 and settings.ingest_interval_s == 5
 
 
 @pytest.mark.parametrize(("variable", "value", "says"), [
