@@ -70,6 +70,9 @@ def produce(store_root: str, index: int, rate: float, seconds: float, samples_pa
             while n < due:
                 event = dict(pool[n % len(pool)])
                 event["event_id"] = f"iso{phase}{index}-{n}"
+                # Each pass over the pool is a new set of runs, as a fleet's runs are: the same run ids
+                # again would make every facts batch fail its one-row-per-run audit and be held.
+                event["run_id"] = f"{event['run_id']}-{phase}{index}-{n // len(pool)}"
                 ts = time.time()
                 event["ts"] = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
                 writer.append(event)
