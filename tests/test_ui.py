@@ -37,8 +37,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory, browser_path: str,
         for name in list(os.environ):  # as isolated_env does for each test: none of the developer's settings
             if name.startswith(("AGENTLAKE_", "AWS_")) or name == "DAGSTER_HOME":
                 env.delenv(name)
-        # The log sensor ticks every 5 s here (60 s by default) so the tests need not wait a minute.
-        env.setenv("AGENTLAKE_INGEST_INTERVAL_S", "5")
         env.setenv("AGENTLAKE_EVAL_INTERVAL_S", "10")  # the evaluation sensor: every 10 s (300 s by default)
         env.setenv("AGENTLAKE_AUDIT_PORT", audit_port)
         with running_platform(home) as url:

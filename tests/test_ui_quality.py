@@ -17,7 +17,6 @@ def test_checks_tab_shows_the_failed_blocking_check_and_its_expectation(
     from playwright.sync_api import TimeoutError as PageTimeout
     from playwright.sync_api import sync_playwright
 
-    monkeypatch.setenv("AGENTLAKE_INGEST_INTERVAL_S", "5")
     # A fleet epoch in the future: every event breaks ts_after_fleet_epoch, so every line of a batch
     # is quarantined and the blocking batch check on the share of quarantined lines fails.
     monkeypatch.setenv("AGENTLAKE_QUALITY_FLEET_EPOCH", "2100-01-01T00:00:00Z")
