@@ -175,6 +175,10 @@ def test_four_producers_with_delayed_uploads_every_event_once(store_spec: dict[s
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
         written = pool.starmap(produce, [(store_spec, f"proc{i}", 25_000, i, 0.3) for i in range(4)])
+        # Let the workers exit on their own: the context's terminate() can hang joining a worker it
+        # signalled mid-exit (seen once in CI).
+        pool.close()
+        pool.join()
     done.set()
     follower.join()
 
