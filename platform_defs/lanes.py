@@ -40,7 +40,7 @@ LANES = (
     Lane("facts", LANE_TAG, "facts", 1, 30, runs="facts runs from facts_after_ingest_sensor"),
     Lane("freshness", LANE_TAG, "freshness", 1, 30, runs="freshness checks from freshness_checks_sensor"),
     # The dbt marts: their DuckDB file takes one writer, so one run at a time.
-    # The lanes below the facts' run niced too: a dbt build or a compaction takes a core for tens
+    # The background lanes below run niced too: a dbt build or a compaction takes a core for tens
     # of seconds, and on two cores that is time an ingest run waits for.
     Lane("marts", LANE_TAG, "marts", 1, 20, nice=5, runs="dbt builds of the marts from marts_after_facts_sensor"),
     Lane("evaluation", LANE_TAG, "evaluation", 1, 20, nice=5,
