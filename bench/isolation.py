@@ -172,6 +172,10 @@ def measure(settings: Settings, seconds: float, work: Path, phase: str) -> list[
     return [visible[k] - samples[k] if k in visible else INF for k in samples]
 
 
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def shown(seconds: float) -> float | None:
     """A figure for the JSON line: None for no samples or a quantile that fell on a miss (see ``unseen``)."""
     return None if seconds != seconds or seconds == INF else round(seconds, 2)
@@ -205,6 +209,33 @@ def progress(settings: Settings, backfill_id: str, minutes: float) -> dict[str, 
             "runs_per_minute": round(len(done) / minutes, 2) if minutes else 0.0}
 
 
+def lane_waits(settings: Settings, since: float, until: float) -> dict[str, dict[str, float]]:
+    """For the runs created between ``since`` and ``until`` (epoch seconds), by lane: how many, and the
+    median time queued (created to started) and running (started to ended): where freshness went."""
+    from dagster import DagsterInstance, RunsFilter
+
+    instance = DagsterInstance.from_config(str(settings.dagster_home))
+    try:
+        records = instance.get_run_records(RunsFilter(created_after=datetime.fromtimestamp(since, UTC),
+                                                       created_before=datetime.fromtimestamp(until, UTC)))
+    finally:
+        instance.dispose()
+    by_lane: dict[str, list[Any]] = {}
+    for record in records:
+        tags = record.dagster_run.tags
+        name = "backfill" if "dagster/backfill" in tags else tags.get("agentlake/lane", "other")
+        by_lane.setdefault(name, []).append(record)
+    out: dict[str, dict[str, float]] = {}
+    for name, group in sorted(by_lane.items()):
+        started = [r for r in group if r.start_time]
+        waits = [r.start_time - r.create_timestamp.timestamp() for r in started]
+        ran = [r.end_time - r.start_time for r in started if r.end_time]
+        out[name] = {"runs": len(group), "queued_p50_s": round(percentile(waits, 0.5), 2) if waits else None,
+                     "queued_max_s": round(max(waits), 2) if waits else None,
+                     "ran_p50_s": round(percentile(ran, 0.5), 2) if ran else None}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -229,13 +260,17 @@ def main() -> int:
         with running_platform(home, demo_rate=setting_default("demo_rate"), timeout=300) as url:
             # Warm-up, not measured: the first runs start the run launcher's forkserver.
             measure(settings, 5.0, work, "warmup")
+            quiet_from = time.time()
             quiet = measure(settings, phase_s, work, "quiet")
+            quiet_lanes = lane_waits(settings, quiet_from, time.time())
             assets = ["/".join(t.name.split(".")) for t in FACT_TABLES]
             assets += evaluation_assets(url)
             launched_at = time.monotonic()
             launched = launch_backfill(url, assets, datetime.fromisoformat(days[0]).date(),
                                        datetime.fromisoformat(days[-1]).date())
+            busy_from = time.time()
             busy = measure(settings, phase_s, work, "backfill")
+            busy_lanes = lane_waits(settings, busy_from, time.time())
             backfill = progress(settings, launched.backfill_id, (time.monotonic() - launched_at) / 60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -252,6 +287,11 @@ def main() -> int:
     print(f"{'backfill running':<28}{len(busy):>8}{unseen(busy):>8}{b50:>8.1f}{b95:>8.1f}")
     print(f"backfill {launched.backfill_id}: {backfill['partitions_done']}/{partitions} partitions done, "
           f"{backfill['runs_succeeded']} of {backfill['runs']} runs succeeded, {backfill['runs_per_minute']} runs/min")
+    print(f"{'runs by lane, per phase':<28}{'runs':>8}{'queued p50 s':>14}{'queued max s':>14}{'ran p50 s':>11}")
+    for phase, lanes in (("no backfill", quiet_lanes), ("backfill running", busy_lanes)):
+        for name, w in lanes.items():
+            print(f"{phase + ': ' + name:<28}{w['runs']:>8}{_s(w['queued_p50_s']):>14}{_s(w['queued_max_s']):>14}"
+                  f"{_s(w['ran_p50_s']):>11}")
     print(f"isolation.p95_ratio {ratio} (goal <= 1.25: {'met' if ratio <= 1.25 else 'NOT MET'})"
           + (f"; a p95 is a miss (not visible within {VISIBLE_TIMEOUT_S}s): no ratio" if ratio != ratio else ""))
     # A lane that starves the backfill entirely would pass the ratio: its progress is a goal too.
@@ -259,7 +299,8 @@ def main() -> int:
     figures = {"mode": mode, "phase_s": phase_s, "partitions": partitions, "assets": assets,
                "quiet_p50_s": shown(q50), "quiet_p95_s": shown(q95), "backfill_p50_s": shown(b50),
                "backfill_p95_s": shown(b95), "samples": [len(quiet), len(busy)],
-               "unseen": [unseen(quiet), unseen(busy)], "visible_timeout_s": VISIBLE_TIMEOUT_S, **backfill}
+               "unseen": [unseen(quiet), unseen(busy)], "visible_timeout_s": VISIBLE_TIMEOUT_S, **backfill,
+               "lanes": {"quiet": quiet_lanes, "backfill": busy_lanes}}
     figures = {k: (None if isinstance(v, float) and v != v else v) for k, v in figures.items()}  # NaN: no samples
     print(json.dumps({"bench": "isolation", "figures": figures, "ratios": {"isolation.p95_ratio": ratio if ratio == ratio else None},
                       "goals": {"isolation.p95_ratio": "<= 1.25", "partitions_done": "> 0"}}))

@@ -9,7 +9,7 @@ import yaml
 from dagster import EnvVar
 
 from agentlake.config import Settings
-from platform_defs.lanes import lane, lane_nice, tag_concurrency_limits
+from platform_defs.lanes import lane, lane_nice, max_concurrent_runs, tag_concurrency_limits
 from platform_defs.resources import LakeResource
 
 
@@ -90,9 +90,9 @@ def instance_yaml(settings: Settings) -> str:
         # The lanes (platform_defs/lanes.py) in the `concurrency` block, with pools for single-writer
         # resources (one op at a time per pool unless the pool says otherwise). Dagster refuses run
         # limits in both this block and the run coordinator's config: the coordinator keeps only
-        # how often it dequeues.
+        # how often it dequeues. The cap on all runs is the lanes' sum: no lane waits for another's runs.
         "concurrency": {
-            "runs": {"max_concurrent_runs": 5, "tag_concurrency_limits": tag_concurrency_limits()},
+            "runs": {"max_concurrent_runs": max_concurrent_runs(), "tag_concurrency_limits": tag_concurrency_limits()},
             "pools": {"default_limit": 1},
         },
         "run_coordinator": {

@@ -68,6 +68,14 @@ def tag_concurrency_limits() -> list[dict[str, object]]:
             for ln in LANES]
 
 
+def max_concurrent_runs() -> int:
+    """The run queue's cap on runs at once: the sum of the lanes' limits, so that the cap never binds
+    before a lane's own limit does. A lower cap would let one lane's runs hold the slots another needs:
+    niced backfill runs, slow while ingest takes the CPU, would keep queued ingest runs waiting, since
+    the queue's priority orders what starts next but never preempts what is running."""
+    return sum(ln.limit for ln in LANES)
+
+
 def lane_nice() -> dict[str, int]:
     """The niceness each lane adds to its runs, by its ``agentlake/lane`` value (backfills: see ``run_nice``)."""
     return {ln.value: ln.nice for ln in LANES if ln.tag == LANE_TAG and ln.value is not None and ln.nice}

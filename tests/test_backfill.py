@@ -39,7 +39,9 @@ def test_the_shipped_instance_declares_every_lane_with_its_limit_and_ingest_goes
         assert {"key": LANE_TAG, "value": "evaluation", "limit": 1} in limits
         assert {"key": LANE_TAG, "value": "maintenance", "limit": 1} in limits
         assert {"key": BACKFILL_TAG, "limit": 2} in limits
-        assert config.max_concurrent_runs == 5
+        # The cap on all runs never binds before a lane's own limit: slow backfill runs cannot hold
+        # the slots that queued ingest runs need.
+        assert config.max_concurrent_runs == sum(ln.limit for ln in LANES) == 10
         assert instance.run_coordinator.dequeue_interval_seconds == 1
         # A cancelled run's pool slots are freed by the daemon, not kept for ever.
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
