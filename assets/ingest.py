@@ -99,6 +99,14 @@ def _options(context: AssetExecutionContext, lake: LakeResource) -> IngestOption
     )
 
 
+# The one writer of the fact tables: the facts step of every run (the facts lane's, a backfill's, a UI
+# launch's) holds this pool's single slot. A facts commit that finds its table moved starts its stage
+# again from a fresh read, so a rebuild of a past day, niced and slow beside today's facts runs that
+# commit every few seconds, lost every race and started over for minutes; one writer at a time, it
+# commits on its first attempt.
+FACTS_POOL = "fact_tables"
+
+
 def build_ingest_assets(days: DailyPartitionsDefinition) -> tuple[AssetsDefinition, AssetsDefinition]:
     """The ingest and facts assets over these arrival days (a deployment's, or :data:`ALL_ARRIVAL_DAYS`)."""
 
@@ -120,6 +128,7 @@ def build_ingest_assets(days: DailyPartitionsDefinition) -> tuple[AssetsDefiniti
         specs=[_spec(t) for t in FACT_TABLES],
         partitions_def=days,
         can_subset=False,
+        pool=FACTS_POOL,
         description="Derives the fact tables from raw.events for one arrival day: incrementally for the "
         "segments the sensor ingested, or, in a backfill, by rebuilding the day and replacing it in one commit "
         "per table. Both give identical results.",

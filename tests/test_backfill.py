@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -55,6 +55,21 @@ def test_the_shipped_instance_declares_every_lane_with_its_limit_and_ingest_goes
     assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == len(priorities)
     # Dagster gives an untagged run priority 0: no lane but the backfills' may sit that low.
     assert lane("backfill").priority == 0 and all(ln.priority > 0 for ln in LANES if ln.name != "backfill")
+
+
+@pytest.mark.unit
+def test_every_facts_step_holds_the_single_slot_of_the_fact_tables_pool(tmp_path: Path) -> None:
+    """A backfill's rebuild of a past day and today's facts runs write the same fact tables: one at a
+    time, so the rebuild does not lose every commit race and start over while the facts runs commit."""
+    import yaml
+
+    from assets.ingest import FACTS_POOL, build_ingest_assets
+    from platform_defs.partitions import arrival_days
+
+    _ingest, facts = build_ingest_assets(arrival_days(date(2026, 1, 1)))
+    assert facts.op.pool == FACTS_POOL and _ingest.op.pool != FACTS_POOL
+    pools = yaml.safe_load(instance_yaml(Settings.from_env({"AGENTLAKE_HOME": str(tmp_path)})))["concurrency"]["pools"]
+    assert pools.get(FACTS_POOL, pools["default_limit"]) == 1
 
 
 @pytest.mark.unit
