@@ -58,7 +58,8 @@ def generate(
     from agentlake.storage.store import ObjectStore
 
     settings = Settings.from_env({"AGENTLAKE_HOME": str(home)})
-    base = list(generate_runs(FleetConfig(seed=11), 4000, datetime.now(UTC)))
+    # The runs end before the segments' arrival: an event dated after its arrival is one the gate quarantines.
+    base = list(generate_runs(FleetConfig(seed=11), 4000, arrival or datetime.now(UTC)))
     writer = LogWriter(
         ObjectStore.from_settings(settings), producer, max_segment_events=segment_events,
         max_segment_bytes=1 << 40, background_flush=False, clock=None if arrival is None else lambda: arrival,
@@ -338,6 +339,10 @@ def main() -> int:
             shutil.copytree(home, homes[stage])
         al = run_stage("agentlake", homes["agentlake"], "--facts")
         gated = run_stage("agentlake", homes["gated"], "--gated")
+        if (gated["rows"], gated["quarantined"]) != (al["rows"], al["quarantined"]):
+            # Clean events: the gate must keep what the ungated run kept, or the two did not do the same work.
+            raise RuntimeError(f"the gated run kept {gated['rows']:,} rows and quarantined {gated['quarantined']:,}; "
+                               f"the ungated run {al['rows']:,} and {al['quarantined']:,}")
         ceiling = run_stage("ceiling", homes["ceiling"])
         arrow = run_stage("peer", homes["arrow"], "--arrow")
         dicts = run_stage("peer", homes["dicts"])

@@ -339,6 +339,36 @@ def test_repeat_across_midnight_ingested_out_of_order_is_deduplicated(tmp_path: 
     assert len(by_id(lake)["m"]) == 1
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("gated", [False, True], ids=["ungated", "gated"])
+def test_an_id_whose_hash_matches_a_held_one_is_new_not_a_repeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gated: bool
+) -> None:
+    """The dedup window holds 64-bit hashes of the ids it read; a match is only a candidate. With a hash
+    under which every id collides (as ids chosen to collide would), new ids are still new, repeats still
+    repeats, conflicts still conflicts, and the gate's "not on main" rule still holds only for real ids."""
+    import numpy as np
+
+    from agentlake.gate.suites import QualityPolicy
+    from agentlake.tables import window
+
+    monkeypatch.setattr(window, "_hashes", lambda ids: np.zeros(ids.len(), dtype=np.uint64))
+    options = IngestOptions(quality=QualityPolicy() if gated else None)
+    lake = new_lake(tmp_path)
+    log = Log(lake)
+    log.segment(DAY0 + timedelta(hours=8), ev("held-1"), ev("held-2"))
+    ingest_pending_then_facts(lake, options)
+    log.segment(DAY0 + timedelta(hours=9), ev("new-1"), ev("held-1"), ev("held-2", status="changed"), ev("new-2"),
+                ev("new-1"))
+    report = ingest_pending_then_facts(lake, options)
+    assert (report.rows, report.duplicates, report.conflicts) == (2, 2, 1)
+    assert report.segments_held == 0
+    events = by_id(lake)
+    assert sorted(events) == ["held-1", "held-2", "new-1", "new-2"]
+    assert all(len(rows) == 1 for rows in events.values()) and events["held-2"][0]["status"] is None
+    assert_balanced(lake, days=1)
+
+
 # --- (c) re-running ingest adds nothing ----------------------------------------------------------
 
 

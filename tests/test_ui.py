@@ -200,7 +200,15 @@ def test_an_auditor_walks_from_the_asset_catalog_to_a_decision_s_snapshots_check
         # The newest materialization, as the page shows it now (the sensors index a live fleet): the decision
         # audited is the first it links whose run is ingested and read the log.
         links = page.locator('a[href*="/audit/"]').locator("visible=true")
-        links.first.wait_for(timeout=60_000)
+        for attempt in range(3):  # on a loaded machine the page's first answer can take minutes: look again
+            try:
+                links.first.wait_for(timeout=60_000)
+                break
+            except PageTimeout:
+                page.screenshot(path=str(shots / f"2-still-loading-{attempt}.png"), full_page=True)
+                if attempt == 2:
+                    raise
+                page.reload(wait_until="domcontentloaded")
         page.screenshot(path=str(shots / "2-latest-materialization.png"), full_page=True)
         hrefs = [str(h) for h in links.evaluate_all("(els) => els.map((e) => e.getAttribute('href'))")]
         found = _walkable(home, audit_port, [h.rsplit("/audit/", 1)[1] for h in hrefs])

@@ -55,6 +55,7 @@ from agentlake.log.segments import SegmentInfo
 from agentlake.storage.store import ObjectStore
 from agentlake.tables.ledger import DayLedger, read_ledger
 from agentlake.tables.schemas import EVENTS
+from agentlake.tables.window import IdWindow
 
 Checkpoint = Callable[[str], None]
 
@@ -104,7 +105,7 @@ def gate_events(
     segments: list[SegmentInfo],
     files: list[DataFile],
     counts: dict[str, dict[str, int]],
-    ids_on_main: pl.Series,
+    ids_on_main: IdWindow,
     *,
     policy: QualityPolicy,
     run_id: str,
@@ -121,6 +122,7 @@ def gate_events(
     Args:
         counts: per segment key, the batch's rows, quarantined lines and duplicates; rows that
             break a row rule are moved from ``rows`` to ``quarantined`` here.
+        ids_on_main: the ids ``main`` holds in the day's dedup window (no staged row may be one of them).
         make_ledger: the day's ledger with the batch's segments added (from ``counts``), given
             the ledger ``main`` holds now.
         override: publish even if a batch rule failed, for this recorded reason.
@@ -140,11 +142,11 @@ def gate_events(
     frames, sizes = [], []
     for data_file in staged.files:
         (part,) = read_files(table, [data_file], list(EVENT_AUDIT_COLUMNS))
-        frames.append(event_audit_frame(part, ids_on_main))
+        frames.append(event_audit_frame(part, ids_on_main.holds(pl.Series(part.column("event_id")))))
         sizes.append(part.num_rows)
         del part
     empty = EVENTS.arrow_schema().empty_table().select(list(EVENT_AUDIT_COLUMNS))
-    frame = pl.concat(frames) if frames else event_audit_frame(empty, ids_on_main)
+    frame = pl.concat(frames) if frames else event_audit_frame(empty, pl.Series("event_id", [], dtype=pl.String))
     del frames
     keys = {s.key for s in segments}
     lines = sum(s.lines for s in segments)

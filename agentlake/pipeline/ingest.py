@@ -55,6 +55,7 @@ from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import DayLedger, LedgerCorrupt, read_ledger
 from agentlake.tables.quarantine import Verdict, quarantine_lines, quarantine_row, quarantine_rows
 from agentlake.tables.schemas import EVENTS, QUARANTINE
+from agentlake.tables.window import IdWindow
 
 # Rows gathered before a data file is written: small segments share a file.
 FILE_TARGET_BYTES = 16 * 1024 * 1024
@@ -106,7 +107,7 @@ class _Batch:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per segment key
     conflicts: list[tuple[SegmentInfo, int, str]] = field(default_factory=list)  # (segment, offset, event_id)
     report: IngestReport = field(default_factory=IngestReport)
-    window: pl.Series | None = None  # the event ids raw.events held in the dedup window when read
+    window: IdWindow | None = None  # the event ids raw.events held in the dedup window when read
     orphans: list[pl.DataFrame] = field(default_factory=list)  # rows a row rule kept off raw.events earlier
     # Segments held as a whole, that raw.events / raw.quarantine do not record as such yet: (segment, reason).
     bad_events: list[tuple[SegmentInfo, str]] = field(default_factory=list)
@@ -263,10 +264,19 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
     """Parse, deduplicate and write data files for the segments of one day."""
     report = batch.report
     events_todo = {s.key for s in batch.events_todo}
-    window = batch.window = _window_ids(events, batch.day, options.dedup_window_days)
+    window = batch.window = IdWindow(events, dedup_window(batch.day, options.dedup_window_days))
     seen: list[pl.DataFrame] = []  # (event_id, content hash) of the rows kept so far
     writer = _FileWriter(events)
-    held_back: list[pl.DataFrame] = []  # rows whose id is already in the table: compared at the end
+    held_back: list[pl.DataFrame] = []  # rows whose id the table may hold already: compared at the end
+
+    def keep(fresh: pl.DataFrame, seg: SegmentInfo) -> None:
+        fresh = _dedup_in_batch(fresh, seen, seg, batch, options)
+        if seg.key in events_todo and fresh.height:
+            writer.submit(fresh.drop("_hash").to_arrow())
+            batch.counts[seg.key]["rows"] += fresh.height
+        elif fresh.height and options.quality is not None:
+            batch.orphans.append(fresh.drop("_hash"))
+
     # On S3 the next segments are read while this one is parsed: the store's latency overlaps.
     ahead = ReadAhead(lake.log, [s.key for s in work], depth=READ_AHEAD_SEGMENTS if lake.settings.s3 else 0)
     for seg in work:
@@ -291,12 +301,7 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
             fresh, known = _split_known(rows, window)
             if known.height:
                 held_back.append(known)
-            fresh = _dedup_in_batch(fresh, seen, seg, batch, options)
-            if seg.key in events_todo and fresh.height:
-                writer.submit(fresh.drop("_hash").to_arrow())
-                counts["rows"] += fresh.height
-            elif fresh.height and options.quality is not None:
-                batch.orphans.append(fresh.drop("_hash"))
+            keep(fresh, seg)
             del parsed, rows, fresh, known
             release_memory()
         if lines_read != seg.lines:
@@ -304,9 +309,13 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
             raise SegmentMismatch(
                 f"segment {seg.key!r} holds {lines_read} lines, its key says {seg.lines}: a segment must be what its "
                 "key claims; it is held as a whole, its bytes stay in the log", seg.key)
-    batch.event_files += writer.finish()
     if held_back:
-        _resolve_known(events, batch, pl.concat(held_back), options)
+        # An id whose hash only matched another's is not in the table: its row is new after all.
+        unknown = _resolve_known(events, batch, pl.concat(held_back), options)
+        by_key = {s.key: s for s in work}
+        for (key,), rows in unknown.group_by("segment_key", maintain_order=True):
+            keep(rows, by_key[str(key)])
+    batch.event_files += writer.finish()
     if batch.conflicts:
         _quarantine_conflicts(lake, batch, options)
     for key, counts in batch.counts.items():
@@ -385,19 +394,12 @@ def dedup_window(day: str, window_days: int) -> BooleanExpression:
     return day_bounds(later, 2 * window_days)
 
 
-def _window_ids(events: Table, day: str, window_days: int) -> pl.Series:
-    """The event ids ``raw.events`` holds in the dedup window of ``day``."""
-    if events.current_snapshot() is None:
-        return pl.Series("event_id", [], dtype=pl.String)
-    ids = events.scan(row_filter=dedup_window(day, window_days), selected_fields=("event_id",)).to_arrow()
-    return pl.Series("event_id", ids.column("event_id").combine_chunks()).cast(pl.String)
-
-
-def _split_known(rows: pl.DataFrame, window: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
-    if window.len() == 0:
+def _split_known(rows: pl.DataFrame, window: IdWindow) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows whose id the window cannot hold, and those it may hold (compared at the end)."""
+    if len(window) == 0:
         return rows, rows.clear()
-    known = rows.get_column("event_id").is_in(window)
-    return rows.filter(~known), rows.filter(known)
+    maybe = window.maybe(rows.get_column("event_id"))
+    return rows.filter(~maybe), rows.filter(maybe)
 
 
 def _dedup_in_batch(
@@ -428,14 +430,17 @@ def _dedup_in_batch(
     return kept.drop("_i")
 
 
-def _resolve_known(events: Table, batch: _Batch, known: pl.DataFrame, options: IngestOptions) -> None:
-    """Rows whose id ``raw.events`` already holds: identical repeats are counted, others quarantined."""
-    if known.height == 0:
-        return
+def _resolve_known(events: Table, batch: _Batch, known: pl.DataFrame, options: IngestOptions) -> pl.DataFrame:
+    """Rows whose id ``raw.events`` may hold: identical repeats are counted, others quarantined.
+
+    Returns the rows whose id it does not hold after all (their id's hash matched another's).
+    """
     ids = known.get_column("event_id").unique().to_list()
     existing = read_rows(events, EVENTS, And(dedup_window(batch.day, options.dedup_window_days), one_of("event_id", ids)))
     stored = dict(zip(existing.get_column("event_id").to_list(),
                       existing.with_columns(_content_hash()).get_column("_hash").to_list(), strict=True))
+    held = known.get_column("event_id").is_in(pl.Series(list(stored), dtype=pl.String))
+    unknown, known = known.filter(~held), known.filter(held)
     by_key = {s.key: s for s in batch.events_todo + batch.quarantine_todo}
     for row in known.iter_rows(named=True):
         seg = by_key[row["segment_key"]]
@@ -443,6 +448,7 @@ def _resolve_known(events: Table, batch: _Batch, known: pl.DataFrame, options: I
             batch.counts[seg.key]["duplicates"] += 1
         else:
             _conflict(batch, seg, row, options)
+    return unknown
 
 
 def _conflict(batch: _Batch, seg: SegmentInfo, row: dict[str, Any], options: IngestOptions) -> None:
@@ -517,7 +523,7 @@ def _gate(
     before = {k: dict(v) for k, v in batch.counts.items()}
     outcome = gate_events(
         events, batch.day, batch.events_todo, batch.event_files, batch.counts,
-        batch.window if batch.window is not None else pl.Series("event_id", [], dtype=pl.String),
+        batch.window if batch.window is not None else IdWindow(),
         policy=options.quality, run_id=options.run_id,
         snapshot_properties=summary(batch.events_todo, run_id=options.run_id, dagster_run_id=options.dagster_run_id, partition=options.partition or batch.day,
                                     extra={"agentlake.duplicates": report.duplicates}),
