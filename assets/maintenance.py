@@ -4,7 +4,9 @@ Two assets, one per table set (the raw tables; the fact tables and the context i
 thin wrapper over :func:`agentlake.maintenance.maintain.maintain`. A schedule runs them every 10 minutes
 in the ``maintenance`` lane (one run at a time, apart from ingestion). Each materialization
 shows, per table, the files rewritten, the snapshots expired and the bytes before and after;
-each table's own page gets an observation with its figures.
+each table's own page gets an observation with its figures, but the context index's: its page's
+Events tab is where the auditor's walk starts, and the newest event there must stay the index's
+materialization, with its day's decisions and their links (its figures are in ``fact_tables``' row).
 """
 
 from collections.abc import Iterator, Sequence
@@ -114,6 +116,8 @@ def build_maintenance_assets(settings: Settings) -> list[AssetsDefinition]:
                 f"files deferred), {row['bytes_before']:,} -> {row['bytes_after']:,} bytes in {report.seconds:.2f}s"
             )
             tdef = next(t for t in tables if t.name == report.table)
+            if tdef.name == CONTEXT_ARTIFACTS.name:
+                return
             context.log_event(AssetObservation(
                 asset_key=_asset_key(tdef),
                 metadata={

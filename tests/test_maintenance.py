@@ -43,6 +43,7 @@ from agentlake.tables.files import file_day, live_files, referenced_files
 from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import LEDGER_PREFIX
 from agentlake.tables.schemas import ALL_TABLES, EVENTS, QUARANTINE, ensure_tables
+from assets.context import CONTEXT_ARTIFACTS_KEY
 from assets.ingest import INGEST_LANE_TAG, table_key
 from assets.maintenance import (
     MAINTENANCE_LANE,
@@ -430,6 +431,7 @@ def test_maintenance_has_its_own_lane_with_one_run_at_a_time(tmp_path: Path) -> 
 @pytest.mark.integration
 def test_maintenance_job_reports_what_it_did_per_table(tmp_path: Path) -> None:
     lake, _ = build_lake(tmp_path, per_day=3, facts=True)
+    ensure_tables(lake.catalog, [CONTEXT_ARTIFACTS])  # the context index, as the first assembly makes it
     resource = LakeResource(home=str(tmp_path / "home"))
     settings = Settings.from_env({"AGENTLAKE_HOME": str(tmp_path / "home"), "AGENTLAKE_SNAPSHOT_RETENTION_HOURS": "0",
                                   "AGENTLAKE_SNAPSHOTS_KEEP_LAST": "1"})
@@ -454,7 +456,7 @@ def test_maintenance_job_reports_what_it_did_per_table(tmp_path: Path) -> None:
     assert set(rows) == {EVENTS.name, QUARANTINE.name}
     assert rows[EVENTS.name]["files_rewritten"] == 6 and rows[EVENTS.name]["snapshots_kept"] == 1
     fmeta = {k: v.value for k, v in facts.asset_materialization.metadata.items()}  # type: ignore[union-attr]
-    assert set(fmeta["per_table"]) == {t.name for t in ALL_TABLES} - {EVENTS.name, QUARANTINE.name}
+    assert set(fmeta["per_table"]) == {t.name for t in ALL_TABLES} - {EVENTS.name, QUARANTINE.name} | {CONTEXT_ARTIFACTS.name}
     assert fmeta["snapshots_expired"] > 0
     # Each table's own page shows what maintenance did to it.
     obs = instance.fetch_observations(records_filter=table_key(EVENTS), limit=1).records
@@ -462,6 +464,10 @@ def test_maintenance_job_reports_what_it_did_per_table(tmp_path: Path) -> None:
     observed = obs[0].asset_observation.metadata  # type: ignore[union-attr]
     assert observed["dagster/table_name"].value == EVENTS.name
     assert observed["dagster/row_count"].value == lake.table(EVENTS.name).scan().to_arrow().num_rows
+    # But the context index's: the newest event of its page stays the index's materialization, where the
+    # auditor's walk goes on (its figures are the fact_tables materialization's row above).
+    assert instance.fetch_observations(records_filter=table_key(ALL_TABLES[-1]), limit=1).records
+    assert not instance.fetch_observations(records_filter=CONTEXT_ARTIFACTS_KEY, limit=1).records
     for sql, old, new in zip(QUERIES, before, results(lake), strict=True):
         assert new.equals(old), sql
 
