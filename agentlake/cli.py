@@ -482,7 +482,8 @@ def cmd_backfill(ctx: Context, args: argparse.Namespace) -> int:
                                    date.fromisoformat(args.end))
     except BackfillRefused as exc:
         raise UsageError(str(exc)) from None
-    _out(args, launched.as_dict(), f"backfill {launched.backfill_id} of {' '.join(launched.assets)} for "
+    of = f"job {launched.job} ({' '.join(launched.assets)})" if launched.job else " ".join(launched.assets)
+    _out(args, launched.as_dict(), f"backfill {launched.backfill_id} of {of} for "
                                    f"{len(launched.partitions)} day(s): {launched.url}")
     return 0
 

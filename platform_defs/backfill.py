@@ -2,9 +2,16 @@
 
 ``agentlake backfill`` calls :func:`launch_backfill`: it looks the assets up (each must exist and
 be partitioned by arrival day), checks that the days asked for are partitions of them, and calls
-``launchPartitionBackfill`` with the assets and the days, tagged with the backfill lane's priority
-(Dagster copies a backfill's tags to each of its runs, and tags them ``dagster/backfill``, which
-the run queue and the run launcher put in the backfill lane). Dagster's Python GraphQL client has
+``launchPartitionBackfill`` with the days, tagged with the backfill lane's priority (Dagster copies
+a backfill's tags to each of its runs, and tags them ``dagster/backfill``, which the run queue and
+the run launcher put in the backfill lane).
+
+When the assets asked for are the work of one of the platform's jobs (``ingest``: the raw tables;
+``facts``: the fact tables), the backfill is that job's: its runs do the job's own work with its own
+checks. An asset backfill's runs would also run every check other definitions place on those
+assets: dbt's source tests, which run the marts' dbt step against today's tables in every run of
+the backfill (waiting on the marts' DuckDB file), and the freshness checks. Other selections are
+asset backfills, as the UI launches them. Dagster's Python GraphQL client has
 no backfill call, so this module speaks plain HTTP and imports no Dagster: the command line
 stays quick and the core free of the orchestrator.
 """
@@ -38,14 +45,17 @@ class LaunchedBackfill:
     url: str
     assets: list[str]
     partitions: list[str]
+    job: str | None = None  # the platform's job whose work the backfill is; None: an asset backfill
 
     def as_dict(self) -> dict[str, Any]:
         return {"backfill_id": self.backfill_id, "url": self.url, "assets": self.assets,
-                "partitions": self.partitions}
+                "partitions": self.partitions, "job": self.job}
 
 
 _ASSET = """query ($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
-  __typename ... on AssetNode { isPartitioned partitionKeys } } }"""
+  __typename ... on AssetNode { isPartitioned partitionKeys jobNames opNames
+  repository { name location { name } } } } }"""
+_JOB_ASSETS = """query ($job: PipelineSelector!) { assetNodes(pipeline: $job) { assetKey { path } opNames } }"""
 _LAUNCH = """mutation ($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on Error { message } } }"""
 
@@ -103,6 +113,7 @@ def launch_backfill(ui_url: str, assets: list[str], first: date, last: date) -> 
         WebserverUnreachable: the webserver did not answer.
     """
     days = days_between(first, last)
+    nodes: dict[str, dict[str, Any]] = {}
     for asset in assets:
         node = graphql(ui_url, _ASSET, {"key": {"path": asset.split("/")}})["assetNodeOrError"]
         if node["__typename"] != "AssetNode":
@@ -116,16 +127,40 @@ def launch_backfill(ui_url: str, assets: list[str], first: date, last: date) -> 
             span = f"{keys[0]} to {keys[-1]}" if keys else "none"
             raise BackfillRefused(f"{missing[0]} is not a partition of {asset} (its days: {span}); "
                                   "give days within them")
+        nodes[asset] = node
     backfill_lane = lane("backfill")
-    params = {
-        "assetSelection": [{"path": asset.split("/")} for asset in assets],
+    params: dict[str, Any] = {
         "partitionNames": days,
         "tags": [{"key": key, "value": value} for key, value in backfill_lane.tags().items()],
     }
+    job = _job_doing(ui_url, nodes)
+    if job is not None:
+        name, repository, location, assets = job
+        params["selector"] = {"partitionSetName": f"{name}_partition_set",
+                              "repositorySelector": {"repositoryName": repository, "repositoryLocationName": location}}
+    else:
+        params["assetSelection"] = [{"path": asset.split("/")} for asset in assets]
     result = graphql(ui_url, _LAUNCH, {"params": params})["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise BackfillRefused(f"the platform refused the backfill of {', '.join(assets)} "
                               f"({result['__typename']}: {str(result.get('message', '')).splitlines()[0:1]}); "
                               "see the webserver's log")
     backfill_id = str(result["backfillId"])
-    return LaunchedBackfill(backfill_id, f"{ui_url.rstrip('/')}/overview/backfills/{backfill_id}", assets, days)
+    return LaunchedBackfill(backfill_id, f"{ui_url.rstrip('/')}/overview/backfills/{backfill_id}", assets, days,
+                            job[0] if job else None)
+
+
+def _job_doing(ui_url: str, nodes: dict[str, dict[str, Any]]) -> tuple[str, str, str, list[str]] | None:
+    """The platform's job whose work is exactly these assets' ops, if one is: (its name, repository,
+    location, its assets). Its assets may be more than those asked for, but only ones their ops make
+    anyway (the ops of the raw and fact tables cannot make a part of their assets)."""
+    first = next(iter(nodes.values()))
+    repository, location = first["repository"]["name"], first["repository"]["location"]["name"]
+    ops = {op for node in nodes.values() for op in node["opNames"]}
+    named = set.intersection(*({j for j in node["jobNames"] if not j.startswith("__")} for node in nodes.values()))
+    for name in sorted(named):
+        selector = {"pipelineName": name, "repositoryName": repository, "repositoryLocationName": location}
+        job_assets = graphql(ui_url, _JOB_ASSETS, {"job": selector})["assetNodes"]
+        if job_assets and all(set(a["opNames"]) <= ops for a in job_assets):
+            return name, repository, location, sorted("/".join(a["assetKey"]["path"]) for a in job_assets)
+    return None
