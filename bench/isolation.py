@@ -186,27 +186,31 @@ def unseen(latencies: list[float]) -> int:
 
 
 def evaluation_assets(url: str) -> list[str]:
-    """The platform's evaluation assets (keys under evaluation/), if it has any."""
-    query = "{ assetNodes { assetKey { path } } }"
+    """The assets of the platform's ``evaluation`` job (the context index and the evaluation), if it has one."""
+    query = "{ assetNodes { assetKey { path } jobNames } }"
     request = urllib.request.Request(url + "/graphql", data=json.dumps({"query": query}).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as resp:
         nodes = json.load(resp)["data"]["assetNodes"]
-    return sorted("/".join(n["assetKey"]["path"]) for n in nodes if n["assetKey"]["path"][0] == "evaluation")
+    return sorted("/".join(n["assetKey"]["path"]) for n in nodes if "evaluation" in n["jobNames"])
 
 
-def progress(settings: Settings, backfill_id: str, minutes: float) -> dict[str, Any]:
+def progress(settings: Settings, backfill_ids: list[str], minutes: float) -> dict[str, Any]:
+    """What the backfills did: their runs, those that succeeded, and the partitions every one of them has done."""
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     instance = DagsterInstance.from_config(str(settings.dagster_home))
     try:
-        runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+        runs = {b: instance.get_runs(RunsFilter(tags={"dagster/backfill": b})) for b in backfill_ids}
     finally:
         instance.dispose()
-    done = [r for r in runs if r.status == DagsterRunStatus.SUCCESS]
-    return {"runs": len(runs), "runs_succeeded": len(done),
-            "partitions_done": len({r.tags.get("dagster/partition") for r in done}),
-            "runs_per_minute": round(len(done) / minutes, 2) if minutes else 0.0}
+    done = {b: [r for r in rs if r.status == DagsterRunStatus.SUCCESS] for b, rs in runs.items()}
+    per_backfill = [{r.tags.get("dagster/partition") for r in rs} for rs in done.values()]
+    succeeded = sum(len(rs) for rs in done.values())
+    return {"runs": sum(len(rs) for rs in runs.values()), "runs_succeeded": succeeded,
+            "partitions_done": len(set.intersection(*per_backfill)) if per_backfill else 0,
+            "partitions_done_each": [len(p) for p in per_backfill],
+            "runs_per_minute": round(succeeded / minutes, 2) if minutes else 0.0}
 
 
 def lane_waits(settings: Settings, since: float, until: float) -> dict[str, dict[str, float]]:
@@ -263,15 +267,16 @@ def main() -> int:
             quiet_from = time.time()
             quiet = measure(settings, phase_s, work, "quiet")
             quiet_lanes = lane_waits(settings, quiet_from, time.time())
-            assets = ["/".join(t.name.split(".")) for t in FACT_TABLES]
-            assets += evaluation_assets(url)
+            # One backfill per job, as `agentlake backfill` launches each: the facts, then the evaluation.
+            selections = [["/".join(t.name.split(".")) for t in FACT_TABLES], evaluation_assets(url)]
             launched_at = time.monotonic()
-            launched = launch_backfill(url, assets, datetime.fromisoformat(days[0]).date(),
-                                       datetime.fromisoformat(days[-1]).date())
+            launched = [launch_backfill(url, chosen, datetime.fromisoformat(days[0]).date(),
+                                        datetime.fromisoformat(days[-1]).date()) for chosen in selections if chosen]
+            assets = [a for one in launched for a in one.assets]
             busy_from = time.time()
             busy = measure(settings, phase_s, work, "backfill")
             busy_lanes = lane_waits(settings, busy_from, time.time())
-            backfill = progress(settings, launched.backfill_id, (time.monotonic() - launched_at) / 60)
+            backfill = progress(settings, [one.backfill_id for one in launched], (time.monotonic() - launched_at) / 60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -285,7 +290,9 @@ def main() -> int:
     print(f"{'phase':<28}{'samples':>8}{'unseen':>8}{'p50 s':>8}{'p95 s':>8}")
     print(f"{'no backfill':<28}{len(quiet):>8}{unseen(quiet):>8}{q50:>8.1f}{q95:>8.1f}")
     print(f"{'backfill running':<28}{len(busy):>8}{unseen(busy):>8}{b50:>8.1f}{b95:>8.1f}")
-    print(f"backfill {launched.backfill_id}: {backfill['partitions_done']}/{partitions} partitions done, "
+    each = ", ".join(f"{one.job or 'assets'} {one.backfill_id} {n}/{partitions}"
+                     for one, n in zip(launched, backfill["partitions_done_each"], strict=True))
+    print(f"backfills ({each}): {backfill['partitions_done']}/{partitions} partitions done by all, "
           f"{backfill['runs_succeeded']} of {backfill['runs']} runs succeeded, {backfill['runs_per_minute']} runs/min")
     print(f"{'runs by lane, per phase':<28}{'runs':>8}{'queued p50 s':>14}{'queued max s':>14}{'ran p50 s':>11}")
     for phase, lanes in (("no backfill", quiet_lanes), ("backfill running", busy_lanes)):
