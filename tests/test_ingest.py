@@ -360,12 +360,15 @@ def test_an_id_whose_hash_matches_a_held_one_is_new_not_a_repeat(
     ingest_pending_then_facts(lake, options)
     log.segment(DAY0 + timedelta(hours=9), ev("new-1"), ev("held-1"), ev("held-2", status="changed"), ev("new-2"),
                 ev("new-1"))
+    # The same batch's next segment (its next chunk): repeats of ids the batch kept, and a new id.
+    log.segment(DAY0 + timedelta(hours=10), ev("new-2"), ev("new-1", status="changed"), ev("new-3"))
     report = ingest_pending_then_facts(lake, options)
-    assert (report.rows, report.duplicates, report.conflicts) == (2, 2, 1)
+    assert (report.rows, report.duplicates, report.conflicts) == (3, 3, 2)
     assert report.segments_held == 0
     events = by_id(lake)
-    assert sorted(events) == ["held-1", "held-2", "new-1", "new-2"]
-    assert all(len(rows) == 1 for rows in events.values()) and events["held-2"][0]["status"] is None
+    assert sorted(events) == ["held-1", "held-2", "new-1", "new-2", "new-3"]
+    assert all(len(rows) == 1 for rows in events.values())
+    assert events["held-2"][0]["status"] is None and events["new-1"][0]["status"] is None
     assert_balanced(lake, days=1)
 
 

@@ -55,7 +55,7 @@ from agentlake.tables.lake import Lake
 from agentlake.tables.ledger import DayLedger, LedgerCorrupt, read_ledger
 from agentlake.tables.quarantine import Verdict, quarantine_lines, quarantine_row, quarantine_rows
 from agentlake.tables.schemas import EVENTS, QUARANTINE
-from agentlake.tables.window import IdWindow
+from agentlake.tables.window import BatchIds, IdWindow
 
 # Rows gathered before a data file is written: small segments share a file.
 FILE_TARGET_BYTES = 16 * 1024 * 1024
@@ -265,7 +265,7 @@ def _read_segments(lake: Lake, events: Table, batch: _Batch, work: list[SegmentI
     report = batch.report
     events_todo = {s.key for s in batch.events_todo}
     window = batch.window = IdWindow(events, dedup_window(batch.day, options.dedup_window_days))
-    seen: list[pl.DataFrame] = []  # (event_id, content hash) of the rows kept so far
+    seen = BatchIds()  # (event_id, content hash) of the rows kept so far, looked up by id hash
     writer = _FileWriter(events)
     held_back: list[pl.DataFrame] = []  # rows whose id the table may hold already: compared at the end
 
@@ -403,18 +403,24 @@ def _split_known(rows: pl.DataFrame, window: IdWindow) -> tuple[pl.DataFrame, pl
 
 
 def _dedup_in_batch(
-    rows: pl.DataFrame, seen: list[pl.DataFrame], seg: SegmentInfo, batch: _Batch, options: IngestOptions
+    rows: pl.DataFrame, seen: BatchIds, seg: SegmentInfo, batch: _Batch, options: IngestOptions
 ) -> pl.DataFrame:
     """Keep the first row of each id in the batch; count identical repeats, quarantine conflicting ones.
 
     ``seen`` holds ``(event_id, _hash)`` of the rows kept so far in this batch; it grows by the rows kept.
+    Only the kept rows whose id shares a hash with one of this chunk's are compared by id.
     """
     if rows.height == 0:
         return rows
     rows = rows.with_row_index("_i")
     first = rows.unique(subset="event_id", keep="first", maintain_order=True)
-    earlier = pl.concat(seen) if seen else None
-    kept = first if earlier is None else first.join(earlier, on="event_id", how="anti")
+    id_hashes = seen.hashes(first.get_column("event_id"))
+    earlier = seen.kept_like(id_hashes)  # kept in an earlier chunk, or sharing a hash with one that was
+    if earlier is None:
+        kept, kept_hashes = first, id_hashes
+    else:
+        new = ~first.get_column("event_id").is_in(earlier.get_column("event_id")).fill_null(False).to_numpy()
+        kept, kept_hashes = first.filter(pl.Series(new)), id_hashes[new]
     # Rows whose id was kept before (earlier in this chunk, or in an earlier chunk of the batch).
     others = rows.join(kept.select("_i"), on="_i", how="anti")
     if others.height:
@@ -426,7 +432,7 @@ def _dedup_in_batch(
         batch.counts[seg.key]["duplicates"] += repeats.height
         for row in judged.filter(pl.col("_hash") != pl.col("_first_hash")).iter_rows(named=True):
             _conflict(batch, seg, row, options)
-    seen.append(kept.select("event_id", "_hash"))
+    seen.add(kept.select("event_id", "_hash"), kept_hashes)
     return kept.drop("_i")
 
 

@@ -9,6 +9,9 @@ are looked up by binary search.
 A hash match only makes an id a candidate: two ids can share a hash (by chance, or made to by
 someone choosing ids). Every answer that matters is exact: :meth:`IdWindow.holds` reads the
 candidates' rows back from the table and keeps only the ids found there.
+
+:class:`BatchIds` does the same for the ids a batch has kept so far, chunk by chunk: a chunk's ids
+are looked up among their hashes, and only the kept rows of the hashes that match are compared by id.
 """
 
 from __future__ import annotations
@@ -62,3 +65,34 @@ class IdWindow:
         found = self._table.scan(row_filter=And(self._filter, one_of("event_id", candidates.to_list())),
                                  selected_fields=("event_id",)).to_arrow()
         return pl.Series("event_id", found.column("event_id").combine_chunks()).cast(pl.String).unique()
+
+
+class BatchIds:
+    """The ids a batch has kept so far: their hashes sorted for lookup, their rows for exact answers."""
+
+    def __init__(self) -> None:
+        self._sorted = np.empty(0, dtype=np.uint64)
+        self._rows: list[pl.DataFrame] = []
+
+    def hashes(self, ids: pl.Series) -> np.ndarray:
+        """The hashes of ``ids`` as :meth:`add` and :meth:`kept_like` take them."""
+        return _hashes(ids)
+
+    def add(self, rows: pl.DataFrame, hashes: np.ndarray) -> None:
+        """Hold ``rows`` (kept; with an ``event_id`` column) whose ids have these hashes, in order."""
+        if not rows.height:
+            return
+        self._rows.append(rows.with_columns(pl.Series("_idh", hashes, dtype=pl.UInt64)))
+        new = np.sort(hashes)
+        self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, new), new)
+
+    def kept_like(self, hashes: np.ndarray) -> pl.DataFrame | None:
+        """The rows held whose id has one of these hashes (a superset of those with one of their ids), or None."""
+        if self._sorted.size == 0 or hashes.size == 0:
+            return None
+        at = np.minimum(np.searchsorted(self._sorted, hashes), self._sorted.size - 1)
+        hit = np.unique(hashes[self._sorted[at] == hashes])
+        if hit.size == 0:
+            return None
+        found = pl.concat(self._rows).filter(pl.col("_idh").is_in(pl.Series(hit, dtype=pl.UInt64)))
+        return found.drop("_idh")
