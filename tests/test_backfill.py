@@ -182,6 +182,35 @@ def test_agentlake_backfill_refuses_in_one_line_when_no_webserver_answers(tmp_pa
     assert bad.returncode == 2 and "is not a day" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.unit
+def test_a_backfill_is_one_job_s_only_when_the_assets_ops_are_exactly_that_job_s_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from platform_defs import backfill
+
+    ops = {"facts/a": "build_facts", "facts/b": "build_facts", "eval/x": "evaluate", "eval/y": "compare"}
+    jobs = {"facts": ["facts/a", "facts/b"], "evaluation": ["eval/x", "eval/y"]}
+
+    def answer(_url: str, query: str, variables: dict[str, object]) -> dict[str, object]:
+        assert query == backfill._JOB_ASSETS
+        name = variables["job"]["pipelineName"]  # type: ignore[index]
+        return {"assetNodes": [{"assetKey": {"path": a.split("/")}, "opNames": [ops[a]]} for a in jobs[name]]}
+
+    def node(asset: str) -> dict[str, object]:
+        return {"opNames": [ops[asset]], "repository": {"name": "__repository__", "location": {"name": "agentlake"}},
+                "jobNames": ["__ASSET_JOB", *(j for j, assets in jobs.items() if asset in assets)]}
+
+    monkeypatch.setattr(backfill, "graphql", answer)
+    # One fact table asked: its op makes both, the facts job's work is both.
+    assert backfill._job_doing("u", {"facts/a": node("facts/a")}) == (
+        "facts", "__repository__", "agentlake", ["facts/a", "facts/b"])
+    # A part of the evaluation job's ops: an asset backfill, not the whole job.
+    assert backfill._job_doing("u", {"eval/x": node("eval/x")}) is None
+    assert backfill._job_doing("u", {a: node(a) for a in ("eval/x", "eval/y")})[0] == "evaluation"  # type: ignore[index]
+    # Two jobs' assets: no one job does them; an asset backfill.
+    assert backfill._job_doing("u", {a: node(a) for a in ("facts/a", "eval/x", "eval/y")}) is None
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(400)
 def test_a_backfill_launched_by_agentlake_backfill_runs_in_the_backfill_lane_niced(tmp_path: Path) -> None:
