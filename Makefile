@@ -40,9 +40,8 @@ system-deps:
 run: install-run
 	@$(VENV)/bin/python -m platform_defs.launcher
 
-# Two processes, one module at a time each: most of the long tests wait on a running platform.
 test: install system-deps
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check agentlake platform_defs assets sensors tests bench

@@ -22,17 +22,6 @@ from agentlake.storage.store import ObjectStore
 S3_KEY = "agentlake-test"
 S3_SECRET = "agentlake-test-secret"
 
-# `make test` runs the suite in two processes, a module at a time each (pytest-xdist, --dist loadfile),
-# handed out in collection order. The modules that take longest (mostly waiting on a running platform
-# or on killed subprocesses) come first, so that neither process is left with one of them at the end.
-LONGEST_FIRST = ("test_ui.py", "test_kill.py", "test_s3_faults.py", "test_ui_quality.py", "test_dbt.py",
-                 "test_backfill.py", "test_project.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
-
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
